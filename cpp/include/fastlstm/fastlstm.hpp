@@ -1,0 +1,6 @@
+// fastlstm: the umbrella header of the public C++ API.
+#pragma once
+
+#include "fastlstm/build_info.hpp"
+#include "fastlstm/config.hpp"
+#include "fastlstm/rnn.hpp"

@@ -1,0 +1,108 @@
+// fastlstm: the recurrent engine (LSTM, LSTMP, peephole LSTM, GRU; stacked, bidirectional,
+// variable-length), forward and backward over a batch.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "fastlstm/config.hpp"
+
+namespace fastlstm {
+
+// Shapes of one call. N = T * B rows; a row of a [T, B, .] or [B, T, .] tensor is (t, b).
+struct SeqShape {
+  int64_t T = 0;             // time steps (padded length)
+  int64_t B = 0;             // batch
+  bool batch_first = false;  // false: [T, B, .]; true: [B, T, .]
+};
+
+// Inputs of a forward call. Parameters are a flat buffer laid out by param_layout(config).
+template <typename Scalar>
+struct ForwardArgs {
+  const Scalar* params = nullptr;   // [num_params(config)]
+  const Scalar* x = nullptr;        // [T, B, I] or [B, T, I]
+  const int64_t* lengths = nullptr; // [B], each in [1, T]; nullptr = all T
+  const Scalar* h0 = nullptr;       // [L*D, B, S] or nullptr (zeros)
+  const Scalar* c0 = nullptr;       // [L*D, B, H] or nullptr (zeros); LSTM only
+  bool train = false;               // keep what backward needs, apply dropout
+  uint64_t dropout_seed = 0;        // seeds the dropout masks of this call
+};
+
+template <typename Scalar>
+struct ForwardOutputs {
+  Scalar* output = nullptr;  // [T, B, D*S] or [B, T, D*S]; zero past each length
+  Scalar* h_n = nullptr;     // [L*D, B, S]
+  Scalar* c_n = nullptr;     // [L*D, B, H]; LSTM only (may be nullptr)
+};
+
+template <typename Scalar>
+struct BackwardArgs {
+  const Scalar* d_output = nullptr;  // like output, or nullptr (zeros)
+  const Scalar* d_h_n = nullptr;     // [L*D, B, S] or nullptr
+  const Scalar* d_c_n = nullptr;     // [L*D, B, H] or nullptr; LSTM only
+};
+
+template <typename Scalar>
+struct BackwardOutputs {
+  Scalar* d_x = nullptr;       // like x
+  Scalar* d_h0 = nullptr;      // [L*D, B, S]
+  Scalar* d_c0 = nullptr;      // [L*D, B, H]; LSTM only (may be nullptr)
+  Scalar* d_params = nullptr;  // [num_params(config)], overwritten (not accumulated)
+};
+
+// One network's engine: owns the workspaces (reused across calls of the same shapes) and what a
+// training forward keeps for backward. Parameters are passed by the caller on every call, so an
+// optimizer can update them in place between calls. Not safe to call from two threads at once.
+template <typename Scalar>
+class RNN {
+ public:
+  explicit RNN(const RNNConfig& config);
+  ~RNN();
+  RNN(RNN&&) noexcept;
+  RNN& operator=(RNN&&) noexcept;
+
+  const RNNConfig& config() const;
+
+  void forward(const SeqShape& shape, const ForwardArgs<Scalar>& in,
+               const ForwardOutputs<Scalar>& out);
+  // Full BPTT through the last training forward; params must be the ones it used.
+  void backward(const Scalar* params, const BackwardArgs<Scalar>& in,
+                const BackwardOutputs<Scalar>& out);
+  // True after a training forward, until the next forward.
+  bool has_activations() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Step-by-step inference of a unidirectional network with the state carried inside: after
+// construction, step() allocates nothing on the heap.
+template <typename Scalar>
+class Stream {
+ public:
+  // params must outlive the stream; it is read on every step (in-place updates are seen).
+  Stream(const RNNConfig& config, const Scalar* params, int64_t batch);
+  ~Stream();
+  Stream(Stream&&) noexcept;
+  Stream& operator=(Stream&&) noexcept;
+
+  // x_t: [B, I]; y_t: [B, S] (the top layer's new h).
+  void step(const Scalar* x_t, Scalar* y_t);
+  void reset();                   // state to zeros
+  int64_t batch() const;
+  const Scalar* h() const;        // [L, B, S]
+  const Scalar* c() const;        // [L, B, H] (LSTM; nullptr for GRU)
+  void set_state(const Scalar* h, const Scalar* c);  // shapes as h(), c(); c ignored for GRU
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+extern template class RNN<float>;
+extern template class RNN<double>;
+extern template class Stream<float>;
+extern template class Stream<double>;
+
+}  // namespace fastlstm

@@ -1,0 +1,90 @@
+// The time loop over layers and directions, shared by every cell type (see kernels/cells.hpp).
+//
+// Two layouts:
+//  - user layout: rows (t, b) of x, output, the input projection and d_x, in the caller's order
+//    ([T, B] or [B, T]); row index = row(t, b).
+//  - step layout: what the recurrence keeps, [T(+1), B, .] indexed by step s and by the batch
+//    rows sorted by length (longest first), so the sequences still running at step s are the
+//    prefix [0, active[s]) and each step's products run on a contiguous block. Steps past a
+//    sequence's length are never computed.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "fastlstm/rnn.hpp"
+
+namespace fastlstm::detail {
+
+template <typename T>
+struct DirParams {  // pointers into a flat parameter (or gradient) buffer; nullptr when absent
+  T* w_ih = nullptr;  // [G, I_l]
+  T* w_hh = nullptr;  // [G, S]
+  T* b_ih = nullptr;  // [G]
+  T* b_hh = nullptr;  // [G]
+  T* w_hr = nullptr;  // [P, H]
+  T* w_ci = nullptr;  // [H]
+  T* w_cf = nullptr;  // [H]
+  T* w_co = nullptr;  // [H]
+};
+
+template <typename T>
+struct DirStore {       // what a training forward keeps for one layer and direction
+  std::vector<T> act;   // [T, B, G]   post-activation gates (step layout)
+  std::vector<T> hs;    // [T+1, B, S] h before each step (index 0 = h0) and after the last
+  std::vector<T> cs;    // [T+1, B, H] LSTM c, likewise
+  std::vector<T> aux;   // [T, B, H]   GRU: W_hn h_prev + b_hn
+  std::vector<T> hraw;  // [T, B, H]   LSTMP: h before the projection
+};
+
+template <typename T>
+class Engine {
+ public:
+  explicit Engine(const RNNConfig& config);
+
+  void forward(const SeqShape& shape, const ForwardArgs<T>& in, const ForwardOutputs<T>& out);
+  void backward(const T* params, const BackwardArgs<T>& in, const BackwardOutputs<T>& out);
+  bool has_activations() const { return has_acts_; }
+  const RNNConfig& config() const { return cfg_; }
+
+ private:
+  template <typename Cell>
+  void forward_direction(int64_t l, int64_t d, const DirParams<T>& p, const T* in, int64_t I_l,
+                         T* out, const T* h0, const T* c0, T* hn, T* cn, bool train);
+  template <typename Cell>
+  void backward_direction(int64_t l, int64_t d, const DirParams<T>& p, const DirParams<T>& dp,
+                          const T* in, int64_t I_l, const T* d_out, const T* dhn, const T* dcn,
+                          T* d_in, T* dh0, T* dc0);
+  DirParams<T> dir_params(T* base, int64_t l, int64_t d) const;
+  void schedule(const int64_t* lengths);
+  void apply_dropout(int64_t l, T* buf, int64_t n) const;
+  int64_t row(int64_t t, int64_t b) const {
+    return shape_.batch_first ? b * shape_.T + t : t * shape_.B + b;
+  }
+  int64_t step_time(int64_t d, int64_t j, int64_t s) const {
+    return d == 0 ? s : len_sorted_[j] - 1 - s;
+  }
+
+  RNNConfig cfg_;
+  std::vector<ParamInfo> layout_;
+  SeqShape shape_;
+  bool has_acts_ = false;
+  uint64_t seed_ = 0;
+  // schedule of the current call
+  std::vector<int64_t> perm_;        // [B] sorted position j -> batch index
+  std::vector<int64_t> len_sorted_;  // [B] lengths in sorted order (descending)
+  std::vector<int64_t> active_;      // [T] number of sequences still running at step s
+  // kept for backward
+  std::vector<std::vector<T>> layer_in_;  // [L] each [N, I_l]: layer inputs (after dropout)
+  std::vector<DirStore<T>> store_;        // [L*D]
+  // scratch, reused across calls
+  std::vector<T> xproj_;                  // [N, G]
+  std::vector<T> rec_, act_, aux_;        // [B, G], [B, G], [B, H]
+  std::vector<T> h_, c_, hraw_, tmp_;     // [B, S], [B, H], [B, H], [H]
+  std::vector<T> mid_[2];                 // inference: [N, D*S] outputs of inner layers
+  std::vector<T> d_x_, d_rec_, d_hout_;   // [N, G], [T*B, G], [T*B, S]
+  std::vector<T> d_mid_[2];               // [N, D*S]
+  std::vector<T> dh_, dc_, dhraw_;        // [B, S], [B, H], [B, H]
+};
+
+}  // namespace fastlstm::detail

@@ -1,0 +1,389 @@
+"""PyTorch-shaped recurrent modules: :class:`LSTM` and :class:`GRU`.
+
+NumPy in, NumPy out. Parameters live in one flat buffer (``module.flat_params``) and
+``module.params`` holds writable views of it under PyTorch's names, so an optimizer can update
+everything in place with one vectorized operation; gradients likewise (``flat_grads``/``grads``).
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+
+import numpy as np
+
+from . import _core
+
+__all__ = ["LSTM", "GRU", "LSTMStream"]
+
+_DTYPES = {"float32": np.float32, "float64": np.float64}
+
+
+def _as_dtype(dtype):
+    try:
+        key = np.dtype(dtype).name
+    except TypeError:
+        key = None
+    if key not in _DTYPES:
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    return np.dtype(_DTYPES[key])
+
+
+def _positive_int(value, name, minimum=1):
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}") from None
+    if v < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {v}")
+    return v
+
+
+class _RNNBase:
+    """Shared by LSTM and GRU: configuration, the flat parameter buffer, calls into the engine."""
+
+    _cell = ""
+
+    def __init__(
+        self,
+        input_size,
+        hidden_size,
+        num_layers=1,
+        bias=True,
+        batch_first=False,
+        dropout=0.0,
+        bidirectional=False,
+        proj_size=0,
+        peephole=False,
+        dtype="float32",
+        seed=None,
+    ):
+        self.input_size = _positive_int(input_size, "input_size")
+        self.hidden_size = _positive_int(hidden_size, "hidden_size")
+        self.num_layers = _positive_int(num_layers, "num_layers")
+        self.proj_size = _positive_int(proj_size, "proj_size", minimum=0)
+        self.bias = bool(bias)
+        self.batch_first = bool(batch_first)
+        self.bidirectional = bool(bidirectional)
+        self.peephole = bool(peephole)
+        dropout = float(dropout)
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.dropout = dropout
+        self.dtype = _as_dtype(dtype)
+        # the engine validates the combination (proj_size < hidden_size, peephole for LSTM, ...)
+        cls = _core.RNN_float32 if self.dtype == np.float32 else _core.RNN_float64
+        self._engine = cls(
+            self._cell,
+            self.input_size,
+            self.hidden_size,
+            self.num_layers,
+            self.bidirectional,
+            self.bias,
+            self.proj_size,
+            self.peephole,
+            self.dropout,
+        )
+        self._layout = [(name, tuple(shape), off) for name, shape, off in self._engine.layout()]
+        n = self._engine.num_params
+        self.flat_params = np.zeros(n, dtype=self.dtype)
+        self.flat_grads = np.zeros(n, dtype=self.dtype)
+        self.params = self._views(self.flat_params)
+        self.grads = self._views(self.flat_grads)
+        self._rng = np.random.default_rng(seed)
+        self.reset_parameters()
+        self._train_shape = None
+
+    # ----------------------------------------------------------------------------- parameters
+    def _views(self, flat):
+        out = {}
+        for name, shape, off in self._layout:
+            size = math.prod(shape)
+            out[name] = flat[off : off + size].reshape(shape)
+        return out
+
+    @property
+    def num_directions(self):
+        return 2 if self.bidirectional else 1
+
+    @property
+    def state_size(self):
+        """Size of h (and of each direction's output): proj_size if set, else hidden_size."""
+        return self.proj_size if self.proj_size > 0 else self.hidden_size
+
+    def reset_parameters(self):
+        """PyTorch's default: every parameter from U(-1/sqrt(H), 1/sqrt(H))."""
+        k = 1.0 / math.sqrt(self.hidden_size)
+        self.flat_params[...] = self._rng.uniform(-k, k, size=self.flat_params.shape)
+
+    def state_dict(self):
+        """A dict of copies of the parameters under PyTorch's names."""
+        return {name: v.copy() for name, v in self.params.items()}
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Copies arrays (NumPy or anything with ``.numpy()``/``__array__``) into the parameters.
+
+        Every shape is checked before anything is written, so a failed load changes nothing.
+        """
+        staged = {}
+        for name, value in state_dict.items():
+            if name not in self.params:
+                if strict:
+                    raise KeyError(
+                        f"unexpected parameter {name!r}; expected {sorted(self.params)}"
+                    )
+                continue
+            arr = _to_numpy(value)
+            if arr.shape != self.params[name].shape:
+                raise ValueError(
+                    f"parameter {name!r} must have shape {self.params[name].shape}, "
+                    f"got {arr.shape}"
+                )
+            staged[name] = arr
+        missing = sorted(set(self.params) - set(staged))
+        if strict and missing:
+            raise KeyError(f"missing parameters: {missing}")
+        for name, arr in staged.items():
+            self.params[name][...] = arr
+
+    @classmethod
+    def from_torch(cls, module, dtype="float32"):
+        """Copies a ``torch.nn.LSTM``/``torch.nn.GRU`` (duck-typed: torch is never imported)."""
+        kwargs = dict(
+            input_size=module.input_size,
+            hidden_size=module.hidden_size,
+            num_layers=module.num_layers,
+            bias=module.bias,
+            batch_first=module.batch_first,
+            dropout=float(module.dropout),
+            bidirectional=module.bidirectional,
+            dtype=dtype,
+        )
+        if cls is LSTM:
+            kwargs["proj_size"] = getattr(module, "proj_size", 0)
+        obj = cls(**kwargs)
+        obj.load_state_dict(module.state_dict())
+        return obj
+
+    # ----------------------------------------------------------------------------- calls
+    def _prepare_x(self, x):
+        x = np.asarray(x)
+        if x.dtype != self.dtype:
+            if x.dtype.kind not in "fiub":
+                raise TypeError(f"x must hold real numbers, got dtype {x.dtype}")
+            x = x.astype(self.dtype)
+        if x.ndim != 3:
+            layout = "[B, T, I]" if self.batch_first else "[T, B, I]"
+            raise ValueError(
+                f"x must be 3-D {layout} with I={self.input_size}, got shape {x.shape}"
+            )
+        if x.shape[2] != self.input_size:
+            raise ValueError(
+                f"x must have {self.input_size} features on its last axis "
+                f"(input_size), got shape {x.shape}"
+            )
+        return np.ascontiguousarray(x)
+
+    def _batch_of(self, x):
+        return x.shape[0] if self.batch_first else x.shape[1]
+
+    def _prepare_state(self, value, name, batch, size):
+        if value is None:
+            return None
+        arr = np.asarray(value)
+        if arr.dtype.kind not in "fiub":
+            raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+        expected = (self.num_layers * self.num_directions, batch, size)
+        if arr.shape != expected:
+            raise ValueError(
+                f"{name} must have shape {expected} (num_layers*num_directions, batch, "
+                f"{'proj_size' if name.startswith('h') and self.proj_size else 'hidden_size'}),"
+                f" got {arr.shape}"
+            )
+        return np.ascontiguousarray(arr, dtype=self.dtype)
+
+    def _prepare_lengths(self, lengths, x):
+        if lengths is None:
+            return None
+        arr = np.asarray(lengths)
+        if arr.dtype.kind not in "iu":
+            raise TypeError(f"lengths must be an integer array, got dtype {arr.dtype}")
+        batch = self._batch_of(x)
+        if arr.shape != (batch,):
+            raise ValueError(f"lengths must have shape ({batch},) (one per sequence), got {arr.shape}")
+        T = x.shape[1] if self.batch_first else x.shape[0]
+        if arr.size and (arr.min() < 1 or arr.max() > T):
+            raise ValueError(f"every length must be in [1, T={T}], got min {arr.min()} max {arr.max()}")
+        return np.ascontiguousarray(arr, dtype=np.int64)
+
+    def _prepare_d(self, value, name, shape):
+        if value is None:
+            return None
+        arr = np.asarray(value)
+        if arr.shape != tuple(shape):
+            raise ValueError(f"{name} must have shape {tuple(shape)}, got {arr.shape}")
+        return np.ascontiguousarray(arr, dtype=self.dtype)
+
+    def _run(self, x, hx, lengths, train):
+        x = self._prepare_x(x)
+        batch = self._batch_of(x)
+        h0, c0 = self._split_hx(hx, batch)
+        lengths = self._prepare_lengths(lengths, x)
+        seed = int(self._rng.integers(0, 2**63)) if (train and self.dropout > 0) else 0
+        out, h_n, c_n = self._engine.forward(
+            self.flat_params, x, lengths, h0, c0, train, self.batch_first, seed
+        )
+        if train:
+            self._train_shape = (out.shape, batch)
+        return out, h_n, c_n
+
+    def _backward(self, d_output, d_h_n, d_c_n):
+        if self._train_shape is None or not self._engine.has_activations:
+            raise RuntimeError("backward() needs a preceding forward(..., train=True)")
+        out_shape, batch = self._train_shape
+        LD = self.num_layers * self.num_directions
+        d_output = self._prepare_d(d_output, "d_output", out_shape)
+        d_h_n = self._prepare_d(d_h_n, "d_h_n", (LD, batch, self.state_size))
+        d_c_n = self._prepare_d(d_c_n, "d_c_n", (LD, batch, self.hidden_size))
+        return self._engine.backward(self.flat_params, d_output, d_h_n, d_c_n, self.flat_grads)
+
+    def zero_grad(self):
+        self.flat_grads[...] = 0
+
+    def __repr__(self):
+        opts = [f"{self.input_size}", f"{self.hidden_size}"]
+        if self.num_layers != 1:
+            opts.append(f"num_layers={self.num_layers}")
+        for name, default in (
+            ("bias", True),
+            ("batch_first", False),
+            ("dropout", 0.0),
+            ("bidirectional", False),
+            ("proj_size", 0),
+            ("peephole", False),
+        ):
+            if getattr(self, name, default) != default:
+                opts.append(f"{name}={getattr(self, name)!r}")
+        opts.append(f"dtype='{self.dtype.name}'")
+        return f"{type(self).__name__}({', '.join(opts)})"
+
+
+def _to_numpy(value):
+    if hasattr(value, "detach"):
+        value = value.detach()
+    if hasattr(value, "cpu"):
+        value = value.cpu()
+    if hasattr(value, "numpy"):
+        value = value.numpy()
+    return np.asarray(value)
+
+
+class LSTM(_RNNBase):
+    """A (stacked, bidirectional, projected, peephole) LSTM, PyTorch's math and names.
+
+    ``output, (h_n, c_n) = lstm(x, hx=None, lengths=None)`` runs inference;
+    ``lstm.forward(x, hx=None, lengths=None, train=True)`` keeps what
+    ``d_x, (d_h0, d_c0) = lstm.backward(d_output, d_h_n=None, d_c_n=None)`` needs, which fills
+    ``lstm.grads``.
+    """
+
+    _cell = "lstm"
+
+    def _split_hx(self, hx, batch):
+        if hx is None:
+            return None, None
+        if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+            raise TypeError("hx must be a tuple (h0, c0) or None")
+        h0 = self._prepare_state(hx[0], "h0", batch, self.state_size)
+        c0 = self._prepare_state(hx[1], "c0", batch, self.hidden_size)
+        return h0, c0
+
+    def __call__(self, x, hx=None, lengths=None):
+        return self.forward(x, hx, lengths=lengths, train=False)
+
+    def forward(self, x, hx=None, lengths=None, train=True):
+        out, h_n, c_n = self._run(x, hx, lengths, train)
+        return out, (h_n, c_n)
+
+    def backward(self, d_output, d_h_n=None, d_c_n=None):
+        d_x, d_h0, d_c0 = self._backward(d_output, d_h_n, d_c_n)
+        return d_x, (d_h0, d_c0)
+
+    def stream(self, batch=1):
+        """A step-by-step inference stream with the state carried inside (unidirectional)."""
+        return LSTMStream(self, batch)
+
+
+class GRU(_RNNBase):
+    """A (stacked, bidirectional) GRU, PyTorch's math and names (gate order r, z, n).
+
+    ``output, h_n = gru(x, h0=None, lengths=None)``;
+    ``d_x, d_h0 = gru.backward(d_output, d_h_n=None)`` after ``gru.forward(..., train=True)``.
+    """
+
+    _cell = "gru"
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, dtype="float32", seed=None):
+        super().__init__(input_size, hidden_size, num_layers=num_layers, bias=bias,
+                         batch_first=batch_first, dropout=dropout,
+                         bidirectional=bidirectional, dtype=dtype, seed=seed)
+
+    def _split_hx(self, hx, batch):
+        return self._prepare_state(hx, "h0", batch, self.hidden_size), None
+
+    def __call__(self, x, h0=None, lengths=None):
+        return self.forward(x, h0, lengths=lengths, train=False)
+
+    def forward(self, x, h0=None, lengths=None, train=True):
+        out, h_n, _ = self._run(x, h0, lengths, train)
+        return out, h_n
+
+    def backward(self, d_output, d_h_n=None):
+        d_x, d_h0, _ = self._backward(d_output, d_h_n, None)
+        return d_x, d_h0
+
+    def stream(self, batch=1):
+        """A step-by-step inference stream with the state carried inside (unidirectional)."""
+        return LSTMStream(self, batch)
+
+
+class LSTMStream:
+    """One time step per call: ``y_t = stream.step(x_t)`` with x_t [B, I] -> y_t [B, S].
+
+    Stepping T times gives the full-sequence output. The stream reads the module's parameter
+    buffer on every step, so in-place updates are seen.
+    """
+
+    def __init__(self, module, batch=1):
+        if module.bidirectional:
+            raise ValueError("a stream runs one step at a time; bidirectional needs the whole "
+                             "sequence (use the module's __call__)")
+        self.module = module
+        self.batch = _positive_int(batch, "batch")
+        cls = _core.Stream_float32 if module.dtype == np.float32 else _core.Stream_float64
+        self._stream = cls(module._cell, module.input_size, module.hidden_size,
+                           module.num_layers, module.bias, module.proj_size, module.peephole,
+                           module.flat_params, self.batch)
+
+    def step(self, x_t):
+        x_t = np.asarray(x_t)
+        if x_t.ndim == 1 and self.batch == 1:
+            x_t = x_t[None, :]
+        expected = (self.batch, self.module.input_size)
+        if x_t.shape != expected:
+            raise ValueError(f"x_t must have shape {expected} (batch, input_size), got {x_t.shape}")
+        return self._stream.step(np.ascontiguousarray(x_t, dtype=self.module.dtype))
+
+    def reset(self):
+        self._stream.reset()
+
+    @property
+    def state(self):
+        """(h [L, B, S], c [L, B, H]) for LSTM; (h, None) for GRU: copies."""
+        return self._stream.state()
+
+    def set_state(self, h, c=None):
+        dt = self.module.dtype
+        self._stream.set_state(np.ascontiguousarray(h, dtype=dt),
+                               None if c is None else np.ascontiguousarray(c, dtype=dt))

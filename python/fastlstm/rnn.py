@@ -102,6 +102,25 @@ class _RNNBase:
             out[name] = flat[off : off + size].reshape(shape)
         return out
 
+    def use_buffers(self, flat_params, flat_grads):
+        """Moves parameters and gradients into caller-owned 1-D arrays (e.g. slices of one
+        model-wide buffer that an optimizer updates in one operation). Current values are
+        copied in; ``params``/``grads`` become views of the new buffers."""
+        n = self.flat_params.size
+        for name, arr in (("flat_params", flat_params), ("flat_grads", flat_grads)):
+            if not isinstance(arr, np.ndarray) or arr.dtype != self.dtype or arr.shape != (n,):
+                raise ValueError(
+                    f"{name} must be a 1-D {self.dtype.name} array of {n} elements, got "
+                    f"{getattr(arr, 'dtype', type(arr).__name__)} {getattr(arr, 'shape', '')}"
+                )
+            if not arr.flags.c_contiguous or not arr.flags.writeable:
+                raise ValueError(f"{name} must be C-contiguous and writable")
+        flat_params[...] = self.flat_params
+        flat_grads[...] = self.flat_grads
+        self.flat_params, self.flat_grads = flat_params, flat_grads
+        self.params = self._views(flat_params)
+        self.grads = self._views(flat_grads)
+
     @property
     def num_directions(self):
         return 2 if self.bidirectional else 1

@@ -31,12 +31,23 @@ def _as_dtype(dtype):
 
 def _positive_int(value, name, minimum=1):
     try:
+        if isinstance(value, (bool, np.bool_)):  # an int subclass, but never meant as a size
+            raise TypeError
         v = operator.index(value)
     except TypeError:
         raise TypeError(f"{name} must be an int, got {type(value).__name__}") from None
     if v < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {v}")
     return v
+
+
+def _real_array(value, name):
+    """``np.asarray(value)``, refusing dtypes that would not convert to float losslessly
+    (complex drops its imaginary part; strings and objects fail later with no name)."""
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "fiub":
+        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    return arr
 
 
 class _RNNBase:
@@ -66,7 +77,10 @@ class _RNNBase:
         self.batch_first = bool(batch_first)
         self.bidirectional = bool(bidirectional)
         self.peephole = bool(peephole)
-        dropout = float(dropout)
+        try:
+            dropout = float(dropout)
+        except (TypeError, ValueError):
+            raise TypeError(f"dropout must be a float, got {dropout!r}") from None
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.dropout = dropout
@@ -152,7 +166,7 @@ class _RNNBase:
                         f"unexpected parameter {name!r}; expected {sorted(self.params)}"
                     )
                 continue
-            arr = _to_numpy(value)
+            arr = _real_array(_to_numpy(value), f"parameter {name!r}")
             if arr.shape != self.params[name].shape:
                 raise ValueError(
                     f"parameter {name!r} must have shape {self.params[name].shape}, "
@@ -186,10 +200,8 @@ class _RNNBase:
 
     # ----------------------------------------------------------------------------- calls
     def _prepare_x(self, x):
-        x = np.asarray(x)
+        x = _real_array(x, "x")
         if x.dtype != self.dtype:
-            if x.dtype.kind not in "fiub":
-                raise TypeError(f"x must hold real numbers, got dtype {x.dtype}")
             x = x.astype(self.dtype)
         if x.ndim != 3:
             layout = "[B, T, I]" if self.batch_first else "[T, B, I]"
@@ -209,9 +221,7 @@ class _RNNBase:
     def _prepare_state(self, value, name, batch, size):
         if value is None:
             return None
-        arr = np.asarray(value)
-        if arr.dtype.kind not in "fiub":
-            raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+        arr = _real_array(value, name)
         expected = (self.num_layers * self.num_directions, batch, size)
         if arr.shape != expected:
             raise ValueError(
@@ -238,7 +248,7 @@ class _RNNBase:
     def _prepare_d(self, value, name, shape):
         if value is None:
             return None
-        arr = np.asarray(value)
+        arr = _real_array(value, name)
         if arr.shape != tuple(shape):
             raise ValueError(f"{name} must have shape {tuple(shape)}, got {arr.shape}")
         return np.ascontiguousarray(arr, dtype=self.dtype)
@@ -312,7 +322,10 @@ class LSTM(_RNNBase):
         if hx is None:
             return None, None
         if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-            raise TypeError("hx must be a tuple (h0, c0) or None")
+            given = type(hx).__name__
+            if isinstance(hx, (tuple, list)):
+                given += f" of length {len(hx)}"
+            raise TypeError(f"hx must be a tuple (h0, c0) or None, got {given}")
         h0 = self._prepare_state(hx[0], "h0", batch, self.state_size)
         c0 = self._prepare_state(hx[1], "c0", batch, self.hidden_size)
         return h0, c0
@@ -386,7 +399,7 @@ class LSTMStream:
                            module.flat_params, self.batch)
 
     def step(self, x_t):
-        x_t = np.asarray(x_t)
+        x_t = _real_array(x_t, "x_t")
         if x_t.ndim == 1 and self.batch == 1:
             x_t = x_t[None, :]
         expected = (self.batch, self.module.input_size)

@@ -1,0 +1,149 @@
+"""The benchmark harness (fastlstm.bench) on tiny cases, fastlstm only: structure, not speed."""
+
+import json
+import sys
+
+import pytest
+
+from fastlstm import bench
+
+TINY = ["--quick", "--scale", "0.05", "--no-peers", "--min-sample", "0.005"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """One run of every case (scaled to 5%) with the memory report and the threads scan."""
+    path = tmp_path_factory.mktemp("bench") / "out.json"
+    argv = TINY + ["--cases", ",".join(bench.CASES), "--memory", "--threads-scan",
+                   "--threads", "1", "--json", str(path)]
+    capture = pytest.MonkeyPatch()
+    out = []
+    capture.setattr(sys, "stdout", _Tee(out))
+    try:
+        code = bench.main(argv)
+    finally:
+        capture.undo()
+    with open(path) as f:
+        return code, json.load(f), "".join(out)
+
+
+class _Tee:
+    def __init__(self, sink):
+        self.sink = sink
+
+    def write(self, s):
+        self.sink.append(s)
+        return len(s)
+
+    def flush(self):
+        pass
+
+
+def test_json_structure(tiny_run):
+    code, doc, _ = tiny_run
+    assert code == 0
+    assert doc["schema"] == "fastlstm-bench/1"
+    m = doc["machine"]
+    for key in ("cpu_model", "threads", "fastlstm", "build_info", "torch", "onnxruntime",
+                "numpy", "python"):
+        assert key in m
+    assert m["threads"] == 1
+    assert doc["settings"]["repeats"] == 3
+    assert doc["settings"]["cases"] == list(bench.CASES)
+    assert doc["skipped"] == []
+
+
+def test_results_one_per_case_positive_medians(tiny_run):
+    _, doc, _ = tiny_run
+    results = doc["results"]
+    assert [r["case"] for r in results] == list(bench.CASES)
+    for r in results:
+        case = bench.CASES[r["case"]].scaled(0.05)
+        assert r["impl"] == "fastlstm"
+        assert (r["B"], r["T"], r["I"], r["H"], r["layers"]) == (
+            case.B, case.T, case.I, case.H, case.layers)
+        assert r["repeats"] == 3 and len(r["times_ms"]) == 3
+        assert all(t > 0 for t in r["times_ms"])
+        assert r["min_ms"] <= r["median_ms"] <= r["max_ms"]
+        assert r["median_ms"] > 0 and r["gflops"] > 0
+        assert r["gflops"] == pytest.approx(r["flop"] / (r["median_ms"] * 1e-3) / 1e9)
+        assert r["ratio_fastlstm_to_impl"] == 1.0
+
+
+def test_table_threads_scan_and_memory(tiny_run):
+    _, doc, out = tiny_run
+    for name in bench.CASES:
+        assert name in out
+    scan = doc["threads_scan"]
+    assert set(scan["cases"]) == set(bench.SCAN_CASES)
+    for e in scan["cases"].values():
+        assert e["speedup"] > 0 and all(v > 0 for v in e["median_ms"].values())
+    mem = doc["memory"]
+    assert mem["case"] == bench.MEMORY_CASE
+    assert mem["fastlstm_formula"]["kept_bytes"] > 0
+    measured = mem["measured"]["fastlstm"]
+    assert "error" not in measured, measured
+    assert isinstance(measured["rss_delta_bytes"], int) and measured["rss_delta_bytes"] >= 0
+
+
+def test_flop_formula():
+    # BENCH.md: per layer 2*B*T*4H*(I_layer + H), x3 for training
+    assert bench.CASES["batch_inf"].flop() == (2 * 64 * 100 * 2048 * (128 + 512)
+                                               + 2 * 64 * 100 * 2048 * (512 + 512))
+    assert bench.CASES["train_small"].flop() == 3 * 2 * 32 * 50 * 1024 * (128 + 256)
+    assert bench.CASES["step_py"].flop() == 2 * 1024 * (64 + 256)
+
+
+def test_memory_formula_small_case():
+    case = bench.Case("x", B=2, T=3, I=5, H=7, layers=2, kind="training", description="")
+    # per layer: gates N*4H + h and c over T+1 steps + kept layer input N*I_layer; N = 6
+    layer0 = 6 * 28 + 4 * 2 * (7 + 7) + 6 * 5
+    layer1 = 6 * 28 + 4 * 2 * (7 + 7) + 6 * 7
+    got = bench.engine_memory_bytes(case)
+    assert got["kept_bytes"] == 4 * (layer0 + layer1)
+    assert got["kept_floats_per_row"] == (28 + 7 + 7 + 5) + (28 + 7 + 7 + 7)
+
+
+class _Recorder(bench.Runner):
+    def __init__(self, name, log):
+        super().__init__(lambda: log.append(name))
+
+
+def test_measure_interleaves_implementations():
+    log = []
+    runners = {"a": _Recorder("a", log), "b": _Recorder("b", log)}
+    times, number, repeats, note = bench.measure("t", runners, repeats=4, warmup=1,
+                                                 min_sample_s=0.0, budget_s=None,
+                                                 progress=False)
+    assert number == {"a": 1, "b": 1} and repeats == 4 and note is None
+    assert log == ["a", "b"] + ["a", "b"] * 4  # warm-up, then one of each per round
+    assert len(times["a"]) == len(times["b"]) == 4
+
+
+def test_measure_budget_drops_rounds(monkeypatch):
+    clock = iter(range(10**6))  # every perf_counter() call advances one second
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: float(next(clock)))
+    runners = {"a": bench.Runner(lambda: None), "b": bench.Runner(lambda: None)}
+    times, _, repeats, note = bench.measure("t", runners, repeats=7, warmup=1,
+                                            min_sample_s=0.0, budget_s=2.0, progress=False)
+    assert repeats == 3 and len(times["a"]) == 3
+    assert "3 repeats instead of 7" in note
+
+
+def test_list_and_bad_arguments(capsys):
+    assert bench.main(["--list"]) == 0
+    out = capsys.readouterr().out
+    for name in bench.CASES:
+        assert name in out
+    with pytest.raises(SystemExit):
+        bench.main(["--cases", "stream_b1,nope"])
+    assert "--cases must be a comma-separated subset" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench.main(["--threads", "0"])
+    assert "--threads" in capsys.readouterr().err
+
+
+def test_plot_without_matplotlib_is_a_clear_error(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
+    assert bench.main(TINY + ["--cases", "step_py", "--plot", "x.png"]) == 2
+    assert "--plot needs matplotlib" in capsys.readouterr().err

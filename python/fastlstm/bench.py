@@ -586,6 +586,27 @@ def _mib(b):
     return f"{b / 2**20:.1f} MiB" if abs(b) >= 2**20 else f"{b / 2**10:.1f} KiB"
 
 
+def busy_cpus(interval=0.25):
+    """How many CPUs other processes keep busy now (from /proc/stat over ``interval`` seconds,
+    while this process waits); None where /proc/stat is missing."""
+
+    def snapshot():
+        with open("/proc/stat") as f:
+            v = [int(t) for t in f.readline().split()[1:]]
+        idle = v[3] + (v[4] if len(v) > 4 else 0)  # idle + iowait
+        return sum(v[:8]), idle
+
+    try:
+        t0, i0 = snapshot()
+        time.sleep(interval)
+        t1, i1 = snapshot()
+    except (OSError, ValueError, IndexError):
+        return None
+    if t1 <= t0:
+        return None
+    return (1.0 - (i1 - i0) / (t1 - t0)) * (os.cpu_count() or 1)
+
+
 def _loadavg():
     try:
         return os.getloadavg()[0]
@@ -783,10 +804,13 @@ def run(args):
             print("error: --plot needs matplotlib (pip install matplotlib)", file=sys.stderr)
             return 2
     t_start = time.perf_counter()
-    load_start = _loadavg()
-    if load_start is not None and load_start > 0.5:
-        _log(f"warning: load average {load_start:.2f} before the start: other processes use "
-             "the CPUs, timings will be noisy (multi-threaded peers suffer most)")
+    busy = busy_cpus()
+    busy_warning = None
+    if busy is not None and busy > 0.3:
+        busy_warning = (f"other processes kept ~{busy:.1f} of {os.cpu_count()} CPUs busy just "
+                        "before the start: timings will be noisy (multi-threaded peers suffer "
+                        "most)")
+        _log("warning: " + busy_warning)
     threads = args.threads
     fl_threads = set_fastlstm_threads(threads)
     torch = _import_torch() if args.peers else None
@@ -828,8 +852,8 @@ def run(args):
     for r in noisy:
         print(f"noisy: {r['case']} {r['impl']} max/min = {r['spread']:.2f} "
               "(the machine was busy? compare the medians with care)")
-    if load_start is not None and load_start > 0.5:
-        print(f"warning: load average was {load_start:.2f} at the start")
+    if busy_warning:
+        print("warning: " + busy_warning)
     for r in results:
         d = r["max_abs_diff_vs_fastlstm"]
         if d:
@@ -870,7 +894,7 @@ def run(args):
             "notes": notes,
             "threads_scan": scan,
             "memory": memory,
-            "loadavg_1min_start": load_start,
+            "busy_cpus_before": busy,
             "loadavg_1min_end": _loadavg(),
             "elapsed_s": elapsed,
         }

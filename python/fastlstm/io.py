@@ -134,7 +134,8 @@ def save_safetensors(path, tensors, metadata=None):
         if arr.dtype not in _ST_NAMES:
             raise TypeError(f"tensor {name!r} has dtype {arr.dtype}; a fastlstm file holds "
                             "float32, float64 or int64")
-        arrays.append((name, np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))))
+        # np.array, not ascontiguousarray, which turns 0-d arrays into 1-d ones
+        arrays.append((name, np.array(arr, dtype=arr.dtype.newbyteorder("<"), order="C")))
     arrays.sort(key=lambda item: -item[1].dtype.itemsize)  # stable: ties keep their order
     header = {}
     if metadata:

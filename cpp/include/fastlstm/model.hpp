@@ -1,0 +1,140 @@
+// fastlstm: load a model file saved by Python (fastlstm's safetensors format) and run it.
+//
+//   auto model = fastlstm::Model::load("model.safetensors", /*verify=*/true);
+//   std::vector<float> y;
+//   auto shape = model.predict(x, B, T, F, /*lengths=*/nullptr, y);  // y: [B, T, U] or [B, U]
+//
+// A model file holds either a bare recurrent module (class LSTM or GRU: stacked, bidirectional,
+// projection, peephole) or a Sequential stack of Embedding, LSTM, GRU, Bidirectional, Dense and
+// Dropout layers. Everything runs in float32 (float64 files are converted on load).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "fastlstm/config.hpp"
+
+namespace fastlstm {
+
+// Any problem with a model file; what() names the file.
+class ModelFileError : public Error {
+ public:
+  using Error::Error;
+};
+// The file does not exist or cannot be read.
+class FileOpenError : public ModelFileError {
+ public:
+  using ModelFileError::ModelFileError;
+};
+// The file ends before the data its header describes.
+class TruncatedFileError : public ModelFileError {
+ public:
+  using ModelFileError::ModelFileError;
+};
+// The header is not valid: JSON syntax (with the byte position), a malformed tensor entry,
+// offsets out of bounds or overlapping, a missing or unknown field of the architecture.
+class HeaderError : public ModelFileError {
+ public:
+  using ModelFileError::ModelFileError;
+};
+// The file was written in a format version this library does not read.
+class FormatVersionError : public ModelFileError {
+ public:
+  using ModelFileError::ModelFileError;
+};
+// The self-check stored in the file gave different outputs (load(..., verify=true)).
+class SelfCheckError : public ModelFileError {
+ public:
+  using ModelFileError::ModelFileError;
+};
+// A tensor in a file, or an input given to predict, does not have the shape the model needs.
+class ShapeError : public Error {
+ public:
+  using Error::Error;
+};
+
+// A loaded model. Copies are cheap and share the (immutable) weights. A const Model is safe to
+// use from several threads at once: every predict call takes a workspace from a small pool
+// (guarded by a mutex, grown to the number of concurrent callers, reused afterwards), so the
+// steady state allocates only the output vector's growth.
+class Model {
+ public:
+  class Stream;
+
+  // Reads and validates the file. verify=true runs the self-check stored in the file (if any)
+  // and throws SelfCheckError when the outputs differ (relative tolerance 1e-4).
+  static Model load(const std::string& path, bool verify = false);
+  // The same from bytes in memory (e.g. a model compiled into the binary); name is used in
+  // error messages in place of the path. The bytes are copied.
+  static Model load_from_memory(const void* data, size_t size, bool verify = false,
+                                const std::string& name = "<memory>");
+
+  // Batch-first float input. x: [B, T, F] with F == input_size(); lengths: [B] valid steps of
+  // each sequence (nullptr = all T), each in [1, T] for a bare LSTM/GRU and in [0, T] for a
+  // Sequential (an empty sequence: its recurrent layers return zeros). out is resized and
+  // filled; the returned shape is {B, T, U} (returns_sequences()) or {B, U}, U = output_size().
+  // A recurrent layer's outputs past a sequence's length are zero; Dense layers above it are
+  // applied there too (as in Keras and fastlstm.models).
+  std::vector<int64_t> predict(const float* x, int64_t B, int64_t T, int64_t F,
+                               const int64_t* lengths, std::vector<float>& out) const;
+  // Token input for models whose first layer is Embedding. tokens: [B, T], each in
+  // [0, input_size()); lengths as above. With mask_zero, a row's length is its last nonzero
+  // token + 1 (the smaller of that and lengths[b] if given).
+  std::vector<int64_t> predict(const int64_t* tokens, int64_t B, int64_t T,
+                               const int64_t* lengths, std::vector<float>& out) const;
+
+  // Runs the self-check stored in the file; throws SelfCheckError if it fails, HeaderError if
+  // the file has none.
+  void verify() const;
+  bool has_self_check() const;
+
+  const std::string& path() const;        // the path (or name) it was loaded from
+  const std::string& class_name() const;  // "LSTM", "GRU" or "Sequential"
+  bool takes_tokens() const;              // the first layer is Embedding: input is int64 [B, T]
+  int64_t input_size() const;             // F: features per step (tokens: vocabulary size)
+  int64_t output_size() const;            // U: the last axis of the output
+  bool returns_sequences() const;         // output [B, T, U] (true) or [B, U] (false)
+  bool can_stream() const;                // unidirectional, no go_backwards: see Stream
+  std::string summary() const;            // one line per layer with its shapes
+
+  // Frees the pooled predict workspaces (they are re-created on demand).
+  void release_workspaces() const;
+
+ private:
+  struct Impl;
+  explicit Model(std::shared_ptr<const Impl> impl);
+  std::shared_ptr<const Impl> impl_;
+};
+
+// Step-by-step inference with the recurrent state carried inside, for models where
+// can_stream() is true (recurrent layers unidirectional and not go_backwards). Each step gives
+// what predict would give at that time step for the whole sequence so far (a recurrent layer
+// with return_sequences=false yields its current state). After construction, step() allocates
+// nothing. A stream is one caller's state: use one stream per thread.
+class Model::Stream {
+ public:
+  // Throws Error if the model cannot stream. Keeps the model's weights alive.
+  explicit Stream(const Model& model, int64_t batch = 1);
+  ~Stream();
+  Stream(Stream&&) noexcept;
+  Stream& operator=(Stream&&) noexcept;
+
+  // x_t: [B, F] -> y_t: [B, U] (float-input models).
+  void step(const float* x_t, float* y_t);
+  // tokens_t: [B], each in [0, input_size()) -> y_t: [B, U] (Embedding models). Every token is
+  // fed, 0 included: mask_zero padding is a notion of whole batches (predict).
+  void step(const int64_t* tokens_t, float* y_t);
+  void reset();  // every recurrent state to zeros
+  int64_t batch() const;
+  int64_t input_size() const;
+  int64_t output_size() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace fastlstm

@@ -403,3 +403,147 @@ def test_to_onnx_parity_with_onnxruntime(tmp_path, cls, kw, with_lengths, with_s
         ["output", "h_n", "c_n"] if cls is fastlstm.LSTM else ["output", "h_n"])
     for got, exp in zip(sess.run(None, feeds), expected):
         close(got, exp, "float32")
+
+
+# ------------------------------------------------------------------------------ Keras models
+KERAS_MODELS = ["lstm", "gru", "lstm_nobias", "bidir_lstm", "bidir_gru", "stack", "embed"]
+# Keras rounds through float32 somewhere in its softmax and masking paths even with
+# floatx=float64 (a float64 NumPy softmax of the same logits agrees with fastlstm exactly and
+# with Keras to ~8e-9), so the two multi-layer fixtures get a looser, still far-from-a-bug bound
+KERAS_TOL = {"stack": 1e-7, "embed": 1e-7}
+
+
+def keras_weights(data):
+    return [data[f"weight.{k}"] for k in range(int(data["num_weights"]))]
+
+
+def keras_close(got, expected, name):
+    tol = KERAS_TOL.get(name, 1e-10)
+    err = np.max(np.abs(np.asarray(got, np.float64) - expected))
+    assert got.shape == expected.shape and err <= tol * (1 + np.max(np.abs(expected))), err
+
+
+@pytest.mark.parametrize("name", KERAS_MODELS)
+def test_from_keras_model_config_matches_keras(name, tmp_path):
+    data = npz("import_keras_" + name)
+    model = fio.from_keras(str(data["config"]), keras_weights(data))
+    assert model.dtype == np.float64
+    keras_close(model(data["x"]), data["output"], name)
+    # float32 import of the same model
+    m32 = fio.from_keras(str(data["config"]), keras_weights(data), dtype="float32")
+    close(m32(data["x"]), data["output"], "float32")
+    # and the imported model survives a model file
+    fio.save_model(model, tmp_path / "k", example_input=data["x"])
+    keras_close(fio.load_model(tmp_path / "k", verify=True)(data["x"]), data["output"], name)
+
+
+def test_from_keras_model_structure():
+    data = npz("import_keras_embed")
+    cfg = fio.from_keras(str(data["config"]), keras_weights(data)).get_config()
+    kinds = [(l["class"], l["config"].get("merge_mode")) for l in cfg["layers"]]
+    assert kinds == [("Embedding", None), ("Bidirectional", "sum"), ("LSTM", None),
+                     ("Dense", None)]
+    assert cfg["layers"][0]["config"] == {"input_dim": 20, "output_dim": 6, "mask_zero": True}
+    data = npz("import_keras_stack")
+    cfg = fio.from_keras(str(data["config"]), keras_weights(data)).get_config()
+    assert [l["class"] for l in cfg["layers"]] == ["LSTM", "Dropout", "GRU", "Dense"]
+    assert cfg["layers"][2]["config"]["go_backwards"] is True
+    assert cfg["layers"][3]["config"]["activation"] == "softmax"
+
+
+class FakeKeras:
+    """Duck-typed stand-in for a Keras object: class name, get_config(), get_weights()."""
+
+    def __init__(self, cls, config, weights):
+        self._config, self._weights = config, weights
+        self.__class__ = type(cls, (FakeKeras,), {})
+
+    def get_config(self):
+        return self._config
+
+    def get_weights(self):
+        return list(self._weights)
+
+
+def test_from_keras_objects_duck_typed():
+    data = npz("import_keras_stack")
+    cfg = json.loads(str(data["config"]))
+    model = fio.from_keras(FakeKeras("Sequential", cfg["config"], keras_weights(data)))
+    keras_close(model(data["x"]), data["output"], "stack")
+    # a single layer object: the Bidirectional layer of a one-layer model
+    data = npz("import_keras_bidir_gru")
+    layer_cfg = json.loads(str(data["config"]))["config"]["layers"][-1]
+    layer = FakeKeras(layer_cfg["class_name"], layer_cfg["config"], layer_weights(data))
+    keras_close(fio.from_keras(layer)(data["x"]), data["output"], "bidir_gru")
+    # the same as a serialized layer dict
+    keras_close(fio.from_keras(layer_cfg, layer_weights(data))(data["x"]), data["output"],
+                "bidir_gru")
+
+
+def _stack_cfg():
+    data = npz("import_keras_stack")
+    return json.loads(str(data["config"])), keras_weights(data)
+
+
+def _layer(cfg, cls):
+    return next(l for l in cfg["config"]["layers"] if l["class_name"] == cls)
+
+
+KERAS_REFUSALS = {
+    "functional": (lambda c, w: c.update(class_name="Functional"), "only Keras Sequential"),
+    "conv": (lambda c, w: _layer(c, "Dropout").update(class_name="Conv1D"),
+             "class 'Conv1D' cannot be imported"),
+    "relu_lstm": (lambda c, w: _layer(c, "LSTM")["config"].update(activation="relu"),
+                  "activation='relu'"),
+    "hard_sigmoid": (lambda c, w: _layer(c, "GRU")["config"].update(
+        recurrent_activation="hard_sigmoid"), "recurrent_activation='hard_sigmoid'"),
+    "return_state": (lambda c, w: _layer(c, "GRU")["config"].update(return_state=True),
+                     "return_state=True"),
+    "stateful": (lambda c, w: _layer(c, "LSTM")["config"].update(stateful=True),
+                 "stateful=True"),
+    "reset_after": (lambda c, w: _layer(c, "GRU")["config"].update(reset_after=False),
+                    "reset_after=False"),
+    "dense_activation": (lambda c, w: _layer(c, "Dense")["config"].update(activation="elu"),
+                         "activation 'elu'"),
+    "extra_weight": (lambda c, w: w.append(np.zeros(3)), "has 9 arrays but the layers use 8"),
+    "missing_weight": (lambda c, w: w.pop(), "needs 2 weight arrays but only 1"),
+    "feature_mismatch": (lambda c, w: w.__setitem__(3, np.zeros((5, 18))),
+                         "expects 5 input features but the previous layer gives 7"),
+    "bad_kernel": (lambda c, w: w.__setitem__(1, np.zeros((7, 27))),
+                   "Keras layer 'lstm_3' \\(LSTM\\): recurrent_kernel must have shape \\(7, 28\\)"),
+    "units": (lambda c, w: _layer(c, "LSTM")["config"].update(units=8), "units=8"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(KERAS_REFUSALS))
+def test_from_keras_refusals(name):
+    edit, words = KERAS_REFUSALS[name]
+    cfg, weights = _stack_cfg()
+    edit(cfg, weights)
+    with pytest.raises(ValueError, match=words):
+        fio.from_keras(cfg, weights)
+
+
+def test_from_keras_bidirectional_refusals():
+    data = npz("import_keras_bidir_lstm")
+    cfg = json.loads(str(data["config"]))
+    bid = _layer(cfg, "Bidirectional")["config"]
+    bid["merge_mode"] = None
+    with pytest.raises(ValueError, match="merge_mode=None"):
+        fio.from_keras(cfg, keras_weights(data))
+    bid["merge_mode"] = "concat"
+    bid["backward_layer"]["config"]["units"] = 6
+    with pytest.raises(ValueError, match="backward layer differs from the forward one in units"):
+        fio.from_keras(cfg, keras_weights(data))
+
+
+def test_from_keras_argument_errors():
+    data = npz("import_keras_lstm")
+    with pytest.raises(ValueError, match="weights .* are required"):
+        fio.from_keras(str(data["config"]))
+    with pytest.raises(ValueError, match="not valid JSON"):
+        fio.from_keras("{nope", keras_weights(data))
+    with pytest.raises(ValueError, match="class_name"):
+        fio.from_keras({"layers": []}, keras_weights(data))
+    with pytest.raises(ValueError, match="cell= is for a bare weight list"):
+        fio.from_keras(str(data["config"]), keras_weights(data), cell="lstm")

@@ -483,3 +483,125 @@ def test_save_overwrites(tmp_path):
     fio.save(m2, path)
     assert np.array_equal(fio.load(path).flat_params, m2.flat_params)
     assert os.listdir(tmp_path) == ["m"]
+
+
+# ------------------------------------------------------------------------------ Sequential
+def _sequential(kind, dtype):
+    from fastlstm import layers as L
+    from fastlstm.models import Sequential
+
+    if kind == "tokens":
+        model = Sequential([
+            L.Embedding(23, 6, mask_zero=True),
+            L.Bidirectional(L.LSTM(H, return_sequences=True), merge_mode="sum"),
+            L.GRU(5, go_backwards=True),
+            L.Dense(3, activation="softmax"),
+        ], dtype=dtype)
+        model.build((None, T))
+    else:
+        model = Sequential([
+            L.LSTM(H, return_sequences=True, peephole=True, input_shape=(T, I)),
+            L.Dropout(0.25),
+            L.Bidirectional(L.GRU(6, return_sequences=True)),
+            L.Dense(4, activation="tanh"),
+        ], dtype=dtype)
+    rng = np.random.default_rng(21)
+    # non-default values everywhere (biases start at 0/1)
+    model.set_weights([rng.uniform(-0.5, 0.5, np.shape(w)) for w in model.get_weights()])
+    return model
+
+
+def _sequential_input(kind, rng):
+    if kind == "tokens":
+        tokens = rng.integers(1, 23, size=(B, T))
+        for b, n in enumerate([T, 3, 1, 6]):
+            tokens[b, n:] = 0
+        return tokens, None
+    return rng.standard_normal((B, T, I)), np.array([T, 2, 5, 1])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("kind", ["tokens", "features"])
+def test_sequential_round_trip(tmp_path, kind, dtype):
+    rng = np.random.default_rng(22)
+    model = _sequential(kind, dtype)
+    x, lengths = _sequential_input(kind, rng)
+    path = tmp_path / "model.safetensors"
+    fio.save_model(model, path, example_input=x, example_lengths=lengths)
+    loaded = fio.load_model(path, verify=True)
+    assert loaded.get_config() == model.get_config()
+    w0, w1 = model.get_weight_dict(), loaded.get_weight_dict()
+    assert list(w0) == list(w1)
+    for k in w0:
+        assert w1[k].dtype == w0[k].dtype and np.array_equal(w1[k], w0[k]), k
+    tol = 1e-12 if dtype == "float64" else 1e-5
+    assert np.max(np.abs(loaded(x, lengths=lengths) - model(x, lengths=lengths))) <= tol
+    # the file follows the contract: Sequential MODEL and layers.{i}.{weight} tensors
+    _, header, _ = read_raw(path)
+    info = json.loads(header["__metadata__"]["fastlstm"])
+    assert info == {"format_version": 1, "model": model.get_config()}
+    assert info["model"]["class"] == "Sequential" and info["model"]["dtype"] == dtype
+    check = json.loads(header["__metadata__"]["fastlstm_selfcheck"])
+    tensors, _ = fio.load_safetensors(path)
+    assert tensors[check["input"]].dtype == (np.int64 if kind == "tokens" else np.dtype(dtype))
+    assert np.array_equal(tensors[check["input"]], x.astype(tensors[check["input"]].dtype))
+    assert (check["lengths"] is None) == (lengths is None)
+    weights = {k for k in header if k.startswith("layers.")}
+    assert weights == set(w0)
+    assert set(header) == weights | {"__metadata__"} | {v for v in check.values() if v}
+
+
+def test_sequential_verify_catches_a_wrong_weight(tmp_path):
+    rng = np.random.default_rng(23)
+    model = _sequential("tokens", "float64")
+    x, _ = _sequential_input("tokens", rng)
+    path = tmp_path / "m"
+    fio.save_model(model, path, example_input=x)
+    fio.load_model(path, verify=True)
+
+    def nudge(t):
+        t["layers.1.weight_hh_l0_reverse"][0, 0] += 1e-3
+
+    rewrite(path, nudge)
+    fio.load_model(path)
+    with pytest.raises(ValueError, match="self-check failed"):
+        fio.load_model(path, verify=True)
+
+
+def test_sequential_and_module_files_are_not_confused(tmp_path):
+    model = _sequential("features", "float32")
+    fio.save_model(model, tmp_path / "seq")
+    fio.save(make("lstm", "float32"), tmp_path / "mod")
+    with pytest.raises(ValueError, match="load_model"):
+        fio.load(tmp_path / "seq")
+    with pytest.raises(ValueError, match="use fastlstm.io.load"):
+        fio.load_model(tmp_path / "mod")
+    with pytest.raises(TypeError, match="use fastlstm.io.save_model"):
+        fio.save(model, tmp_path / "x")
+    with pytest.raises(TypeError, match="use fastlstm.io.save"):
+        fio.save_model(make("lstm", "float32"), tmp_path / "x")
+    assert fio.read_model_info(tmp_path / "seq")["model"]["class"] == "Sequential"
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda t: t.pop("layers.3.bias"), "missing weights \\['layers.3.bias'\\]"),
+    (lambda t: t.update({"layers.0.kernel": np.zeros((2, 2), np.float32)}),
+     "unexpected tensors \\['layers.0.kernel'\\]"),
+    (lambda t: t.update({"layers.2.weight_ih_l0": np.zeros((18, 8), np.float32)}),
+     "'layers.2.weight_ih_l0' has shape \\(18, 8\\), expected \\(18, 7\\)"),
+])
+def test_sequential_bad_weights_are_refused(tmp_path, edit, words):
+    path = tmp_path / "m"
+    fio.save_model(_sequential("features", "float32"), path)
+    rewrite(path, edit)
+    with pytest.raises(ValueError, match=words):
+        fio.load_model(path)
+
+
+def test_sequential_bad_layer_list_is_refused(tmp_path):
+    path = tmp_path / "m"
+    fio.save_model(_sequential("features", "float32"), path)
+    rewrite(path, change_meta=lambda meta: _set_model(
+        meta, lambda i: i["model"]["layers"].__setitem__(0, {"class": "Conv1D", "config": {}})))
+    with pytest.raises(ValueError, match="invalid Sequential description"):
+        fio.load_model(path)

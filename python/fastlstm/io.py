@@ -525,9 +525,8 @@ def _models():
 
 
 def _predict(model, x, lengths):
-    if lengths is None:
-        return model.predict(x)
-    return model.predict(x, lengths=lengths)
+    """Inference on the whole batch (the model's ``__call__``: no batching, no progress bar)."""
+    return model(x, lengths=lengths)
 
 
 def save_model(model, path, *, example_input=None, example_lengths=None):

@@ -377,13 +377,20 @@ def test_save_rejects_what_is_not_a_module(tmp_path):
 
 
 # ------------------------------------------------------------------------------ fuzz
-def test_fuzz_corrupted_and_truncated_files(tmp_path):
+@pytest.mark.parametrize("what", ["module", "sequential"])
+def test_fuzz_corrupted_and_truncated_files(tmp_path, what):
     """Random byte flips, truncations and header edits of a valid file: every load either
     succeeds or raises ValueError, never anything else."""
     rng = np.random.default_rng(7)
-    m = make("lstm_proj", "float32")
     good = tmp_path / "good.safetensors"
-    fio.save(m, good, example_input=example(m, rng))
+    if what == "module":
+        m = make("lstm_proj", "float32")
+        fio.save(m, good, example_input=example(m, rng))
+        load = fio.load
+    else:
+        fio.save_model(_sequential("tokens", "float32"), good,
+                       example_input=_sequential_input("tokens", rng)[0])
+        load = fio.load_model
     data = good.read_bytes()
     n = struct.unpack("<Q", data[:8])[0]
     path = tmp_path / "fuzz.safetensors"
@@ -404,7 +411,7 @@ def test_fuzz_corrupted_and_truncated_files(tmp_path):
                 buf[int(rng.integers(0, len(buf)))] = int(rng.integers(0, 256))
         path.write_bytes(bytes(buf))
         try:
-            fio.load(path, verify=bool(it % 2))
+            load(path, verify=bool(it % 2))
             outcomes["ok"] += 1
         except ValueError:
             outcomes["ValueError"] += 1
@@ -603,5 +610,26 @@ def test_sequential_bad_layer_list_is_refused(tmp_path):
     fio.save_model(_sequential("features", "float32"), path)
     rewrite(path, change_meta=lambda meta: _set_model(
         meta, lambda i: i["model"]["layers"].__setitem__(0, {"class": "Conv1D", "config": {}})))
-    with pytest.raises(ValueError, match="invalid Sequential description"):
+    with pytest.raises(ValueError, match="layer 0: unknown layer class 'Conv1D'"):
+        fio.load_model(path)
+
+
+def test_huge_sizes_are_refused_before_allocating(tmp_path):
+    # a corrupt size must be caught by the shape check, not by the engine allocating terabytes
+    path = tmp_path / "m"
+    fio.save(make("lstm", "float32"), path)
+    rewrite(path, change_meta=lambda meta: _set_model(
+        meta, lambda i: i["model"]["config"].update(hidden_size=10**9)))
+    with pytest.raises(ValueError, match="'weight_ih_l0' has shape \\(28, 5\\), expected "
+                                         "\\(4000000000, 5\\)"):
+        fio.load(path)
+    fio.save_model(_sequential("features", "float32"), path)
+    rewrite(path, change_meta=lambda meta: _set_model(
+        meta, lambda i: i["model"]["layers"][2]["config"]["layer"]["config"].update(
+            units=10**9)))
+    with pytest.raises(ValueError, match="'layers.2.weight_ih_l0' has shape"):
+        fio.load_model(path)
+    rewrite(path, change_meta=lambda meta: _set_model(
+        meta, lambda i: i["model"]["layers"][3]["config"].update(units=-1)))
+    with pytest.raises(ValueError, match="layer 3: config units must be an integer >= 1"):
         fio.load_model(path)

@@ -448,7 +448,78 @@ def _compare_selfcheck(got, expected, dtype, where):
                          f"the stored one by up to {err:.3g} (tolerance {tol * scale:.3g})")
 
 
-def _build_module(model, where):
+def _size(config, key, where, minimum=1):
+    v = config.get(key)
+    if not _is_int(v) or v < minimum:
+        raise ValueError(f"{where}: config {key} must be an integer >= {minimum}, got {v!r}")
+    return v
+
+
+def _rnn_shapes(kind, input_size, hidden, layers, directions, bias, proj, peephole, prefix="",
+                fixed_suffix=None):
+    """Parameter name -> shape of an engine module, from its sizes alone (what the model file
+    must hold), so a corrupt size is caught before anything is allocated."""
+    G = (4 if kind == "LSTM" else 3) * hidden
+    S = proj or hidden
+    out = {}
+    for k in range(layers):
+        for d in range(directions):
+            sfx = f"_l{k}" + ("_reverse" if d else "")
+            in_k = input_size if k == 0 else directions * S
+            out[prefix + "weight_ih" + sfx] = (G, in_k)
+            out[prefix + "weight_hh" + sfx] = (G, S)
+            if bias:
+                out[prefix + "bias_ih" + sfx] = (G,)
+                out[prefix + "bias_hh" + sfx] = (G,)
+            if proj:
+                out[prefix + "weight_hr" + sfx] = (proj, hidden)
+            if peephole:
+                for g in ("ci", "cf", "co"):
+                    out[prefix + f"weight_{g}" + sfx] = (hidden,)
+    return out
+
+
+def _sequential_shapes(model, where):
+    """Tensor name -> shape for a Sequential MODEL per the file contract; ValueError for a layer
+    kind or config it does not describe."""
+    layers = model.get("layers")
+    if not isinstance(layers, list) or not layers:
+        raise ValueError(f"{where}: a Sequential needs a non-empty 'layers' list")
+    out = {}
+    for i, layer in enumerate(layers):
+        lw = f"{where}: layer {i}"
+        if not isinstance(layer, dict) or not isinstance(layer.get("config"), dict):
+            raise ValueError(f"{lw} must be an object with 'class' and 'config'")
+        kind, cfg = layer.get("class"), layer["config"]
+        p = f"layers.{i}."
+        if kind in ("LSTM", "GRU", "Bidirectional"):
+            D = 1
+            if kind == "Bidirectional":
+                inner = cfg.get("layer")
+                if not isinstance(inner, dict) or inner.get("class") not in ("LSTM", "GRU") \
+                        or not isinstance(inner.get("config"), dict):
+                    raise ValueError(f"{lw}: Bidirectional must wrap an LSTM or GRU layer")
+                kind, cfg, D = inner["class"], inner["config"], 2
+            units = _size(cfg, "units", lw)
+            in_size = _size(cfg, "input_size", lw)
+            peephole = kind == "LSTM" and bool(cfg.get("peephole", False))
+            out.update(_rnn_shapes(kind, in_size, units, 1, D, bool(cfg.get("bias", True)), 0,
+                                   peephole, prefix=p))
+        elif kind == "Dense":
+            units, in_dim = _size(cfg, "units", lw), _size(cfg, "input_dim", lw)
+            out[p + "kernel"] = (in_dim, units)
+            if cfg.get("use_bias", True):
+                out[p + "bias"] = (units,)
+        elif kind == "Embedding":
+            out[p + "embeddings"] = (_size(cfg, "input_dim", lw), _size(cfg, "output_dim", lw))
+        elif kind != "Dropout":
+            raise ValueError(f"{lw}: unknown layer class {kind!r} (format_version "
+                             f"{FORMAT_VERSION} knows Embedding, LSTM, GRU, Bidirectional, Dense, "
+                             "Dropout)")
+    return out
+
+
+def _build_module(model, where, weights):
     cls = {"LSTM": LSTM, "GRU": GRU}.get(model["class"])
     if cls is None:
         hint = (" (use fastlstm.io.load_model)" if model["class"] == "Sequential" else "")
@@ -463,8 +534,7 @@ def _build_module(model, where):
         raise ValueError(f"{where}: module config must have exactly {list(_MODULE_CONFIG_KEYS)}"
                          f"; missing {missing}, unknown {unknown}")
     for k in ("input_size", "hidden_size", "num_layers", "proj_size"):
-        if not _is_int(config[k]):
-            raise ValueError(f"{where}: config {k} must be an integer, got {config[k]!r}")
+        _size(config, k, where, minimum=0 if k == "proj_size" else 1)
     for k in ("bias", "batch_first", "bidirectional", "peephole"):
         if not isinstance(config[k], bool):
             raise ValueError(f"{where}: config {k} must be true or false, got {config[k]!r}")
@@ -475,6 +545,14 @@ def _build_module(model, where):
             raise ValueError(f"{where}: a GRU has no proj_size or peephole, got proj_size="
                              f"{config['proj_size']}, peephole={config['peephole']}")
         del kwargs["proj_size"], kwargs["peephole"]
+    if not 0 <= config["proj_size"] < config["hidden_size"] and config["proj_size"]:
+        raise ValueError(f"{where}: invalid {model['class']} config: proj_size must be smaller "
+                         f"than hidden_size, got {config['proj_size']} >= {config['hidden_size']}")
+    # shapes first: a corrupt size must not make the engine allocate gigabytes
+    expected = _rnn_shapes(model["class"], config["input_size"], config["hidden_size"],
+                           config["num_layers"], 2 if config["bidirectional"] else 1,
+                           config["bias"], config["proj_size"], config["peephole"])
+    _check_weights(weights, expected, dtype, where)
     try:
         return cls(**kwargs, seed=0)
     except (ValueError, TypeError, RuntimeError) as e:
@@ -486,8 +564,8 @@ def load(path, verify=False):
     is rerun and a ValueError raised if the outputs differ (or if the file has none)."""
     tensors, model, selfcheck = _read_header_model(path)
     where = repr(_fspath(path))
-    module = _build_module(model, where)
     weights, check = _split_selfcheck(tensors, selfcheck)
+    module = _build_module(model, where, weights)
     _check_weights(weights, {k: v.shape for k, v in module.params.items()}, module.dtype, where)
     for name, arr in weights.items():
         module.params[name][...] = arr
@@ -567,12 +645,15 @@ def load_model(path, verify=False):
         hint = " (use fastlstm.io.load)" if model["class"] in ("LSTM", "GRU") else ""
         raise ValueError(f"{where} holds a {model['class']!r} model, not a Sequential{hint}")
     dtype = _dtype_of(model, where)
+    weights, check = _split_selfcheck(tensors, selfcheck)
+    # shapes from the description first: a corrupt size must not allocate gigabytes
+    _check_weights(weights, _sequential_shapes(model, where), dtype, where)
     models = _models()
     try:
         seq = models.Sequential.from_config(model)
-    except (ValueError, TypeError, KeyError) as e:
-        raise ValueError(f"{where}: invalid Sequential description: {e}") from None
-    weights, check = _split_selfcheck(tensors, selfcheck)
+    except Exception as e:  # noqa: BLE001 - any failure here means a bad description
+        raise ValueError(f"{where}: invalid Sequential description: "
+                         f"{type(e).__name__}: {e}") from None
     expected = {k: np.shape(v) for k, v in seq.get_weight_dict().items()}
     _check_weights(weights, expected, dtype, where)
     seq.set_weight_dict(weights)
@@ -1126,7 +1207,7 @@ class _OnnxGraph:
             if src is None:
                 continue  # a graph input: the caller passes it as hx
             if src.op_type in _PASS_FIRST:
-                stack.append(src.inputs[0])
+                stack.extend(src.inputs[:1])
             elif src.op_type == "Concat":
                 stack.extend(src.inputs)
             elif src.op_type == "ConstantOfShape":
@@ -1164,6 +1245,9 @@ def _onnx_layer(graph, node):
     D = 2 if direction == "bidirectional" else 1
     acts = a.get("activations")
     default = [b"Sigmoid", b"Tanh", b"Tanh"][:gates - 1] * D
+    if acts is not None and (not isinstance(acts, list)
+                             or not all(isinstance(s, bytes) for s in acts)):
+        raise ValueError(f"{where}: activations must be a list of strings, got {acts!r}"[:300])
     if acts is not None and [s.lower() for s in acts] != [s.lower() for s in default]:
         raise ValueError(f"{where}: activations {[s.decode() for s in acts]}; only the defaults "
                          f"{[s.decode() for s in default]} can be imported")
@@ -1299,7 +1383,7 @@ def from_onnx(path, *, dtype=None, batch_first=None):
         batch_first = first["layout"] == 1
         src = graph.producer.get(rnn[0].inputs[0])
         if (first["layout"] == 0 and src is not None and src.op_type == "Transpose"
-                and list(src.attributes.get("perm", [])) == [1, 0, 2]
+                and src.attributes.get("perm") == [1, 0, 2] and src.inputs
                 and src.inputs[0] in graph.g.inputs and src.inputs[0] not in graph.consts):
             batch_first = True
     kind = first["kind"]

@@ -400,7 +400,9 @@ def _check_weights(weights, expected, dtype, where, what="weight"):
     if missing:
         raise ValueError(f"{where}: missing {what}s {missing}")
     if unexpected:
-        raise ValueError(f"{where}: unexpected tensors {unexpected} (expected {list(expected)})")
+        names = list(expected)
+        shown = names if len(names) <= 12 else names[:12] + ["..."]
+        raise ValueError(f"{where}: unexpected tensors {unexpected} (expected {shown})")
     for name, shape in expected.items():
         arr = weights[name]
         if arr.dtype != dtype:

@@ -369,6 +369,16 @@ def test_to_onnx_refusals(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.parametrize("opset", [14, 17, 20])
+def test_to_onnx_opsets_run_in_onnxruntime(tmp_path, opset):
+    ort = pytest.importorskip("onnxruntime")  # optional extra; runs where installed
+    m = fastlstm.GRU(I, H, num_layers=2, bidirectional=True, seed=16)
+    fio.to_onnx(m, tmp_path / "m.onnx", opset=opset)
+    x = np.random.default_rng(17).standard_normal((T, B, I)).astype(np.float32)
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    close(sess.run(["output"], {"input": x})[0], m(x)[0], "float32")
+
+
 def _feeds(m, rng, with_lengths, with_state):
     x = rng.standard_normal((B, T, I) if m.batch_first else (T, B, I)).astype(m.dtype)
     feeds = {"input": x}

@@ -77,6 +77,20 @@ def test_safetensors_reads_a_file_written_by_hand(tmp_path):
     assert np.array_equal(tensors["b"], b)
 
 
+def test_interoperates_with_the_safetensors_package(tmp_path):
+    st = pytest.importorskip("safetensors.numpy")  # optional: runs where installed
+    m = make("lstm_proj", "float64")
+    fio.save(m, tmp_path / "ours.safetensors", example_input=example(m, np.random.default_rng(1)))
+    theirs = st.load_file(str(tmp_path / "ours.safetensors"))
+    for k in m.params:
+        assert np.array_equal(theirs[k], m.params[k])
+    arrays = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.ones(3)}
+    st.save_file(arrays, str(tmp_path / "theirs.safetensors"), metadata={"x": "y"})
+    tensors, meta = fio.load_safetensors(tmp_path / "theirs.safetensors")
+    assert meta == {"x": "y"}
+    assert all(np.array_equal(tensors[k], v) for k, v in arrays.items())
+
+
 @pytest.mark.parametrize("tensors, metadata, exc, words", [
     ({"x": np.zeros(2, dtype=np.int32)}, None, TypeError, "int32"),
     ({"": np.zeros(2)}, None, ValueError, "non-empty"),

@@ -1441,7 +1441,10 @@ def to_onnx(module, path, *, with_lengths=False, with_state=False, opset=14):
     perm = _TORCH_TO_ONNX_LSTM if kind == "LSTM" else _ZRH_RZN
     H, L, D, I = module.hidden_size, module.num_layers, module.num_directions, module.input_size
     elem = _proto.FLOAT if module.dtype == np.float32 else _proto.DOUBLE
-    w = _proto.ModelWriter(f"fastlstm_{kind.lower()}", opset=opset, version=__version__)
+    # the IR version that came with the opset (onnxruntime refuses an opset newer than its IR)
+    ir = 7 if opset <= 14 else 8 if opset <= 18 else 9 if opset <= 20 else 10
+    w = _proto.ModelWriter(f"fastlstm_{kind.lower()}", opset=opset, ir_version=ir,
+                           version=__version__)
     x_dims = ["B", "T", I] if module.batch_first else ["T", "B", I]
     w.input("input", elem, x_dims)
     cur = "input"

@@ -450,13 +450,13 @@ def test_from_keras_model_config_matches_keras(name, tmp_path):
 def test_from_keras_model_structure():
     data = npz("import_keras_embed")
     cfg = fio.from_keras(str(data["config"]), keras_weights(data)).get_config()
-    kinds = [(l["class"], l["config"].get("merge_mode")) for l in cfg["layers"]]
+    kinds = [(layer["class"], layer["config"].get("merge_mode")) for layer in cfg["layers"]]
     assert kinds == [("Embedding", None), ("Bidirectional", "sum"), ("LSTM", None),
                      ("Dense", None)]
     assert cfg["layers"][0]["config"] == {"input_dim": 20, "output_dim": 6, "mask_zero": True}
     data = npz("import_keras_stack")
     cfg = fio.from_keras(str(data["config"]), keras_weights(data)).get_config()
-    assert [l["class"] for l in cfg["layers"]] == ["LSTM", "Dropout", "GRU", "Dense"]
+    assert [layer["class"] for layer in cfg["layers"]] == ["LSTM", "Dropout", "GRU", "Dense"]
     assert cfg["layers"][2]["config"]["go_backwards"] is True
     assert cfg["layers"][3]["config"]["activation"] == "softmax"
 
@@ -496,7 +496,7 @@ def _stack_cfg():
 
 
 def _layer(cfg, cls):
-    return next(l for l in cfg["config"]["layers"] if l["class_name"] == cls)
+    return next(x for x in cfg["config"]["layers"] if x["class_name"] == cls)
 
 
 KERAS_REFUSALS = {

@@ -747,7 +747,8 @@ def from_torch_state_dict(state_dict, cell="lstm", *, prefix="", dtype=None, bat
     try:
         module = cls(**kwargs, seed=0)
     except (ValueError, TypeError) as e:
-        raise ValueError(f"state_dict describes an invalid {cls.__name__} {inferred}: {e}") from None
+        raise ValueError(f"state_dict describes an invalid {cls.__name__} {inferred}: "
+                         f"{e}") from None
     _load_params(module, sd, f"{prefix}")
     return module
 
@@ -1437,7 +1438,6 @@ def to_onnx(module, path, *, with_lengths=False, with_state=False, opset=14):
     from . import __version__
 
     kind = "LSTM" if isinstance(module, LSTM) else "GRU"
-    gates = 4 if kind == "LSTM" else 3
     perm = _TORCH_TO_ONNX_LSTM if kind == "LSTM" else _ZRH_RZN
     H, L, D, I = module.hidden_size, module.num_layers, module.num_directions, module.input_size
     elem = _proto.FLOAT if module.dtype == np.float32 else _proto.DOUBLE

@@ -169,8 +169,8 @@ def make_hand_onnx(rng):
     Y, Y_h, Y_c = ort.InferenceSession(out("import_onnx_lstm_peephole_lens.onnx")).run(None, feeds)
     # the reference evaluator ignores sequence_lens: cross-check it on full lengths
     full = dict(feeds, lens=np.full(B, T, dtype=np.int32))
-    for a, b in zip(ReferenceEvaluator(model).run(None, full),
-                    ort.InferenceSession(out("import_onnx_lstm_peephole_lens.onnx")).run(None, full)):
+    sess = ort.InferenceSession(out("import_onnx_lstm_peephole_lens.onnx"))
+    for a, b in zip(ReferenceEvaluator(model).run(None, full), sess.run(None, full)):
         close(a, b, 1e-5)
     save_npz("import_onnx_lstm_peephole_lens", **feeds, Y=Y, Y_h=Y_h, Y_c=Y_c)
 

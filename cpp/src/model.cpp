@@ -601,14 +601,16 @@ void dense_forward(const Layer& L, int64_t rows, const float* x, float* y) {
   }
 }
 
-void embed(const Layer& L, int64_t n, const int64_t* tok, float* y, const char* what) {
+// tok: [B, T] (T = 1 for a stream step); y: [B, T, E]
+void embed(const Layer& L, int64_t B, int64_t T, const int64_t* tok, float* y, bool stream) {
   const int64_t E = L.out_dim;
-  for (int64_t k = 0; k < n; ++k) {
+  for (int64_t k = 0; k < B * T; ++k) {
     const int64_t t = tok[k];
     if (t < 0 || t >= L.vocab)
-      throw Error(std::string(what) + "[" + std::to_string(k) + "] = " + std::to_string(t) +
-                  " is out of range: the Embedding's vocabulary is [0, " +
-                  std::to_string(L.vocab) + ")");
+      throw Error((stream ? "tokens_t[" + std::to_string(k)
+                          : "tokens[" + std::to_string(k / T) + ", " + std::to_string(k % T)) +
+                  "] = " + std::to_string(t) + " is out of range: the Embedding's vocabulary " +
+                  "is [0, " + std::to_string(L.vocab) + ")");
     std::copy_n(L.table.data() + t * E, E, y + k * E);
   }
 }
@@ -653,7 +655,7 @@ std::vector<int64_t> Model::Impl::run(Workspace& ws, const float* x, const int64
         break;
       case LayerKind::Embedding: {
         float* y = next_buf(static_cast<size_t>(B * T * L.out_dim));
-        embed(L, B * T, tok, y, "tokens (flat index)");
+        embed(L, B, T, tok, y, false);
         if (L.mask_zero) {
           // right padding: a row's length is its last nonzero token + 1 (0 if all padding);
           // explicit lengths can only shorten it
@@ -914,7 +916,7 @@ struct Model::Stream::Impl {
       if (L.kind == LayerKind::Dropout) continue;
       which = which == 0 ? 1 : 0;
       float* y = buf[which].data();
-      if (L.kind == LayerKind::Embedding) embed(L, B, tok, y, "tokens_t");
+      if (L.kind == LayerKind::Embedding) embed(L, B, 1, tok, y, true);
       else if (L.kind == LayerKind::Recurrent) streams[i]->step(cur, y);
       else dense_forward(L, B, cur, y);
       cur = y;

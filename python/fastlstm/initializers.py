@@ -1,0 +1,174 @@
+"""Keras's weight initializers and the one random source of the Keras-shaped layer.
+
+Every random number of :mod:`fastlstm.layers` / :mod:`fastlstm.models` (initial weights,
+shuffling, dropout masks) comes from generators spawned off one global generator, so
+:func:`set_seed` makes a whole build + fit reproducible bit for bit (same machine, same thread
+count).
+
+Initializers take ``(shape, rng, dtype)`` and return a new array. Fans follow Keras's
+``compute_fans``: for a 2-D ``(fan_in, fan_out)`` kernel the obvious ones; a 1-D shape uses
+its length for both.
+"""
+
+from __future__ import annotations
+
+import math
+import random as _pyrandom
+
+import numpy as np
+
+__all__ = [
+    "set_seed",
+    "get",
+    "glorot_uniform",
+    "glorot_normal",
+    "he_uniform",
+    "he_normal",
+    "lecun_uniform",
+    "lecun_normal",
+    "orthogonal",
+    "random_uniform",
+    "random_normal",
+    "zeros",
+    "ones",
+]
+
+_STATE = {"rng": np.random.default_rng()}
+
+
+def set_seed(seed):
+    """Seeds every random number generator the Keras-shaped layer uses.
+
+    Also seeds Python's ``random`` and NumPy's legacy global generator (as
+    ``keras.utils.set_random_seed`` does), so user code that draws from them is covered too.
+    """
+    try:
+        seed = int(seed)
+    except (TypeError, ValueError):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}") from None
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    _STATE["rng"] = np.random.default_rng(seed)
+    _pyrandom.seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def spawn_rng():
+    """A new generator drawn from the global one (each consumer gets its own stream)."""
+    return np.random.default_rng(int(_STATE["rng"].integers(0, 2**63)))
+
+
+def spawn_seed():
+    """A 63-bit seed drawn from the global generator (for the engine's own generators)."""
+    return int(_STATE["rng"].integers(0, 2**63))
+
+
+def _fans(shape):
+    if len(shape) == 0:
+        return 1, 1
+    if len(shape) == 1:
+        return shape[0], shape[0]
+    if len(shape) == 2:
+        return shape[0], shape[1]
+    receptive = math.prod(shape[:-2])
+    return shape[-2] * receptive, shape[-1] * receptive
+
+
+def _variance_scaling(scale, mode, distribution):
+    def init(shape, rng, dtype="float32"):
+        fan_in, fan_out = _fans(shape)
+        n = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2.0}[mode]
+        var = scale / max(1.0, n)
+        if distribution == "uniform":
+            limit = math.sqrt(3.0 * var)
+            out = rng.uniform(-limit, limit, size=shape)
+        else:
+            # Keras's truncated normal: resample beyond 2 std; stddev corrected for the cut
+            std = math.sqrt(var) / 0.87962566103423978
+            out = rng.normal(0.0, std, size=shape)
+            bad = np.abs(out) > 2 * std
+            while bad.any():
+                out[bad] = rng.normal(0.0, std, size=int(bad.sum()))
+                bad = np.abs(out) > 2 * std
+        return out.astype(dtype)
+
+    return init
+
+
+glorot_uniform = _variance_scaling(1.0, "fan_avg", "uniform")
+glorot_normal = _variance_scaling(1.0, "fan_avg", "normal")
+he_uniform = _variance_scaling(2.0, "fan_in", "uniform")
+he_normal = _variance_scaling(2.0, "fan_in", "normal")
+lecun_uniform = _variance_scaling(1.0, "fan_in", "uniform")
+lecun_normal = _variance_scaling(1.0, "fan_in", "normal")
+
+
+def orthogonal(shape, rng, dtype="float32", gain=1.0):
+    """Keras's Orthogonal: QR of a normal matrix, signs fixed by diag(R); a (rows, cols)
+    kernel with rows < cols gets orthonormal rows."""
+    if len(shape) < 2:
+        raise ValueError(f"orthogonal needs a shape of rank >= 2, got {shape}")
+    rows = math.prod(shape[:-1])
+    cols = shape[-1]
+    a = rng.normal(0.0, 1.0, size=(max(rows, cols), min(rows, cols)))
+    q, r = np.linalg.qr(a)
+    q *= np.sign(np.diag(r))
+    if rows < cols:
+        q = q.T
+    return (gain * q.reshape(shape)).astype(dtype)
+
+
+def random_uniform(shape, rng, dtype="float32", minval=-0.05, maxval=0.05):
+    """Keras's RandomUniform default (the Embedding initializer 'uniform')."""
+    return rng.uniform(minval, maxval, size=shape).astype(dtype)
+
+
+def random_normal(shape, rng, dtype="float32", mean=0.0, stddev=0.05):
+    return rng.normal(mean, stddev, size=shape).astype(dtype)
+
+
+def zeros(shape, rng=None, dtype="float32"):
+    return np.zeros(shape, dtype=dtype)
+
+
+def ones(shape, rng=None, dtype="float32"):
+    return np.ones(shape, dtype=dtype)
+
+
+_BY_NAME = {
+    "glorot_uniform": glorot_uniform,
+    "glorot_normal": glorot_normal,
+    "he_uniform": he_uniform,
+    "he_normal": he_normal,
+    "lecun_uniform": lecun_uniform,
+    "lecun_normal": lecun_normal,
+    "orthogonal": orthogonal,
+    "uniform": random_uniform,
+    "random_uniform": random_uniform,
+    "normal": random_normal,
+    "random_normal": random_normal,
+    "zeros": zeros,
+    "zero": zeros,
+    "ones": ones,
+}
+
+
+def get(identifier, argument="initializer"):
+    """An initializer from its Keras name or a callable ``f(shape, rng, dtype)``."""
+    if callable(identifier):
+        return identifier
+    if isinstance(identifier, str):
+        key = identifier.lower()
+        if key in _BY_NAME:
+            return _BY_NAME[key]
+    raise ValueError(
+        f"unknown {argument} {identifier!r}; expected one of {sorted(_BY_NAME)} or a callable "
+        "f(shape, rng, dtype)"
+    )
+
+
+def name_of(init):
+    for name, fn in _BY_NAME.items():
+        if fn is init:
+            return name
+    return getattr(init, "__name__", repr(init))

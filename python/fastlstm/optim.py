@@ -1,0 +1,482 @@
+"""Optimizers, learning-rate schedules and weight regularizers (Keras 3's math and defaults).
+
+An optimizer updates ONE flat parameter buffer in place from ONE flat gradient buffer (a model
+keeps all its weights in one of each), so a step is a handful of vectorized NumPy operations
+whatever the number of layers: no per-parameter Python loop. Temporaries are allocated once.
+
+``optimizer.apply(params, grads)`` clips ``grads`` in place (``clipnorm`` per weight tensor
+using the segment table given to ``build``, or ``global_clipnorm``, or ``clipvalue``: one of
+them, as Keras), applies decoupled ``weight_decay`` (``p -= lr * wd * p``), then the update.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = [
+    "Optimizer",
+    "SGD",
+    "Adam",
+    "AdamW",
+    "RMSprop",
+    "Adagrad",
+    "get",
+    "LearningRateSchedule",
+    "ExponentialDecay",
+    "CosineDecay",
+    "StepDecay",
+    "PiecewiseConstantDecay",
+    "L1L2",
+    "L1",
+    "L2",
+    "l1",
+    "l2",
+    "l1_l2",
+    "get_regularizer",
+]
+
+
+def _positive(value, name, allow_zero=False):
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}") from None
+    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be a finite number {bound}, got {value}")
+    return v
+
+
+# ------------------------------------------------------------------------------------- schedules
+class LearningRateSchedule:
+    """A learning rate as a function of the optimizer's step count (0 for the first step)."""
+
+    def __call__(self, step):
+        raise NotImplementedError
+
+    def get_config(self):
+        return dict(self.__dict__)
+
+
+class ExponentialDecay(LearningRateSchedule):
+    """``lr = initial * decay_rate ** (step / decay_steps)`` (integer division if staircase)."""
+
+    def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False):
+        self.initial_learning_rate = _positive(initial_learning_rate, "initial_learning_rate")
+        self.decay_steps = _positive(decay_steps, "decay_steps")
+        self.decay_rate = _positive(decay_rate, "decay_rate")
+        self.staircase = bool(staircase)
+
+    def __call__(self, step):
+        p = step / self.decay_steps
+        if self.staircase:
+            p = math.floor(p)
+        return self.initial_learning_rate * self.decay_rate**p
+
+
+class CosineDecay(LearningRateSchedule):
+    """Keras's CosineDecay: optional linear warmup to ``warmup_target`` over ``warmup_steps``,
+    then ``lr = (1 - alpha) * 0.5 * (1 + cos(pi * s / decay_steps)) + alpha`` times the start
+    rate, held at ``alpha`` times it after ``decay_steps``."""
+
+    def __init__(self, initial_learning_rate, decay_steps, alpha=0.0, warmup_target=None,
+                 warmup_steps=0):
+        self.initial_learning_rate = _positive(initial_learning_rate, "initial_learning_rate",
+                                               allow_zero=True)
+        self.decay_steps = _positive(decay_steps, "decay_steps")
+        self.alpha = _positive(alpha, "alpha", allow_zero=True)
+        self.warmup_target = None if warmup_target is None else _positive(warmup_target,
+                                                                          "warmup_target")
+        self.warmup_steps = int(warmup_steps)
+
+    def __call__(self, step):
+        if self.warmup_target is not None and step < self.warmup_steps:
+            frac = step / self.warmup_steps
+            return self.initial_learning_rate + frac * (self.warmup_target - self.initial_learning_rate)
+        start = self.initial_learning_rate if self.warmup_target is None else self.warmup_target
+        s = min(step - (self.warmup_steps if self.warmup_target is not None else 0), self.decay_steps)
+        cos = 0.5 * (1.0 + math.cos(math.pi * s / self.decay_steps))
+        return start * ((1.0 - self.alpha) * cos + self.alpha)
+
+
+class StepDecay(LearningRateSchedule):
+    """``lr = initial * gamma ** (step // step_size)`` (PyTorch's StepLR, counted in steps)."""
+
+    def __init__(self, initial_learning_rate, step_size, gamma=0.1):
+        self.initial_learning_rate = _positive(initial_learning_rate, "initial_learning_rate")
+        self.step_size = int(_positive(step_size, "step_size"))
+        self.gamma = _positive(gamma, "gamma")
+
+    def __call__(self, step):
+        return self.initial_learning_rate * self.gamma ** (step // self.step_size)
+
+
+class PiecewiseConstantDecay(LearningRateSchedule):
+    """``values[i]`` while ``boundaries[i-1] < step <= boundaries[i]`` (Keras's rule)."""
+
+    def __init__(self, boundaries, values):
+        if len(values) != len(boundaries) + 1:
+            raise ValueError(
+                f"values must have one more entry than boundaries, got {len(values)} values "
+                f"and {len(boundaries)} boundaries"
+            )
+        self.boundaries = [int(b) for b in boundaries]
+        self.values = [float(v) for v in values]
+
+    def __call__(self, step):
+        for b, v in zip(self.boundaries, self.values):
+            if step <= b:
+                return v
+        return self.values[-1]
+
+
+# ------------------------------------------------------------------------------------- optimizers
+class Optimizer:
+    """Base: learning rate (a float or a schedule), gradient clipping, weight decay, state."""
+
+    _default_lr = 0.001
+
+    def __init__(self, learning_rate=None, weight_decay=None, clipnorm=None, clipvalue=None,
+                 global_clipnorm=None, name=None):
+        if learning_rate is None:
+            learning_rate = self._default_lr
+        if isinstance(learning_rate, LearningRateSchedule) or callable(learning_rate):
+            self._schedule = learning_rate
+            self._lr = None
+        else:
+            self._schedule = None
+            self._lr = _positive(learning_rate, "learning_rate", allow_zero=True)
+        given = [n for n, v in (("clipnorm", clipnorm), ("clipvalue", clipvalue),
+                                ("global_clipnorm", global_clipnorm)) if v is not None]
+        if len(given) > 1:
+            raise ValueError(f"only one of clipnorm, clipvalue, global_clipnorm can be set, got {given}")
+        self.clipnorm = None if clipnorm is None else _positive(clipnorm, "clipnorm")
+        self.clipvalue = None if clipvalue is None else _positive(clipvalue, "clipvalue")
+        self.global_clipnorm = None if global_clipnorm is None else _positive(global_clipnorm,
+                                                                              "global_clipnorm")
+        self.weight_decay = None if weight_decay is None else _positive(weight_decay,
+                                                                        "weight_decay",
+                                                                        allow_zero=True)
+        self.name = name or type(self).__name__.lower()
+        self.iterations = 0
+        self._n = None
+
+    @property
+    def learning_rate(self):
+        """The rate the next step uses (a schedule is evaluated at ``iterations``)."""
+        if self._schedule is not None:
+            return float(self._schedule(self.iterations))
+        return self._lr
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        if self._schedule is not None:
+            raise TypeError("this optimizer's learning rate is a schedule; it cannot be set")
+        self._lr = _positive(value, "learning_rate", allow_zero=True)
+
+    lr = learning_rate
+
+    def build(self, size, dtype="float32", segments=None):
+        """Allocates the state for ``size`` parameters. ``segments``: start offsets of each
+        weight tensor in the flat buffer (for per-tensor ``clipnorm``)."""
+        self._n = int(size)
+        self._dtype = np.dtype(dtype)
+        self._tmp = np.zeros(self._n, dtype=self._dtype)
+        starts = np.zeros(1, dtype=np.int64) if segments is None else np.asarray(segments, np.int64)
+        if starts.size == 0 or starts[0] != 0:
+            starts = np.concatenate([[0], starts])
+        self._seg_starts = starts
+        self._seg_sizes = np.diff(np.append(starts, self._n))
+        self._build_state()
+
+    def _build_state(self):
+        pass
+
+    def _zeros(self, fill=0.0):
+        return np.full(self._n, fill, dtype=self._dtype)
+
+    def _clip(self, grads):
+        if self.clipnorm is not None:
+            sq = np.multiply(grads, grads, out=self._tmp)
+            norms = np.sqrt(np.add.reduceat(sq, self._seg_starts).astype(np.float64))
+            scale = self.clipnorm / np.maximum(norms, self.clipnorm)
+            if (scale < 1).any():
+                grads *= np.repeat(scale.astype(self._dtype), self._seg_sizes)
+        elif self.global_clipnorm is not None:
+            norm = math.sqrt(float(np.dot(grads, grads)))
+            if norm > self.global_clipnorm:
+                grads *= self._dtype.type(self.global_clipnorm / norm)
+        elif self.clipvalue is not None:
+            np.clip(grads, -self.clipvalue, self.clipvalue, out=grads)
+
+    def apply(self, params, grads):
+        """One step: updates ``params`` in place (``grads`` may be clipped in place)."""
+        if self._n is None:
+            self.build(params.size, params.dtype)
+        if params.shape != (self._n,) or grads.shape != (self._n,):
+            raise ValueError(
+                f"this optimizer was built for {self._n} parameters, got buffers of shapes "
+                f"{params.shape} and {grads.shape}"
+            )
+        self._clip(grads)
+        lr = self.learning_rate
+        if self.weight_decay:
+            params *= self._dtype.type(1.0 - lr * self.weight_decay)
+        self._update(params, grads, lr, self.iterations + 1)
+        self.iterations += 1
+
+    def _update(self, p, g, lr, t):
+        raise NotImplementedError
+
+    def get_config(self):
+        cfg = {"name": self.name, "learning_rate": self._lr if self._schedule is None else None,
+               "weight_decay": self.weight_decay, "clipnorm": self.clipnorm,
+               "clipvalue": self.clipvalue, "global_clipnorm": self.global_clipnorm}
+        cfg.update(self._hyper())
+        return cfg
+
+    def _hyper(self):
+        return {}
+
+    def __repr__(self):
+        return f"{type(self).__name__}(learning_rate={self.learning_rate})"
+
+
+class SGD(Optimizer):
+    """``m = momentum*m - lr*g; p += m`` (nesterov: ``p += momentum*m - lr*g``); plain
+    ``p -= lr*g`` without momentum. Keras's default rate 0.01."""
+
+    _default_lr = 0.01
+
+    def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, **kwargs):
+        super().__init__(learning_rate, **kwargs)
+        self.momentum = _positive(momentum, "momentum", allow_zero=True)
+        if self.momentum >= 1:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        self.nesterov = bool(nesterov)
+
+    def _build_state(self):
+        self._m = self._zeros() if self.momentum else None
+
+    def _update(self, p, g, lr, t):
+        tmp = self._tmp
+        np.multiply(g, self._dtype.type(lr), out=tmp)  # lr*g
+        if self._m is None:
+            p -= tmp
+            return
+        m = self._m
+        m *= self._dtype.type(self.momentum)
+        m -= tmp
+        if self.nesterov:
+            p -= tmp
+            np.multiply(m, self._dtype.type(self.momentum), out=tmp)
+            p += tmp
+        else:
+            p += m
+
+    def _hyper(self):
+        return {"momentum": self.momentum, "nesterov": self.nesterov}
+
+
+class Adam(Optimizer):
+    """Keras's Adam: ``alpha = lr*sqrt(1-b2^t)/(1-b1^t)``, ``p -= alpha*m/(sqrt(v)+eps)``."""
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
+                 amsgrad=False, **kwargs):
+        super().__init__(learning_rate, **kwargs)
+        for name, v in (("beta_1", beta_1), ("beta_2", beta_2)):
+            if not 0.0 <= float(v) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {v}")
+        self.beta_1, self.beta_2 = float(beta_1), float(beta_2)
+        self.epsilon = _positive(epsilon, "epsilon")
+        self.amsgrad = bool(amsgrad)
+
+    def _build_state(self):
+        self._m, self._v = self._zeros(), self._zeros()
+        self._vhat = self._zeros() if self.amsgrad else None
+
+    def _update(self, p, g, lr, t):
+        dt = self._dtype.type
+        m, v, tmp = self._m, self._v, self._tmp
+        b1, b2 = self.beta_1, self.beta_2
+        # m += (g - m)*(1-b1); v += (g*g - v)*(1-b2), Keras's forms, in place
+        np.subtract(g, m, out=tmp)
+        tmp *= dt(1 - b1)
+        m += tmp
+        np.multiply(g, g, out=tmp)
+        tmp -= v
+        tmp *= dt(1 - b2)
+        v += tmp
+        if self._vhat is not None:
+            np.maximum(self._vhat, v, out=self._vhat)
+            v = self._vhat
+        alpha = lr * math.sqrt(1 - b2**t) / (1 - b1**t)
+        np.sqrt(v, out=tmp)
+        tmp += dt(self.epsilon)
+        np.divide(m, tmp, out=tmp)
+        tmp *= dt(alpha)
+        p -= tmp
+
+    def _hyper(self):
+        return {"beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon,
+                "amsgrad": self.amsgrad}
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Keras's default ``weight_decay=0.004``)."""
+
+    def __init__(self, learning_rate=0.001, weight_decay=0.004, **kwargs):
+        super().__init__(learning_rate, weight_decay=weight_decay, **kwargs)
+
+
+class RMSprop(Optimizer):
+    """Keras's RMSprop: ``v = rho*v + (1-rho)*g^2``; ``p -= lr*g/sqrt(v + eps)`` (centered
+    subtracts the squared mean gradient; momentum accumulates the increments)."""
+
+    def __init__(self, learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7, centered=False,
+                 **kwargs):
+        super().__init__(learning_rate, **kwargs)
+        if not 0.0 <= float(rho) < 1.0:
+            raise ValueError(f"rho must be in [0, 1), got {rho}")
+        self.rho = float(rho)
+        self.momentum = _positive(momentum, "momentum", allow_zero=True)
+        self.epsilon = _positive(epsilon, "epsilon")
+        self.centered = bool(centered)
+
+    def _build_state(self):
+        self._v = self._zeros()
+        self._avg = self._zeros() if self.centered else None
+        self._m = self._zeros() if self.momentum else None
+        self._tmp2 = self._zeros()
+
+    def _update(self, p, g, lr, t):
+        dt = self._dtype.type
+        v, tmp, tmp2 = self._v, self._tmp, self._tmp2
+        v *= dt(self.rho)
+        np.multiply(g, g, out=tmp)
+        tmp *= dt(1 - self.rho)
+        v += tmp
+        if self._avg is not None:
+            a = self._avg
+            a *= dt(self.rho)
+            np.multiply(g, dt(1 - self.rho), out=tmp)
+            a += tmp
+            np.multiply(a, a, out=tmp)
+            np.subtract(v, tmp, out=tmp)
+            tmp += dt(self.epsilon)
+        else:
+            np.add(v, dt(self.epsilon), out=tmp)
+        np.sqrt(tmp, out=tmp)
+        np.multiply(g, dt(lr), out=tmp2)
+        np.divide(tmp2, tmp, out=tmp)
+        if self._m is not None:
+            self._m *= dt(self.momentum)
+            self._m += tmp
+            p -= self._m
+        else:
+            p -= tmp
+
+    def _hyper(self):
+        return {"rho": self.rho, "momentum": self.momentum, "epsilon": self.epsilon,
+                "centered": self.centered}
+
+
+class Adagrad(Optimizer):
+    """Keras's Adagrad: ``acc += g^2``; ``p -= lr*g/sqrt(acc + eps)``, acc starting at 0.1."""
+
+    def __init__(self, learning_rate=0.001, initial_accumulator_value=0.1, epsilon=1e-7,
+                 **kwargs):
+        super().__init__(learning_rate, **kwargs)
+        self.initial_accumulator_value = _positive(initial_accumulator_value,
+                                                   "initial_accumulator_value", allow_zero=True)
+        self.epsilon = _positive(epsilon, "epsilon")
+
+    def _build_state(self):
+        self._acc = self._zeros(self.initial_accumulator_value)
+        self._tmp2 = self._zeros()
+
+    def _update(self, p, g, lr, t):
+        dt = self._dtype.type
+        tmp, tmp2 = self._tmp, self._tmp2
+        np.multiply(g, g, out=tmp)
+        self._acc += tmp
+        np.add(self._acc, dt(self.epsilon), out=tmp)
+        np.sqrt(tmp, out=tmp)
+        np.multiply(g, dt(lr), out=tmp2)
+        np.divide(tmp2, tmp, out=tmp)
+        p -= tmp
+
+    def _hyper(self):
+        return {"initial_accumulator_value": self.initial_accumulator_value,
+                "epsilon": self.epsilon}
+
+
+_OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop, "adagrad": Adagrad}
+
+
+def get(identifier):
+    """An optimizer from a name ('adam', 'sgd', 'rmsprop', 'adagrad', 'adamw'; Keras's
+    defaults) or an :class:`Optimizer` instance (returned as is)."""
+    if isinstance(identifier, Optimizer):
+        return identifier
+    if isinstance(identifier, str) and identifier.lower() in _OPTIMIZERS:
+        return _OPTIMIZERS[identifier.lower()]()
+    raise ValueError(
+        f"unknown optimizer {identifier!r}; expected one of {sorted(_OPTIMIZERS)} or an "
+        "fastlstm.optim.Optimizer instance"
+    )
+
+
+# ------------------------------------------------------------------------------------- regularizers
+class L1L2:
+    """Adds ``l1 * sum(|w|) + l2 * sum(w^2)`` to the loss (Keras's regularizers)."""
+
+    def __init__(self, l1=0.0, l2=0.0):
+        self.l1 = _positive(l1, "l1", allow_zero=True)
+        self.l2 = _positive(l2, "l2", allow_zero=True)
+
+    def __call__(self, w):
+        w = np.asarray(w, dtype=np.float64)
+        return self.l1 * float(np.abs(w).sum()) + self.l2 * float((w * w).sum())
+
+    def get_config(self):
+        return {"l1": self.l1, "l2": self.l2}
+
+    def __repr__(self):
+        return f"L1L2(l1={self.l1}, l2={self.l2})"
+
+
+def L1(l1=0.01):
+    return L1L2(l1=l1)
+
+
+def L2(l2=0.01):
+    return L1L2(l2=l2)
+
+
+l1 = L1
+l2 = L2
+
+
+def l1_l2(l1=0.01, l2=0.01):  # noqa: F811 - Keras's names
+    return L1L2(l1=l1, l2=l2)
+
+
+def get_regularizer(identifier):
+    """None, a regularizer object, or a name ('l1', 'l2', 'l1_l2' with Keras's 0.01)."""
+    if identifier is None or isinstance(identifier, L1L2):
+        return identifier
+    if isinstance(identifier, str):
+        key = identifier.lower()
+        if key == "l1":
+            return L1L2(l1=0.01)
+        if key == "l2":
+            return L1L2(l2=0.01)
+        if key in ("l1_l2", "l1l2"):
+            return L1L2(l1=0.01, l2=0.01)
+    raise ValueError(
+        f"unknown regularizer {identifier!r}; expected 'l1', 'l2', 'l1_l2' or a "
+        "fastlstm.optim.L1L2 object"
+    )

@@ -6,7 +6,9 @@
 #include <string>
 
 #include "kernels/cells.hpp"
+#include "cpu/parallel.hpp"
 #include "kernels/gemm.hpp"
+#include "kernels/packed_gemm.hpp"
 
 namespace fastlstm::detail {
 
@@ -91,6 +93,73 @@ void Engine<T>::apply_dropout(int64_t l, T* buf, int64_t n) const {
   }
 }
 
+// Hidden units are split in tiles of kTile units; a thread owns whole tiles, i.e. the columns
+// of every gate of its units, so the fused gate pass needs no data from other threads and a
+// time step costs one barrier (two with a projection). kTile = kNC keeps the partition of the
+// hidden units aligned with the panels of the backward products.
+constexpr int64_t kTile = kNC;
+constexpr int64_t kRowGrain = 16 * kMR;  // rows per chunk of the whole-sequence products
+// Below this many multiply-adds per time step, one barrier per step costs more than a second
+// thread saves: run the time loop on one thread. (The split never changes the results.)
+constexpr int64_t kMinStepWork = 1 << 15;
+
+inline int step_threads(int64_t parts, int64_t work_per_step) {
+  if (work_per_step < kMinStepWork) return 1;
+  return int(std::min<int64_t>(parts, max_threads()));
+}
+
+template <typename T>
+void Engine<T>::pack_weights(const T* params, bool backward) {
+  if (cache_packed_ && packed_valid_ && !backward) return;
+  const int64_t L = cfg_.num_layers, D = cfg_.num_directions();
+  const int64_t H = cfg_.hidden_size, S = cfg_.state_size(), G = cfg_.gate_size();
+  const int64_t P = cfg_.proj_size, ng = G / H;
+  const int64_t tiles = (H + kTile - 1) / kTile;
+  auto& A = backward ? pk_ih_t_ : pk_ih_;
+  auto& B = backward ? pk_hh_t_ : pk_hh_;
+  auto& C = backward ? pk_hr_t_ : pk_hr_;
+  A.resize(L * D);
+  B.resize(L * D);
+  C.resize(L * D);
+  for (int64_t l = 0; l < L; ++l)
+    for (int64_t d = 0; d < D; ++d) {
+      const int64_t k = l * D + d, I_l = cfg_.layer_input_size(l);
+      const DirParams<T> p = dir_params(const_cast<T*>(params), l, d);
+      if (backward) {
+        // d_in = d_x W_ih ; dh = d_rec W_hh ; dhraw = dh W_hr : B^T is the weight itself
+        A[k].resize(num_panels(I_l) * G * kNC);
+        pack_panels<T>(I_l, G, p.w_ih, 1, I_l, A[k].data());
+        B[k].resize(num_panels(S) * G * kNC);
+        pack_panels<T>(S, G, p.w_hh, 1, S, B[k].data());
+        if (P > 0) {
+          C[k].resize(num_panels(H) * P * kNC);
+          pack_panels<T>(H, P, p.w_hr, 1, H, C[k].data());
+        }
+        continue;
+      }
+      A[k].resize(num_panels(G) * I_l * kNC);
+      pack_panels<T>(G, I_l, p.w_ih, I_l, 1, A[k].data());
+      // W_hh tile by tile, the gates of a tile's units side by side (gate stride kTile):
+      //   tile columns [i u0..u0+31 | f u0..u0+31 | g ... | o ...], zero past H
+      const int64_t tile_cols = ng * kTile, tile_size = tile_cols * S;
+      B[k].resize(tiles * tile_size);
+      for (int64_t t = 0; t < tiles; ++t)
+        for (int64_t pnl = 0; pnl < ng; ++pnl) {
+          T* dst = B[k].data() + t * tile_size + pnl * S * kNC;
+          for (int64_t kk = 0; kk < S; ++kk)
+            for (int64_t j = 0; j < kNC; ++j) {
+              const int64_t u = t * kTile + j;  // panel pnl holds gate pnl of the tile's units
+              dst[kk * kNC + j] = u < H ? p.w_hh[(pnl * H + u) * S + kk] : T(0);
+            }
+        }
+      if (P > 0) {
+        C[k].resize(num_panels(P) * H * kNC);
+        pack_panels<T>(P, H, p.w_hr, H, 1, C[k].data());
+      }
+    }
+  packed_valid_ = !backward;
+}
+
 template <typename T>
 template <typename Cell>
 void Engine<T>::forward_direction(int64_t l, int64_t d, const DirParams<T>& p, const T* in,
@@ -98,31 +167,40 @@ void Engine<T>::forward_direction(int64_t l, int64_t d, const DirParams<T>& p, c
                                   bool train) {
   const int64_t B = shape_.B, Tn = shape_.T, N = B * Tn;
   const int64_t H = cfg_.hidden_size, S = cfg_.state_size(), G = cfg_.gate_size();
-  const int64_t P = cfg_.proj_size, DS = cfg_.num_directions() * S;
+  const int64_t P = cfg_.proj_size, DS = cfg_.num_directions() * S, ng = Cell::kGates;
+  const int64_t k = l * cfg_.num_directions() + d;
+  const int64_t tiles = (H + kTile - 1) / kTile, tile_cols = ng * kTile;
+  const T* b_hh = p.b_hh ? p.b_hh : zeros_.data();
 
   // the input projection of every step at once: [N, G] = in [N, I_l] W_ih^T + b_ih
   xproj_.resize(N * G);
-  gemm_nt<T>(N, G, I_l, in, I_l, p.w_ih, I_l, xproj_.data(), G, false);
-  if (p.b_ih)
-    for (int64_t r = 0; r < N; ++r) Vec<T>(xproj_.data() + r * G, G) += CVec<T>(p.b_ih, G);
+  const T* pk_ih = pk_ih_[k].data();
+  parallel_for(N, kRowGrain, [&](int64_t r0, int64_t r1) {
+    gemm_packed<T>(r1 - r0, G, I_l, in + r0 * I_l, I_l, pk_ih, xproj_.data() + r0 * G, G, false);
+    if (p.b_ih)
+      for (int64_t r = r0; r < r1; ++r)
+        for (int64_t g = 0; g < G; ++g) xproj_[r * G + g] += p.b_ih[g];
+  });
 
   // the state, in sorted order
-  h_.resize(B * S);
+  h_[0].resize(B * S);
+  h_[1].resize(B * S);
   c_.resize(B * H);
   for (int64_t j = 0; j < B; ++j) {
     const int64_t b = perm_[j];
-    if (h0) std::copy_n(h0 + b * S, S, h_.data() + j * S);
-    else std::fill_n(h_.data() + j * S, S, T(0));
+    if (h0) std::copy_n(h0 + b * S, S, h_[0].data() + j * S);
+    else std::fill_n(h_[0].data() + j * S, S, T(0));
     if (Cell::kHasC) {
       if (c0) std::copy_n(c0 + b * H, H, c_.data() + j * H);
       else std::fill_n(c_.data() + j * H, H, T(0));
     }
   }
-  DirStore<T>* st = train ? &store_[l * cfg_.num_directions() + d] : nullptr;
+  if (Tn == 0) std::copy_n(h_[0].data(), B * S, h_[1].data());
+  DirStore<T>* st = train ? &store_[k] : nullptr;
   if (st) {
     fill_zero(st->act, Tn * B * G);
     fill_zero(st->hs, (Tn + 1) * B * S);
-    std::copy_n(h_.data(), B * S, st->hs.data());
+    std::copy_n(h_[0].data(), B * S, st->hs.data());
     if (Cell::kHasC) {
       fill_zero(st->cs, (Tn + 1) * B * H);
       std::copy_n(c_.data(), B * H, st->cs.data());
@@ -131,47 +209,86 @@ void Engine<T>::forward_direction(int64_t l, int64_t d, const DirParams<T>& p, c
     }
     if (P > 0) fill_zero(st->hraw, Tn * B * H);
   }
-  rec_.resize(B * G);
   act_.resize(B * G);
   aux_.resize(B * H);
   hraw_.resize(B * H);
+  const int nt_want = step_threads(tiles, B * G * (S + P));
+  if (int64_t(rec_.size()) < nt_want) rec_.resize(nt_want);
+  for (int t = 0; t < nt_want; ++t) rec_[t].resize(B * tile_cols);
+  const T* pk_hh = pk_hh_[k].data();
+  const T* pk_hr = P > 0 ? pk_hr_[k].data() : nullptr;
+  const int64_t proj_panels = P > 0 ? num_panels(P) : 0;
 
-  for (int64_t s = 0; s < Tn; ++s) {
-    const int64_t nb = active_[s];
-    if (nb == 0) break;
-    // the recurrent product of the running sequences: [nb, G] = h [nb, S] W_hh^T
-    gemm_nt<T>(nb, G, S, h_.data(), S, p.w_hh, S, rec_.data(), G, false);
-    T* act_s = st ? st->act.data() + s * B * G : act_.data();
-    T* aux_s = st && !Cell::kHasC ? st->aux.data() + s * B * H : aux_.data();
-    T* hraw_s = st && P > 0 ? st->hraw.data() + s * B * H : hraw_.data();
-    for (int64_t j = 0; j < nb; ++j) {
-      CellRow<T> r;
-      r.xp = xproj_.data() + row(step_time(d, j, s), perm_[j]) * G;
-      r.rec = rec_.data() + j * G;
-      r.b_hh = p.b_hh;
-      r.w_ci = p.w_ci;
-      r.w_cf = p.w_cf;
-      r.w_co = p.w_co;
-      r.c = c_.data() + j * H;
-      r.h = P > 0 ? hraw_s + j * H : h_.data() + j * S;
-      r.act = act_s + j * G;
-      r.aux = aux_s + j * H;
-      Cell::template forward_row<T>(H, r);
-    }
-    // LSTMP: h = h_raw W_hr^T
-    if (P > 0) gemm_nt<T>(nb, P, H, hraw_s, H, p.w_hr, H, h_.data(), S, false);
+  // Copies the columns [c0, c1) of the new h of the running rows to the output, the kept
+  // states, and h_n for the rows whose sequence ends at this step.
+  auto publish = [&](int64_t s, int64_t nb, const T* hcur, int64_t c0_, int64_t c1_) {
+    const int64_t w = c1_ - c0_;
     for (int64_t j = 0; j < nb; ++j)
-      std::copy_n(h_.data() + j * S, S, out + row(step_time(d, j, s), perm_[j]) * DS + d * S);
-    if (st) {
-      std::copy_n(h_.data(), nb * S, st->hs.data() + (s + 1) * B * S);
-      if (Cell::kHasC) std::copy_n(c_.data(), nb * H, st->cs.data() + (s + 1) * B * H);
+      std::copy_n(hcur + j * S + c0_, w, out + row(step_time(d, j, s), perm_[j]) * DS + d * S + c0_);
+    if (st)
+      for (int64_t j = 0; j < nb; ++j)
+        std::copy_n(hcur + j * S + c0_, w, st->hs.data() + ((s + 1) * B + j) * S + c0_);
+    const int64_t next = s + 1 < Tn ? active_[s + 1] : 0;
+    for (int64_t j = next; j < nb; ++j) std::copy_n(hcur + j * S + c0_, w, hn + perm_[j] * S + c0_);
+  };
+
+  SpinBarrier barrier(nt_want);
+  parallel_region(nt_want, [&](int tid, int nt) {
+    if (nt != nt_want) barrier.reset(nt);  // the pool was busy: this call runs alone
+    const int64_t t0 = tiles * tid / nt, t1 = tiles * (tid + 1) / nt;
+    const int64_t q0 = proj_panels * tid / nt, q1 = proj_panels * (tid + 1) / nt;
+    T* rec = rec_[tid].data();
+    for (int64_t s = 0; s < Tn; ++s) {
+      const int64_t nb = active_[s];
+      if (nb == 0) break;
+      const T* hp = h_[s % 2].data();
+      T* hnext = h_[(s + 1) % 2].data();
+      T* act_s = st ? st->act.data() + s * B * G : act_.data();
+      T* aux_s = st && !Cell::kHasC ? st->aux.data() + s * B * H : aux_.data();
+      T* hraw_s = st && P > 0 ? st->hraw.data() + s * B * H : hraw_.data();
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t u0 = t * kTile, nu = std::min(kTile, H - u0);
+        // the recurrent product of the running rows for this tile: [nb, ng*kTile]
+        for (int64_t g = 0; g < ng; ++g)
+          gemm_panel<T>(nb, S, hp, S, pk_hh + (t * ng + g) * S * kNC, kNC, rec + g * kNC,
+                        tile_cols, false);
+        for (int64_t j = 0; j < nb; ++j) {
+          CellRow<T> r;
+          r.xp = xproj_.data() + row(step_time(d, j, s), perm_[j]) * G + u0;
+          r.rec = rec + j * tile_cols;
+          r.b_hh = b_hh + u0;
+          if (p.w_ci) {
+            r.w_ci = p.w_ci + u0;
+            r.w_cf = p.w_cf + u0;
+            r.w_co = p.w_co + u0;
+          }
+          r.c = c_.data() + j * H + u0;
+          r.h_prev = hp + j * S + u0;
+          r.h = (P > 0 ? hraw_s + j * H : hnext + j * S) + u0;
+          r.act = act_s + j * G + u0;
+          r.aux = aux_s + j * H + u0;
+          Cell::template forward_units<T>(nu, H, kTile, r);
+        }
+        if (st && Cell::kHasC)
+          for (int64_t j = 0; j < nb; ++j)
+            std::copy_n(c_.data() + j * H + u0, nu, st->cs.data() + ((s + 1) * B + j) * H + u0);
+        if (P == 0) publish(s, nb, hnext, u0, u0 + nu);
+      }
+      if (P > 0) {  // LSTMP: h = h_raw W_hr^T, the P columns split in panels
+        barrier.wait();
+        for (int64_t q = q0; q < q1; ++q) {
+          const int64_t c0_ = q * kNC, w = std::min(kNC, P - c0_);
+          gemm_panel<T>(nb, H, hraw_s, H, pk_hr + q * H * kNC, w, hnext + c0_, S, false);
+          publish(s, nb, hnext, c0_, c0_ + w);
+        }
+      }
+      barrier.wait();
     }
-  }
-  for (int64_t j = 0; j < B; ++j) {
-    const int64_t b = perm_[j];
-    std::copy_n(h_.data() + j * S, S, hn + b * S);
-    if (Cell::kHasC && cn) std::copy_n(c_.data() + j * H, H, cn + b * H);
-  }
+  });
+  if (Tn == 0)
+    for (int64_t j = 0; j < B; ++j) std::copy_n(h_[0].data() + j * S, S, hn + perm_[j] * S);
+  if (Cell::kHasC && cn)
+    for (int64_t j = 0; j < B; ++j) std::copy_n(c_.data() + j * H, H, cn + perm_[j] * H);
 }
 
 template <typename T>
@@ -186,6 +303,8 @@ void Engine<T>::forward(const SeqShape& shape, const ForwardArgs<T>& in,
   const int64_t DS = D * S;
   const bool lstm = cfg_.cell == CellType::LSTM;
   T* params = const_cast<T*>(in.params);  // read only; DirParams is shared with gradients
+  zeros_.assign(cfg_.gate_size(), T(0));
+  pack_weights(params, false);
   if (in.train) {
     layer_in_.resize(L);
     store_.resize(L * D);
@@ -228,7 +347,10 @@ void Engine<T>::backward_direction(int64_t l, int64_t d, const DirParams<T>& p,
   const int64_t B = shape_.B, Tn = shape_.T, N = B * Tn;
   const int64_t H = cfg_.hidden_size, S = cfg_.state_size(), G = cfg_.gate_size();
   const int64_t P = cfg_.proj_size, DS = cfg_.num_directions() * S;
-  const DirStore<T>& st = store_[l * cfg_.num_directions() + d];
+  const int64_t k = l * cfg_.num_directions() + d;
+  const DirStore<T>& st = store_[k];
+  const int64_t tiles = (H + kTile - 1) / kTile;
+  const int64_t s_panels = num_panels(S);
 
   dh_.resize(B * S);
   dc_.resize(B * H);
@@ -243,64 +365,100 @@ void Engine<T>::backward_direction(int64_t l, int64_t d, const DirParams<T>& p,
   fill_zero(d_rec_, Tn * B * G);
   if (P > 0) fill_zero(d_hout_, Tn * B * S);
   dhraw_.resize(B * H);
-  tmp_.resize(H);
+  const T* pk_hh_t = pk_hh_t_[k].data();
+  const T* pk_hr_t = P > 0 ? pk_hr_t_[k].data() : nullptr;
 
-  for (int64_t s = Tn - 1; s >= 0; --s) {
-    const int64_t nb = active_[s];
-    if (nb == 0) continue;
-    if (d_out)
-      for (int64_t j = 0; j < nb; ++j)
-        Vec<T>(dh_.data() + j * S, S) +=
-            CVec<T>(d_out + row(step_time(d, j, s), perm_[j]) * DS + d * S, S);
-    T* dcell = dh_.data();  // dL/d(cell output), [nb, H]
-    if (P > 0) {
-      std::copy_n(dh_.data(), nb * S, d_hout_.data() + s * B * S);
-      gemm_nn<T>(nb, H, P, dh_.data(), S, p.w_hr, H, dhraw_.data(), H, false);
-      dcell = dhraw_.data();
-    }
-    for (int64_t j = 0; j < nb; ++j) {
-      CellGradRow<T> r;
-      r.act = st.act.data() + (s * B + j) * G;
-      if (Cell::kHasC) {
-        r.c_prev = st.cs.data() + (s * B + j) * H;
-        r.c = st.cs.data() + ((s + 1) * B + j) * H;
-      } else {
-        r.h_prev = st.hs.data() + (s * B + j) * S;
-        r.aux = st.aux.data() + (s * B + j) * H;
+  // Thread tid owns hidden-unit tiles [t0, t1) (cell, dhraw) and state panels [q0, q1) (the
+  // d_out accumulation and the product with W_hh). Without a projection S = H and kTile = kNC,
+  // so both are the same columns.
+  const int nt_want = step_threads(std::max(tiles, s_panels), B * G * (S + P));
+  SpinBarrier barrier(nt_want);
+  parallel_region(nt_want, [&](int tid, int nt) {
+    if (nt != nt_want) barrier.reset(nt);
+    const int64_t t0 = tiles * tid / nt, t1 = tiles * (tid + 1) / nt;
+    const int64_t q0 = s_panels * tid / nt, q1 = s_panels * (tid + 1) / nt;
+    const int64_t sc0 = std::min(S, q0 * kNC), sc1 = std::min(S, q1 * kNC);
+    for (int64_t s = Tn - 1; s >= 0; --s) {
+      const int64_t nb = active_[s];
+      if (nb == 0) continue;
+      if (d_out)
+        for (int64_t j = 0; j < nb; ++j) {
+          const T* src = d_out + row(step_time(d, j, s), perm_[j]) * DS + d * S;
+          for (int64_t c = sc0; c < sc1; ++c) dh_[j * S + c] += src[c];
+        }
+      T* dcell = dh_.data();  // dL/d(cell output) [nb, H]
+      if (P > 0) {
+        for (int64_t j = 0; j < nb; ++j)
+          std::copy(dh_.begin() + j * S + sc0, dh_.begin() + j * S + sc1,
+                    d_hout_.begin() + (s * B + j) * S + sc0);
+        barrier.wait();
+        for (int64_t t = t0; t < t1; ++t)
+          gemm_panel<T>(nb, P, dh_.data(), S, pk_hr_t + t * P * kNC,
+                        std::min(kTile, H - t * kTile), dhraw_.data() + t * kTile, H, false);
+        dcell = dhraw_.data();
       }
-      r.w_ci = p.w_ci;
-      r.w_cf = p.w_cf;
-      r.w_co = p.w_co;
-      r.dh = dcell + j * H;
-      r.dc = dc_.data() + j * H;
-      r.d_rec = d_rec_.data() + (s * B + j) * G;
-      r.d_xp = d_x_.data() + row(step_time(d, j, s), perm_[j]) * G;
-      r.d_wci = dp.w_ci;
-      r.d_wcf = dp.w_cf;
-      r.d_wco = dp.w_co;
-      r.tmp = tmp_.data();
-      Cell::template backward_row<T>(H, r);
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t u0 = t * kTile, nu = std::min(kTile, H - u0);
+        for (int64_t j = 0; j < nb; ++j) {
+          CellGradRow<T> r;
+          r.act = st.act.data() + (s * B + j) * G + u0;
+          if (Cell::kHasC) {
+            r.c_prev = st.cs.data() + (s * B + j) * H + u0;
+            r.c = st.cs.data() + ((s + 1) * B + j) * H + u0;
+          } else {
+            r.h_prev = st.hs.data() + (s * B + j) * S + u0;
+            r.aux = st.aux.data() + (s * B + j) * H + u0;
+          }
+          if (p.w_ci) {
+            r.w_ci = p.w_ci + u0;
+            r.w_cf = p.w_cf + u0;
+            r.w_co = p.w_co + u0;
+            r.d_wci = dp.w_ci + u0;
+            r.d_wcf = dp.w_cf + u0;
+            r.d_wco = dp.w_co + u0;
+          }
+          r.dh = dcell + j * H + u0;
+          r.dc = dc_.data() + j * H + u0;
+          r.d_rec = d_rec_.data() + (s * B + j) * G + u0;
+          r.d_xp = d_x_.data() + row(step_time(d, j, s), perm_[j]) * G + u0;
+          Cell::template backward_units<T>(nu, H, r);
+        }
+      }
+      barrier.wait();
+      // dL/dh_{t-1} [nb, S] (+)= d_rec [nb, G] W_hh [G, S]; the GRU adds to its z * dh
+      for (int64_t q = q0; q < q1; ++q)
+        gemm_panel<T>(nb, G, d_rec_.data() + s * B * G, G, pk_hh_t + q * G * kNC,
+                      std::min(kNC, S - q * kNC), dh_.data() + q * kNC, S, !Cell::kHasC);
     }
-    // with a projection the cell output is h_raw, and h_{t-1} reaches it only through W_hh
-    if (P > 0) std::fill_n(dh_.data(), nb * S, T(0));
-    // dL/dh_{t-1} += d_rec [nb, G] W_hh [G, S]
-    gemm_nn<T>(nb, S, G, d_rec_.data() + s * B * G, G, p.w_hh, S, dh_.data(), S, true);
-  }
+  });
   for (int64_t j = 0; j < B; ++j) {
     const int64_t b = perm_[j];
     if (dh0) std::copy_n(dh_.data() + j * S, S, dh0 + b * S);
     if (dc0 && Cell::kHasC) std::copy_n(dc_.data() + j * H, H, dc0 + b * H);
   }
-  // weight gradients as whole-sequence products; padded rows carry zero gradient
-  gemm_tn<T>(G, I_l, N, d_x_.data(), G, in, I_l, dp.w_ih, I_l, true);
-  gemm_tn<T>(G, S, Tn * B, d_rec_.data(), G, st.hs.data(), S, dp.w_hh, S, true);
-  if (dp.b_ih) {
-    colsum_acc<T>(N, G, d_x_.data(), G, dp.b_ih);
-    colsum_acc<T>(Tn * B, G, d_rec_.data(), G, dp.b_hh);
-  }
-  if (P > 0) gemm_tn<T>(P, H, Tn * B, d_hout_.data(), S, st.hraw.data(), H, dp.w_hr, H, true);
+  // weight gradients as whole-sequence products, split in fixed chunks of output rows (the
+  // summation over the long axis is the same whatever the thread count); padded rows carry 0
+  parallel_for(G, 64, [&](int64_t g0, int64_t g1) {
+    gemm_tn<T>(g1 - g0, I_l, N, d_x_.data() + g0, G, in, I_l, dp.w_ih + g0 * I_l, I_l, true);
+    gemm_tn<T>(g1 - g0, S, Tn * B, d_rec_.data() + g0, G, st.hs.data(), S, dp.w_hh + g0 * S, S,
+               true);
+    if (dp.b_ih) {
+      for (int64_t r = 0; r < N; ++r)
+        for (int64_t g = g0; g < g1; ++g) dp.b_ih[g] += d_x_[r * G + g];
+      for (int64_t r = 0; r < Tn * B; ++r)
+        for (int64_t g = g0; g < g1; ++g) dp.b_hh[g] += d_rec_[r * G + g];
+    }
+  });
+  if (P > 0)
+    parallel_for(P, 64, [&](int64_t p0, int64_t p1) {
+      gemm_tn<T>(p1 - p0, H, Tn * B, d_hout_.data() + p0, S, st.hraw.data(), H,
+                 dp.w_hr + p0 * H, H, true);
+    });
   // dL/d(layer input) [N, I_l] += d_x [N, G] W_ih [G, I_l]
-  gemm_nn<T>(N, I_l, G, d_x_.data(), G, p.w_ih, I_l, d_in, I_l, true);
+  const T* pk_ih_t = pk_ih_t_[k].data();
+  parallel_for(N, kRowGrain, [&](int64_t r0, int64_t r1) {
+    gemm_packed<T>(r1 - r0, I_l, G, d_x_.data() + r0 * G, G, pk_ih_t, d_in + r0 * I_l, I_l, true);
+  });
 }
 
 template <typename T>
@@ -314,6 +472,7 @@ void Engine<T>::backward(const T* params, const BackwardArgs<T>& in,
   const bool lstm = cfg_.cell == CellType::LSTM;
   T* pbase = const_cast<T*>(params);
   std::fill_n(out.d_params, num_params(cfg_), T(0));
+  pack_weights(params, true);
   const T* d_out = in.d_output;
   for (int64_t l = L - 1; l >= 0; --l) {
     const int64_t I_l = cfg_.layer_input_size(l);

@@ -48,6 +48,7 @@ class Engine {
   const RNNConfig& config() const { return cfg_; }
 
  private:
+  void pack_weights(const T* params, bool backward);
   template <typename Cell>
   void forward_direction(int64_t l, int64_t d, const DirParams<T>& p, const T* in, int64_t I_l,
                          T* out, const T* h0, const T* c0, T* hn, T* cn, bool train);
@@ -77,14 +78,31 @@ class Engine {
   // kept for backward
   std::vector<std::vector<T>> layer_in_;  // [L] each [N, I_l]: layer inputs (after dropout)
   std::vector<DirStore<T>> store_;        // [L*D]
+  // weights packed into the panels the kernels read (kernels/packed_gemm.hpp)
+  // weights packed per (layer, direction), index l * D + d
+  std::vector<std::vector<T>> pk_ih_;                  // W_ih: panels over G                 (forward)
+  std::vector<std::vector<T>> pk_hh_;                  // W_hh: per unit tile, gates interleaved (forward)
+  std::vector<std::vector<T>> pk_hr_;                  // W_hr: panels over P                 (forward)
+  std::vector<std::vector<T>> pk_ih_t_;                // W_ih^T: panels over I_l             (backward)
+  std::vector<std::vector<T>> pk_hh_t_;                // W_hh^T: panels over S               (backward)
+  std::vector<std::vector<T>> pk_hr_t_;                // W_hr^T: panels over H               (backward)
+  std::vector<T> zeros_;                  // [G] stands in for absent biases
+  bool cache_packed_ = false;             // Stream: pack once, reuse on every step
+  bool packed_valid_ = false;
   // scratch, reused across calls
   std::vector<T> xproj_;                  // [N, G]
-  std::vector<T> rec_, act_, aux_;        // [B, G], [B, G], [B, H]
-  std::vector<T> h_, c_, hraw_, tmp_;     // [B, S], [B, H], [B, H], [H]
+  std::vector<T> act_, aux_;              // [B, G], [B, H]   (inference)
+  std::vector<std::vector<T>> rec_;       // per thread [B, tile gates]
+  std::vector<T> h_[2], c_, hraw_;        // ping-pong [B, S], [B, H], [B, H]
   std::vector<T> mid_[2];                 // inference: [N, D*S] outputs of inner layers
   std::vector<T> d_x_, d_rec_, d_hout_;   // [N, G], [T*B, G], [T*B, S]
   std::vector<T> d_mid_[2];               // [N, D*S]
   std::vector<T> dh_, dc_, dhraw_;        // [B, S], [B, H], [B, H]
+
+ public:
+  // Streams call forward once per step: pack the weights once (they must not change after).
+  void set_cache_packed(bool on) { cache_packed_ = on; packed_valid_ = false; }
+  void invalidate_packed() { packed_valid_ = false; }
 };
 
 }  // namespace fastlstm::detail

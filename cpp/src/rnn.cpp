@@ -75,6 +75,7 @@ Stream<T>::Stream(const RNNConfig& config, const T* params, int64_t batch) {
   if (batch < 1) throw Error("batch must be >= 1, got " + std::to_string(batch));
   if (!params) throw Error("params must not be null");
   impl_ = std::make_unique<Impl>(config, params, batch);
+  impl_->engine.set_cache_packed(true);
   // one warm-up step sizes every workspace, so later steps allocate nothing
   std::vector<T> x(batch * config.input_size, T(0)), y(batch * config.state_size());
   step(x.data(), y.data());
@@ -106,6 +107,11 @@ template <typename T>
 void Stream<T>::reset() {
   std::fill(impl_->h.begin(), impl_->h.end(), T(0));
   std::fill(impl_->c_.begin(), impl_->c_.end(), T(0));
+}
+
+template <typename T>
+void Stream<T>::reload_params() {
+  impl_->engine.invalidate_packed();
 }
 
 template <typename T>

@@ -4,6 +4,7 @@
 
 #include "fastlstm/build_info.hpp"
 #include "fastlstm/config.hpp"
+#include "fastlstm/threads.hpp"
 
 namespace py = pybind11;
 
@@ -29,5 +30,7 @@ PYBIND11_MODULE(_core, m) {
     d["build_type"] = b.build_type;
     return d;
   });
+  m.def("set_num_threads", &fastlstm::set_num_threads, py::arg("n"));
+  m.def("get_num_threads", &fastlstm::get_num_threads);
   bind_rnn(m);
 }

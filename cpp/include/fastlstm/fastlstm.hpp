@@ -4,3 +4,4 @@
 #include "fastlstm/build_info.hpp"
 #include "fastlstm/config.hpp"
 #include "fastlstm/rnn.hpp"
+#include "fastlstm/threads.hpp"

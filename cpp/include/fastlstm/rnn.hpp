@@ -81,7 +81,8 @@ class RNN {
 template <typename Scalar>
 class Stream {
  public:
-  // params must outlive the stream; it is read on every step (in-place updates are seen).
+  // The weights are packed once, here, into the kernels' layout: later changes to params are
+  // not seen until reload_params(). params must outlive the stream.
   Stream(const RNNConfig& config, const Scalar* params, int64_t batch);
   ~Stream();
   Stream(Stream&&) noexcept;
@@ -90,6 +91,7 @@ class Stream {
   // x_t: [B, I]; y_t: [B, S] (the top layer's new h).
   void step(const Scalar* x_t, Scalar* y_t);
   void reset();                   // state to zeros
+  void reload_params();           // re-reads params (after an in-place update)
   int64_t batch() const;
   const Scalar* h() const;        // [L, B, S]
   const Scalar* c() const;        // [L, B, H] (LSTM; nullptr for GRU)

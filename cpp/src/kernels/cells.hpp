@@ -1,67 +1,54 @@
-// The gate math of one batch row at one time step: the only code that differs between LSTM
-// (with or without peepholes) and GRU. The engine's time loop, layouts and threading are shared;
-// it calls Cell::forward_row / Cell::backward_row on each active row of a step.
+// The gate math of one batch row at one time step, over a slice of n hidden units: the only code
+// that differs between LSTM (with or without peepholes) and GRU. The engine's time loop, layouts
+// and threading are shared; each thread calls Cell::forward_units / backward_units on the rows
+// of a step for the hidden units it owns.
 //
-// Pure functions over raw pointers (H = hidden units, G = gates * H); no allocation, no threads.
+// Pure functions over raw pointers; no allocation, no threads. Every pointer is already offset to
+// the first unit of the slice. Gate g of unit u sits at [g * H + u] in xp, b_hh, act, d_rec and
+// d_xp, and at [g * rs + u] in rec (the recurrent product of a tile, see engine.cpp).
 #pragma once
 
-#include <Eigen/Core>
 #include <cstdint>
+
+#include "kernels/activations.hpp"
 
 namespace fastlstm::detail {
 
 template <typename T>
-using Vec = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
-template <typename T>
-using CVec = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
-
-// Everything a cell reads or writes for one row of one step. Unused pointers are nullptr.
-template <typename T>
 struct CellRow {
-  // forward inputs
-  const T* xp = nullptr;    // [G] x W_ih^T + b_ih (user layout)
-  const T* rec = nullptr;   // [G] h_prev W_hh^T (no bias)
-  const T* b_hh = nullptr;  // [G] or nullptr
-  const T* w_ci = nullptr;  // [H] peepholes (LSTM) or nullptr
+  const T* xp = nullptr;      // x W_ih^T + b_ih                       (gate stride H)
+  const T* rec = nullptr;     // h_prev W_hh^T                         (gate stride rs)
+  const T* b_hh = nullptr;    // [G] (zeros without bias)              (gate stride H)
+  const T* w_ci = nullptr;    // peepholes (LSTM, when enabled)
   const T* w_cf = nullptr;
   const T* w_co = nullptr;
-  // state: LSTM c [H] is read as c_{t-1} and overwritten with c_t; h [H] is the cell's output
-  // (GRU: read as h_{t-1} and overwritten with h_t)
-  T* c = nullptr;
-  T* h = nullptr;
-  // kept for backward
-  T* act = nullptr;  // [G] post-activation gates
-  T* aux = nullptr;  // [H] GRU: W_hn h_prev + b_hn (LSTM: unused, c is kept by the engine)
+  T* c = nullptr;             // LSTM: c_{t-1} in, c_t out
+  const T* h_prev = nullptr;  // GRU: h_{t-1}
+  T* h = nullptr;             // the cell's output h_t (LSTMP: before the projection)
+  T* act = nullptr;           // post-activation gates, kept for backward (gate stride H)
+  T* aux = nullptr;           // GRU: W_hn h_{t-1} + b_hn, kept for backward
 };
 
 template <typename T>
 struct CellGradRow {
-  // saved forward values
-  const T* act = nullptr;     // [G]
-  const T* c_prev = nullptr;  // [H] LSTM
-  const T* c = nullptr;       // [H] LSTM
-  const T* h_prev = nullptr;  // [H] GRU
-  const T* aux = nullptr;     // [H] GRU: hn
+  const T* act = nullptr;     // saved gates (gate stride H)
+  const T* c_prev = nullptr;  // LSTM
+  const T* c = nullptr;       // LSTM
+  const T* h_prev = nullptr;  // GRU
+  const T* aux = nullptr;     // GRU: hn
   const T* w_ci = nullptr;
   const T* w_cf = nullptr;
   const T* w_co = nullptr;
-  // in: dL/dh_t (cell output); out: the part of dL/dh_{t-1} that bypasses W_hh (GRU: z * dh)
-  T* dh = nullptr;
-  T* dc = nullptr;       // [H] LSTM in: dL/dc_t from step t+1; out: dL/dc_{t-1}
-  T* d_rec = nullptr;    // [G] out: dL/d(h_prev W_hh^T + b_hh)
-  T* d_xp = nullptr;     // [G] out: dL/d(x W_ih^T + b_ih)
-  T* d_wci = nullptr;    // [H] accumulated peephole gradients (LSTM)
+  T* dh = nullptr;     // in: dL/dh_t; out: the part of dL/dh_{t-1} that bypasses W_hh
+  T* dc = nullptr;     // LSTM in: dL/dc_t from step t+1; out: dL/dc_{t-1}
+  T* d_rec = nullptr;  // out: dL/d(h_prev W_hh^T + b_hh)   (gate stride H)
+  T* d_xp = nullptr;   // out: dL/d(x W_ih^T + b_ih)        (gate stride H)
+  T* d_wci = nullptr;  // accumulated peephole gradients (LSTM)
   T* d_wcf = nullptr;
   T* d_wco = nullptr;
-  T* tmp = nullptr;      // [H] scratch
 };
 
-template <typename T>
-inline auto sigmoid(const T& a) {
-  return a.logistic();
-}
-
-// LSTM, PyTorch's gate order (i, f, g, o):
+// LSTM, PyTorch's gate order (i, f, g, o), peepholes as ONNX:
 //   i = s(W_ii x + b_ii + W_hi h + b_hi [+ w_ci * c_{t-1}])
 //   f = s(W_if x + b_if + W_hf h + b_hf [+ w_cf * c_{t-1}])
 //   g = tanh(W_ig x + b_ig + W_hg h + b_hg)
@@ -73,55 +60,71 @@ struct LstmCell {
   static constexpr bool kHasC = true;
 
   template <typename T>
-  static void forward_row(int64_t H, const CellRow<T>& r) {
-    Vec<T> act(r.act, 4 * H);
-    act = CVec<T>(r.xp, 4 * H) + CVec<T>(r.rec, 4 * H);
-    if (r.b_hh) act += CVec<T>(r.b_hh, 4 * H);
-    Vec<T> c(r.c, H);
-    auto pi = act.segment(0, H), pf = act.segment(H, H), pg = act.segment(2 * H, H),
-         po = act.segment(3 * H, H);
-    if (r.w_ci) {
-      pi += CVec<T>(r.w_ci, H) * c;
-      pf += CVec<T>(r.w_cf, H) * c;
-    }
-    // coefficient-wise assignments are alias-safe in Eigen: no temporaries, no allocation
-    act.segment(0, 2 * H) = sigmoid(act.segment(0, 2 * H));
-    pg = pg.tanh();
-    c = pf * c + pi * pg;
-    if (r.w_co) po += CVec<T>(r.w_co, H) * c;
-    po = sigmoid(po);
-    Vec<T>(r.h, H) = po * c.tanh();
+  static void forward_units(int64_t n, int64_t H, int64_t rs, const CellRow<T>& r) {
+    if (r.w_ci) forward_impl<T, true>(n, H, rs, r);
+    else forward_impl<T, false>(n, H, rs, r);
   }
 
   template <typename T>
-  static void backward_row(int64_t H, const CellGradRow<T>& r) {
-    CVec<T> act(r.act, 4 * H);
-    auto i = act.segment(0, H), f = act.segment(H, H), g = act.segment(2 * H, H),
-         o = act.segment(3 * H, H);
-    CVec<T> c_prev(r.c_prev, H), c(r.c, H);
-    Vec<T> dh(r.dh, H), dc(r.dc, H);
-    Vec<T> d(r.d_rec, 4 * H);
-    Vec<T> tc(r.tmp, H);
-    tc = c.tanh();
-    auto d_i = d.segment(0, H), d_f = d.segment(H, H), d_g = d.segment(2 * H, H),
-         d_o = d.segment(3 * H, H);
-    d_o = dh * tc * o * (T(1) - o);
-    dc += dh * o * (T(1) - tc * tc);
-    if (r.w_co) {
-      dc += d_o * CVec<T>(r.w_co, H);
-      Vec<T>(r.d_wco, H) += d_o * c;
+  static void backward_units(int64_t n, int64_t H, const CellGradRow<T>& r) {
+    if (r.w_ci) backward_impl<T, true>(n, H, r);
+    else backward_impl<T, false>(n, H, r);
+  }
+
+ private:
+  template <typename T, bool Peep>
+  static void forward_impl(int64_t n, int64_t H, int64_t rs, const CellRow<T>& r) {
+    const T *xp = r.xp, *rec = r.rec, *b = r.b_hh;
+    T *c = r.c, *h = r.h, *act = r.act;
+    for (int64_t u = 0; u < n; ++u) {
+      const T c_prev = c[u];
+      T pi = xp[u] + rec[u] + b[u];
+      T pf = xp[H + u] + rec[rs + u] + b[H + u];
+      const T pg = xp[2 * H + u] + rec[2 * rs + u] + b[2 * H + u];
+      T po = xp[3 * H + u] + rec[3 * rs + u] + b[3 * H + u];
+      if (Peep) {
+        pi += r.w_ci[u] * c_prev;
+        pf += r.w_cf[u] * c_prev;
+      }
+      const T i = sigmoid(pi), f = sigmoid(pf), g = tanh_act(pg);
+      const T c_new = f * c_prev + i * g;
+      if (Peep) po += r.w_co[u] * c_new;
+      const T o = sigmoid(po);
+      c[u] = c_new;
+      h[u] = o * tanh_act(c_new);
+      act[u] = i;
+      act[H + u] = f;
+      act[2 * H + u] = g;
+      act[3 * H + u] = o;
     }
-    d_i = dc * g * i * (T(1) - i);
-    d_f = dc * c_prev * f * (T(1) - f);
-    d_g = dc * i * (T(1) - g * g);
-    dc *= f;  // now dL/dc_{t-1}
-    if (r.w_ci) {
-      dc += d_i * CVec<T>(r.w_ci, H) + d_f * CVec<T>(r.w_cf, H);
-      Vec<T>(r.d_wci, H) += d_i * c_prev;
-      Vec<T>(r.d_wcf, H) += d_f * c_prev;
+  }
+
+  template <typename T, bool Peep>
+  static void backward_impl(int64_t n, int64_t H, const CellGradRow<T>& r) {
+    const T* act = r.act;
+    for (int64_t u = 0; u < n; ++u) {
+      const T i = act[u], f = act[H + u], g = act[2 * H + u], o = act[3 * H + u];
+      const T c_prev = r.c_prev[u], c = r.c[u], tc = tanh_act(c), dh = r.dh[u];
+      const T d_o = dh * tc * o * (T(1) - o);
+      T dc = r.dc[u] + dh * o * (T(1) - tc * tc);
+      if (Peep) dc += d_o * r.w_co[u];
+      const T d_i = dc * g * i * (T(1) - i);
+      const T d_f = dc * c_prev * f * (T(1) - f);
+      const T d_g = dc * i * (T(1) - g * g);
+      T dc_prev = dc * f;
+      if (Peep) {
+        dc_prev += d_i * r.w_ci[u] + d_f * r.w_cf[u];
+        r.d_wci[u] += d_i * c_prev;
+        r.d_wcf[u] += d_f * c_prev;
+        r.d_wco[u] += d_o * c;
+      }
+      r.dc[u] = dc_prev;
+      r.dh[u] = T(0);  // h_{t-1} reaches h_t only through W_hh
+      r.d_rec[u] = r.d_xp[u] = d_i;
+      r.d_rec[H + u] = r.d_xp[H + u] = d_f;
+      r.d_rec[2 * H + u] = r.d_xp[2 * H + u] = d_g;
+      r.d_rec[3 * H + u] = r.d_xp[3 * H + u] = d_o;
     }
-    Vec<T>(r.d_xp, 4 * H) = d;
-    dh.setZero();  // h_{t-1} reaches h_t only through W_hh
   }
 };
 
@@ -135,37 +138,37 @@ struct GruCell {
   static constexpr bool kHasC = false;
 
   template <typename T>
-  static void forward_row(int64_t H, const CellRow<T>& r) {
-    Vec<T> act(r.act, 3 * H);
-    Vec<T> hn(r.aux, H);
-    CVec<T> xp(r.xp, 3 * H), rec(r.rec, 3 * H);
-    act.segment(0, 2 * H) = xp.segment(0, 2 * H) + rec.segment(0, 2 * H);
-    hn = rec.segment(2 * H, H);
-    if (r.b_hh) {
-      act.segment(0, 2 * H) += CVec<T>(r.b_hh, 2 * H);
-      hn += CVec<T>(r.b_hh + 2 * H, H);
+  static void forward_units(int64_t n, int64_t H, int64_t rs, const CellRow<T>& r) {
+    const T *xp = r.xp, *rec = r.rec, *b = r.b_hh, *h_prev = r.h_prev;
+    T *h = r.h, *act = r.act, *aux = r.aux;
+    for (int64_t u = 0; u < n; ++u) {
+      const T rg = sigmoid(xp[u] + rec[u] + b[u]);
+      const T z = sigmoid(xp[H + u] + rec[rs + u] + b[H + u]);
+      const T hn = rec[2 * rs + u] + b[2 * H + u];
+      const T nn = tanh_act(xp[2 * H + u] + rg * hn);
+      h[u] = (T(1) - z) * nn + z * h_prev[u];
+      act[u] = rg;
+      act[H + u] = z;
+      act[2 * H + u] = nn;
+      aux[u] = hn;
     }
-    act.segment(0, 2 * H) = sigmoid(act.segment(0, 2 * H));
-    auto rg = act.segment(0, H), z = act.segment(H, H), n = act.segment(2 * H, H);
-    n = (xp.segment(2 * H, H) + rg * hn).tanh();
-    Vec<T> h(r.h, H);
-    h = (T(1) - z) * n + z * h;
   }
 
   template <typename T>
-  static void backward_row(int64_t H, const CellGradRow<T>& r) {
-    CVec<T> act(r.act, 3 * H);
-    auto rg = act.segment(0, H), z = act.segment(H, H), n = act.segment(2 * H, H);
-    CVec<T> hn(r.aux, H), h_prev(r.h_prev, H);
-    Vec<T> dh(r.dh, H);
-    Vec<T> dx(r.d_xp, 3 * H), drec(r.d_rec, 3 * H);
-    auto dxr = dx.segment(0, H), dxz = dx.segment(H, H), dxn = dx.segment(2 * H, H);
-    dxn = dh * (T(1) - z) * (T(1) - n * n);
-    dxz = dh * (h_prev - n) * z * (T(1) - z);
-    dxr = dxn * hn * rg * (T(1) - rg);
-    drec.segment(0, 2 * H) = dx.segment(0, 2 * H);
-    drec.segment(2 * H, H) = dxn * rg;
-    dh *= z;
+  static void backward_units(int64_t n, int64_t H, const CellGradRow<T>& r) {
+    const T* act = r.act;
+    for (int64_t u = 0; u < n; ++u) {
+      const T rg = act[u], z = act[H + u], nn = act[2 * H + u];
+      const T hn = r.aux[u], dh = r.dh[u];
+      const T d_n = dh * (T(1) - z) * (T(1) - nn * nn);
+      const T d_z = dh * (r.h_prev[u] - nn) * z * (T(1) - z);
+      const T d_r = d_n * hn * rg * (T(1) - rg);
+      r.d_xp[u] = r.d_rec[u] = d_r;
+      r.d_xp[H + u] = r.d_rec[H + u] = d_z;
+      r.d_xp[2 * H + u] = d_n;
+      r.d_rec[2 * H + u] = d_n * rg;
+      r.dh[u] = dh * z;
+    }
   }
 };
 

@@ -1,0 +1,42 @@
+// Sigmoid and tanh that the compiler vectorizes inside plain loops (no library calls), and that
+// give the same bits for an element whatever its position or alignment (no scalar/vector split
+// with different arithmetic): the fused gate pass stays deterministic.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+namespace fastlstm::detail {
+
+// exp(x) for float: range reduction x = n ln2 + r with |r| <= ln2/2 (ln2 split in two parts for
+// an exact n ln2), then the degree-6 minimax polynomial of Cephes' expf (S. Moshier); relative
+// error below 2e-7 on [-87, 88]. 2^n is built in the exponent bits.
+inline float exp_f32(float x) {
+  x = std::fmin(std::fmax(x, -87.0f), 88.0f);
+  const float n = std::floor(std::fma(x, 1.44269504088896341f, 0.5f));
+  float r = std::fma(n, -0.693359375f, x);
+  r = std::fma(n, 2.12194440e-4f, r);
+  float p = 1.9875691500e-4f;
+  p = std::fma(p, r, 1.3981999507e-3f);
+  p = std::fma(p, r, 8.3334519073e-3f);
+  p = std::fma(p, r, 4.1665795894e-2f);
+  p = std::fma(p, r, 1.6666665459e-1f);
+  p = std::fma(p, r, 5.0000001201e-1f);
+  const float y = std::fma(p, r * r, r) + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return y * scale;
+}
+
+inline float sigmoid(float x) { return 1.0f / (1.0f + exp_f32(-x)); }
+// tanh(x) = 1 - 2 / (1 + e^{2x}): absolute error below 3e-7 (relative error grows near 0, where
+// tanh(x) ~ x; the parity tests bound the absolute error against the float64 reference)
+inline float tanh_act(float x) { return 1.0f - 2.0f / (1.0f + exp_f32(2.0f * x)); }
+
+// float64: the C library's functions (correctly rounded or nearly), element by element
+inline double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+inline double tanh_act(double x) { return std::tanh(x); }
+
+}  // namespace fastlstm::detail

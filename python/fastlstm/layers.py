@@ -917,6 +917,7 @@ class Dropout(Layer):
             raise NotImplementedError("Dropout(noise_shape=...) is not supported")
         if seed is not None:
             self._rng = np.random.default_rng(seed)
+            self._fixed_rng = True  # fit keeps a user-seeded stream
 
     def _build(self, input_shape):
         return input_shape

@@ -129,8 +129,11 @@ class Sequential:
             while layer.name in used:
                 layer.name = f"{base}_{k}"
                 k += 1
-        if not self.layers and layer._input_shape_arg is not None and self._input_shape is None:
-            self._input_shape = layer._input_shape_arg
+        if not self.layers and self._input_shape is None:
+            if layer._input_shape_arg is not None:
+                self._input_shape = layer._input_shape_arg
+            elif isinstance(layer, Embedding):
+                self._input_shape = (None,)  # token ids: nothing else to know
         self.layers.append(layer)
         self.built = False
         if self._input_shape is not None:
@@ -478,7 +481,8 @@ class Sequential:
         # fresh random streams from the global seed: set_seed(n) before fit fixes them all
         rng = initializers.spawn_rng()
         for layer in self.layers:
-            layer._rng = initializers.spawn_rng()
+            if not getattr(layer, "_fixed_rng", False):
+                layer._rng = initializers.spawn_rng()
             inner = getattr(layer, "layer", None)
             if inner is not None:
                 inner._rng = initializers.spawn_rng()
@@ -757,11 +761,7 @@ class Sequential:
         if not isinstance(layers, list) or not layers:
             raise ValueError("a Sequential config needs a non-empty 'layers' list")
         model = cls(dtype=config.get("dtype", "float32"))
-        built_layers = [layer_from_config(l) for l in layers]
-        first = built_layers[0]
-        if isinstance(first, Embedding):
-            model._input_shape = (None,)
-        for layer in built_layers:
+        for layer in [layer_from_config(l) for l in layers]:
             model.add(layer)
         return model
 

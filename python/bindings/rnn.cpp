@@ -217,6 +217,10 @@ class PyStream {
     return y;
   }
   void reset() { stream_.reset(); }
+  void reload_params() {
+    std::lock_guard<std::mutex> lock(mu_);
+    stream_.reload_params();
+  }
   py::tuple state() const {
     const int64_t L = config_.num_layers, B = stream_.batch();
     auto h = empty<T>({L, B, config_.state_size()});
@@ -277,6 +281,7 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
            py::arg("params"), py::arg("batch"))
       .def("step", &PyStream<T>::step, py::arg("x_t"))
       .def("reset", &PyStream<T>::reset)
+      .def("reload_params", &PyStream<T>::reload_params)
       .def("state", &PyStream<T>::state)
       .def("set_state", &PyStream<T>::set_state, py::arg("h"), py::arg("c") = py::none())
       .def_property_readonly("batch", &PyStream<T>::batch);

@@ -9,6 +9,9 @@ import os as _os
 
 from . import _core
 from .rnn import GRU, LSTM, LSTMStream
+from . import io
+from .io import from_keras, from_onnx, from_torch, load, load_model
+from .models import Sequential, set_seed
 
 try:
     __version__ = _version("fastlstm")
@@ -22,7 +25,32 @@ cmake_prefix_path = _os.path.join(_os.path.dirname(__file__), "lib", "cmake")
 
 def build_info():
     """How the C++ core was built: version, compiler, flags, SIMD sets, Eigen version."""
-    return dict(_core.build_info())
+    info = dict(_core.build_info())
+    info["num_threads"] = _core.get_num_threads()
+    return info
 
 
-__all__ = ["LSTM", "GRU", "LSTMStream", "build_info", "cmake_prefix_path", "__version__"]
+def set_num_threads(n):
+    """Threads the engine uses per call (default: the CPUs available to this process, or
+    FASTLSTM_NUM_THREADS / OMP_NUM_THREADS). Results are bitwise identical for any count."""
+    import operator
+
+    try:
+        n = operator.index(n)
+    except TypeError:
+        raise TypeError(f"n must be an int, got {type(n).__name__}") from None
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    _core.set_num_threads(n)
+
+
+def get_num_threads():
+    """Threads the engine uses per call."""
+    return _core.get_num_threads()
+
+
+__all__ = [
+    "LSTM", "GRU", "LSTMStream", "Sequential", "set_seed", "set_num_threads", "get_num_threads",
+    "load", "load_model", "from_torch", "from_keras", "from_onnx", "io", "build_info",
+    "cmake_prefix_path", "__version__",
+]

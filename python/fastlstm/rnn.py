@@ -279,6 +279,26 @@ class _RNNBase:
     def zero_grad(self):
         self.flat_grads[...] = 0
 
+    # ----------------------------------------------------------------------------- files
+    def save(self, path, *, example_input=None, example_lengths=None):
+        """Saves to a fastlstm model file (safetensors, written atomically). ``example_input``
+        stores a self-check that ``fastlstm.load(path, verify=True)`` re-runs."""
+        from . import io as _io  # io imports rnn
+
+        _io.save(self, path, example_input=example_input, example_lengths=example_lengths)
+
+    def to_onnx(self, path, **kwargs):
+        """Writes standard ONNX LSTM/GRU nodes (see :func:`fastlstm.io.to_onnx`)."""
+        from . import io as _io
+
+        _io.to_onnx(self, path, **kwargs)
+
+    def to_torch_state_dict(self):
+        """The parameters under PyTorch's names, as NumPy arrays (copies)."""
+        from . import io as _io
+
+        return _io.to_torch_state_dict(self)
+
     def __repr__(self):
         opts = [f"{self.input_size}", f"{self.hidden_size}"]
         if self.num_layers != 1:
@@ -383,8 +403,9 @@ class GRU(_RNNBase):
 class LSTMStream:
     """One time step per call: ``y_t = stream.step(x_t)`` with x_t [B, I] -> y_t [B, S].
 
-    Stepping T times gives the full-sequence output. The stream reads the module's parameter
-    buffer on every step, so in-place updates are seen.
+    Stepping T times gives the full-sequence output. The weights are packed once, when the
+    stream is made, into the kernels' layout; after changing the module's parameters call
+    :meth:`reload_params`.
     """
 
     def __init__(self, module, batch=1):
@@ -408,7 +429,12 @@ class LSTMStream:
         return self._stream.step(np.ascontiguousarray(x_t, dtype=self.module.dtype))
 
     def reset(self):
+        """Sets the carried state to zeros."""
         self._stream.reset()
+
+    def reload_params(self):
+        """Re-reads the module's parameters (after an optimizer step or a load)."""
+        self._stream.reload_params()
 
     @property
     def state(self):

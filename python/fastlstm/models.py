@@ -515,7 +515,9 @@ class Sequential:
                 xb, yb = x[sl], y[sl]
                 lb = None if lengths is None else lengths[sl]
                 cb.on_train_batch_begin(b)
-                value, out, weights = self._train_step(xb, yb, lb)
+                with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                    # a non-finite loss is detected below and reported with epoch and batch
+                    value, out, weights = self._train_step(xb, yb, lb)
                 gsum = float(self.flat_grads.sum(dtype=np.float64))
                 if not (math.isfinite(value) and math.isfinite(gsum)):
                     what = f"the loss is {value}" if not math.isfinite(value) else \
@@ -645,7 +647,8 @@ class Sequential:
         self._update_fused()
         self._first_trainable = next(
             (i for i, l in enumerate(self.layers) if l.count_params() > 0), len(self.layers))
-        value, out, weights = self._train_step(x, y, lengths)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            value, out, weights = self._train_step(x, y, lengths)
         if not (math.isfinite(value) and math.isfinite(float(self.flat_grads.sum(dtype=np.float64)))):
             raise NonFiniteLossError(f"train_on_batch: the loss is {value} (or a gradient is not "
                                      "finite); the weights were not changed", 0, 1)

@@ -249,9 +249,7 @@ void Engine<T>::forward_direction(int64_t l, int64_t d, const DirParams<T>& p, c
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t u0 = t * kTile, nu = std::min(kTile, H - u0);
         // the recurrent product of the running rows for this tile: [nb, ng*kTile]
-        for (int64_t g = 0; g < ng; ++g)
-          gemm_panel<T>(nb, S, hp, S, pk_hh + (t * ng + g) * S * kNC, kNC, rec + g * kNC,
-                        tile_cols, false);
+        gemm_packed<T>(nb, tile_cols, S, hp, S, pk_hh + t * ng * S * kNC, rec, tile_cols, false);
         for (int64_t j = 0; j < nb; ++j) {
           CellRow<T> r;
           r.xp = xproj_.data() + row(step_time(d, j, s), perm_[j]) * G + u0;
@@ -278,7 +276,7 @@ void Engine<T>::forward_direction(int64_t l, int64_t d, const DirParams<T>& p, c
         barrier.wait();
         for (int64_t q = q0; q < q1; ++q) {
           const int64_t c0_ = q * kNC, w = std::min(kNC, P - c0_);
-          gemm_panel<T>(nb, H, hraw_s, H, pk_hr + q * H * kNC, w, hnext + c0_, S, false);
+          gemm_packed<T>(nb, w, H, hraw_s, H, pk_hr + q * H * kNC, hnext + c0_, S, false);
           publish(s, nb, hnext, c0_, c0_ + w);
         }
       }
@@ -393,8 +391,8 @@ void Engine<T>::backward_direction(int64_t l, int64_t d, const DirParams<T>& p,
                     d_hout_.begin() + (s * B + j) * S + sc0);
         barrier.wait();
         for (int64_t t = t0; t < t1; ++t)
-          gemm_panel<T>(nb, P, dh_.data(), S, pk_hr_t + t * P * kNC,
-                        std::min(kTile, H - t * kTile), dhraw_.data() + t * kTile, H, false);
+          gemm_packed<T>(nb, std::min(kTile, H - t * kTile), P, dh_.data(), S,
+                         pk_hr_t + t * P * kNC, dhraw_.data() + t * kTile, H, false);
         dcell = dhraw_.data();
       }
       for (int64_t t = t0; t < t1; ++t) {
@@ -426,9 +424,9 @@ void Engine<T>::backward_direction(int64_t l, int64_t d, const DirParams<T>& p,
       }
       barrier.wait();
       // dL/dh_{t-1} [nb, S] (+)= d_rec [nb, G] W_hh [G, S]; the GRU adds to its z * dh
-      for (int64_t q = q0; q < q1; ++q)
-        gemm_panel<T>(nb, G, d_rec_.data() + s * B * G, G, pk_hh_t + q * G * kNC,
-                      std::min(kNC, S - q * kNC), dh_.data() + q * kNC, S, !Cell::kHasC);
+      if (q1 > q0)
+        gemm_packed<T>(nb, std::min(S, q1 * kNC) - q0 * kNC, G, d_rec_.data() + s * B * G, G,
+                       pk_hh_t + q0 * G * kNC, dh_.data() + q0 * kNC, S, !Cell::kHasC);
     }
   });
   for (int64_t j = 0; j < B; ++j) {

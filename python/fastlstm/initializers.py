@@ -12,6 +12,7 @@ its length for both.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random as _pyrandom
 
@@ -51,6 +52,21 @@ def set_seed(seed):
     _STATE["rng"] = np.random.default_rng(seed)
     _pyrandom.seed(seed)
     np.random.seed(seed % 2**32)
+
+
+@contextlib.contextmanager
+def seed_scope(seed):
+    """Within the block, the layer's random numbers come from ``seed`` (None: unchanged);
+    the global stream and Python's/NumPy's global generators are left as they were."""
+    if seed is None:
+        yield
+        return
+    saved = _STATE["rng"]
+    _STATE["rng"] = np.random.default_rng(seed)
+    try:
+        yield
+    finally:
+        _STATE["rng"] = saved
 
 
 def spawn_rng():

@@ -91,8 +91,8 @@ class Pool {
   void loop(int tid, int seen) {
     for (;;) {
       auto start = std::chrono::steady_clock::now();
-      int spins = 0;
-      while (generation_.load(std::memory_order_acquire) == seen) {
+      int spins = 0, now;
+      while ((now = generation_.load(std::memory_order_acquire)) == seen) {
         FASTLSTM_PAUSE();
         if (++spins % 256 == 0 &&
             std::chrono::steady_clock::now() - start > std::chrono::microseconds(100)) {
@@ -100,7 +100,7 @@ class Pool {
           cv_.wait(lock, [&] { return generation_.load() != seen; });
         }
       }
-      seen = generation_.load(std::memory_order_acquire);
+      seen = now;
       if (stop_) return;
       if (tid < n_) {
         (*fn_)(tid, n_);

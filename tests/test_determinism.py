@@ -1,0 +1,128 @@
+"""Bitwise determinism: any thread count, any batch composition, concurrent callers.
+
+The sizes are large enough that the engine really splits the work over threads (hidden units
+in tiles of 32 across threads, the whole-sequence products in row chunks)."""
+
+import threading
+
+import numpy as np
+import pytest
+
+import fastlstm
+
+CONFIGS = [
+    ("LSTM", dict(num_layers=2, bidirectional=True)),
+    ("LSTM", dict(proj_size=40, peephole=True)),
+    ("GRU", dict(num_layers=2, bidirectional=True)),
+]
+
+
+@pytest.fixture
+def restore_threads():
+    n = fastlstm.get_num_threads()
+    yield
+    fastlstm.set_num_threads(n)
+
+
+def _run(mod, x, lengths, d_out):
+    out, state = mod.forward(x, lengths=lengths, train=True)
+    d_x, _ = mod.backward(d_out)
+    return out, (state[0] if isinstance(state, tuple) else state), d_x, mod.flat_grads.copy()
+
+
+@pytest.mark.parametrize("cell,kw", CONFIGS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_bitwise_identical_for_any_thread_count(cell, kw, dtype, restore_threads):
+    rng = np.random.default_rng(0)
+    mod = getattr(fastlstm, cell)(19, 70, dtype=dtype, seed=1, **kw)
+    x = rng.standard_normal((13, 9, 19))
+    lengths = rng.integers(1, 14, size=9)
+    d_out = rng.standard_normal(mod.forward(x, lengths=lengths)[0].shape)
+    results = []
+    for n in (1, 2, 3, 4):
+        fastlstm.set_num_threads(n)
+        results.append(_run(mod, x, lengths, d_out))
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("cell,kw", CONFIGS)
+def test_sequence_result_independent_of_batch_mates(cell, kw):
+    """A sequence's output and final state are the same bits alone or in any batch
+    (the complaint of pytorch#32023)."""
+    rng = np.random.default_rng(1)
+    mod = getattr(fastlstm, cell)(11, 64, seed=2, **kw)
+    x = rng.standard_normal((12, 1, 11)).astype(np.float32)
+    alone_out, alone_state = mod(x, lengths=[9])
+    alone_h = alone_state[0] if isinstance(alone_state, tuple) else alone_state
+    for B, pos in ((2, 1), (7, 3), (16, 15)):
+        others = rng.standard_normal((12, B, 11)).astype(np.float32)
+        others[:, pos] = x[:, 0]
+        lengths = rng.integers(1, 13, size=B)
+        lengths[pos] = 9
+        out, state = mod(others, lengths=lengths)
+        h = state[0] if isinstance(state, tuple) else state
+        assert np.array_equal(out[:, pos], alone_out[:, 0])
+        assert np.array_equal(h[:, pos], alone_h[:, 0])
+
+
+def test_set_num_threads_checks_argument(restore_threads):
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        fastlstm.set_num_threads(0)
+    with pytest.raises(TypeError, match="n must be an int"):
+        fastlstm.set_num_threads(1.5)
+    fastlstm.set_num_threads(3)
+    assert fastlstm.get_num_threads() == 3
+
+
+def test_concurrent_python_threads_match_serial(restore_threads):
+    """Several Python threads calling the engine at once (the GIL is released): each gets the
+    serial answer, whether it got the pool or ran alone."""
+    fastlstm.set_num_threads(2)
+    rng = np.random.default_rng(3)
+    mods = [fastlstm.LSTM(17, 96, num_layers=2, seed=s) for s in range(4)]
+    xs = [rng.standard_normal((20, 5, 17)).astype(np.float32) for _ in mods]
+    serial = [m(x)[0] for m, x in zip(mods, xs)]
+    got = [None] * len(mods)
+    errors = []
+
+    def work(i):
+        try:
+            for _ in range(5):
+                out = mods[i](xs[i])[0]
+                if not np.array_equal(out, serial[i]):
+                    raise AssertionError(f"thread {i} got a different answer")
+            got[i] = out
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(mods))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for g, s in zip(got, serial):
+        assert np.array_equal(g, s)
+
+
+def test_shared_module_from_threads_is_serialized():
+    """One module called from two threads at once: calls are serialized, never corrupted."""
+    rng = np.random.default_rng(4)
+    m = fastlstm.GRU(9, 80, seed=0)
+    x = rng.standard_normal((15, 3, 9)).astype(np.float32)
+    ref = m(x)[0]
+    bad = []
+
+    def work():
+        for _ in range(10):
+            if not np.array_equal(m(x)[0], ref):
+                bad.append(1)
+
+    ts = [threading.Thread(target=work) for _ in range(3)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not bad

@@ -6,7 +6,6 @@ import io as _io
 
 import numpy as np
 import pytest
-
 from fastlstm import callbacks as cbm
 from fastlstm import optim
 from fastlstm.callbacks import (

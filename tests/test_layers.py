@@ -4,7 +4,6 @@ dropout, configs and bad input."""
 
 import numpy as np
 import pytest
-
 from fastlstm import reference
 from fastlstm.initializers import set_seed
 from fastlstm.layers import (

@@ -6,7 +6,6 @@ import pickle
 
 import numpy as np
 import pytest
-
 from fastlstm import losses, optim
 from fastlstm.callbacks import LambdaCallback
 from fastlstm.layers import GRU, LSTM, Bidirectional, Dense, Dropout, Embedding, Input
@@ -249,11 +248,18 @@ def test_set_seed_makes_a_fit_bitwise_reproducible():
 
 def test_stateful_fit_carries_state_and_needs_fixed_batches():
     set_seed(3)
-    rng = np.random.default_rng(5)
     series = np.sin(np.arange(400) * 0.3)[None, :, None] * np.ones((4, 1, 1))
     m = Sequential([Input((None, 1)), LSTM(6, stateful=True, return_sequences=True), Dense(1)],
                    dtype="float64")
     m.compile("adam", "mse")
+    # the state carried out of a training batch is its final state under the weights that ran it
+    ref = LSTM(6, return_sequences=True, return_state=True)
+    ref.build((None, 1), "float64")
+    ref.set_weights(m.layers[0].get_weights())
+    _, h, c = ref(series[:, :40])
+    m.train_on_batch(series[:, :40], series[:, 1:41])
+    np.testing.assert_allclose(m.layers[0].states[0], h, rtol=1e-12)
+    np.testing.assert_allclose(m.layers[0].states[1], c, rtol=1e-12)
     # truncated BPTT over 10 chunks of 40 steps, state carried between chunks
     for _ in range(2):
         m.reset_states()

@@ -5,7 +5,6 @@ import math
 
 import numpy as np
 import pytest
-
 from fastlstm import optim
 
 SEGMENTS = [(0, 7), (7, 20), (20, 21), (21, 33)]  # four "tensors" in one flat buffer

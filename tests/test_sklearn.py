@@ -9,13 +9,12 @@ import pytest
 
 sklearn = pytest.importorskip("sklearn")  # the optional extra fastlstm[sklearn]
 
-from sklearn.base import clone  # noqa: E402
-from sklearn.model_selection import GridSearchCV, RandomizedSearchCV, cross_val_score  # noqa: E402
-from sklearn.pipeline import make_pipeline  # noqa: E402
-from sklearn.preprocessing import StandardScaler  # noqa: E402
-from sklearn.utils.estimator_checks import check_estimator  # noqa: E402
-
-from fastlstm.sklearn import LSTMClassifier, LSTMRegressor  # noqa: E402
+from fastlstm.sklearn import LSTMClassifier, LSTMRegressor
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV, RandomizedSearchCV, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import check_estimator
 
 
 def _memory_task(n=240, T=8, seed=0):

@@ -17,7 +17,6 @@ import codecs
 import time
 
 import numpy as np
-
 from fastlstm import Sequential, set_seed
 from fastlstm.callbacks import LambdaCallback
 from fastlstm.layers import LSTM, Dense, Embedding

@@ -12,7 +12,6 @@ import argparse
 import time
 
 import numpy as np
-
 from fastlstm import Sequential, set_seed
 from fastlstm.callbacks import ReduceLROnPlateau
 from fastlstm.layers import LSTM, Dense, Input

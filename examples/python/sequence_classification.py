@@ -16,7 +16,6 @@ import argparse
 import time
 
 import numpy as np
-
 from fastlstm import Sequential, set_seed
 from fastlstm.layers import LSTM, Dense, Embedding
 

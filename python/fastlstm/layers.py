@@ -23,7 +23,8 @@ import numpy as np
 
 from . import initializers
 from .optim import get_regularizer
-from .rnn import GRU as _EngineGRU, LSTM as _EngineLSTM
+from .rnn import GRU as _EngineGRU
+from .rnn import LSTM as _EngineLSTM
 
 __all__ = [
     "Layer",
@@ -336,7 +337,6 @@ class Embedding(Layer):
         g = self.grads["embeddings"]
         g[...] = 0
         np.add.at(g, self._ids.ravel(), d_y.reshape(-1, self.output_dim))
-        return None
 
     def _config(self):
         return {"input_dim": self.input_dim, "output_dim": self.output_dim,
@@ -464,6 +464,15 @@ class _Recurrent(Layer):
         self._state = (h.reshape((self._directions,) + h.shape[-2:]),
                        None if c is None else c.reshape((self._directions,) + c.shape[-2:]))
 
+    @property
+    def states(self):
+        """Keras's ``layer.states`` of a stateful layer: ``[h, c]`` (LSTM) or ``[h]`` (GRU),
+        each [B, units], the state the next call starts from; None before the first call."""
+        if self._state is None:
+            return None
+        h, c = self._state
+        return [h[0].copy()] + ([] if c is None else [c[0].copy()])
+
     # --------------------------------------------------------------------------- calls
     def _check_x(self, x):
         x = np.asarray(x)
@@ -572,7 +581,7 @@ class _Recurrent(Layer):
         return np.concatenate([half, half], axis=-1)
 
     def backward(self, d_y, need_input_grad=True):
-        B, T, zero, mask, rev, xshape = self._cache
+        B, T, zero, mask, rev, _ = self._cache
         D, H = self._directions, self.units
         d_y = np.asarray(d_y, dtype=self.dtype)
         if D == 2:

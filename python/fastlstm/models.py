@@ -20,15 +20,15 @@ import os
 import numpy as np
 
 from . import callbacks as callbacks_mod
-from . import initializers, losses as losses_mod, metrics as metrics_mod, optim
+from . import initializers, optim
+from . import losses as losses_mod
+from . import metrics as metrics_mod
 from .initializers import set_seed
 from .layers import (
-    Bidirectional,
     Dense,
     Embedding,
     InputLayer,
     Layer,
-    _Recurrent,
     _shape_str,
     layer_from_config,
 )

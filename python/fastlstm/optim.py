@@ -460,7 +460,7 @@ l1 = L1
 l2 = L2
 
 
-def l1_l2(l1=0.01, l2=0.01):  # noqa: F811 - Keras's names
+def l1_l2(l1=0.01, l2=0.01):
     return L1L2(l1=l1, l2=l2)
 
 

@@ -291,8 +291,8 @@ def test_embedding_lookup_and_mask_lengths():
 def test_embedding_rejects_bad_tokens():
     emb = Embedding(10, 3)
     emb.build((None,))
-    with pytest.raises(ValueError, match=r"\[0, input_dim=10\).*max 10"):
-        emb(np.array([[1, 10]]))
+    with pytest.raises(ValueError, match=r"\[0, input_dim=10\).*max 10 \(first bad id 10 at \[1, 0\]\)"):
+        emb(np.array([[1, 2], [10, 3]]))
     with pytest.raises(ValueError, match="min -1"):
         emb(np.array([[1, -1]]))
     with pytest.raises(ValueError, match="non-integer"):

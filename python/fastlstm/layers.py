@@ -312,9 +312,10 @@ class Embedding(Layer):
         if ids.size:
             lo, hi = int(ids.min()), int(ids.max())
             if lo < 0 or hi >= self.input_dim:
+                b, t = np.argwhere((ids < 0) | (ids >= self.input_dim))[0]
                 raise ValueError(
                     f"{self._label()}: token ids must be in [0, input_dim={self.input_dim}), got "
-                    f"min {lo} and max {hi}"
+                    f"min {lo} and max {hi} (first bad id {ids[b, t]} at [{b}, {t}])"
                 )
         return ids
 

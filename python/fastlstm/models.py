@@ -300,7 +300,7 @@ class Sequential:
             if x.ndim != 2:
                 raise ValueError(f"the first layer is an Embedding: {name} must be 2-D "
                                  f"[samples, time] of token ids, got shape {x.shape}")
-            return x
+            return first._tokens(x)  # every id checked once, before any training step
         if x.ndim != 3:
             raise ValueError(self._rank_message(x).replace("input", f"input {name}", 1))
         F = self._input_shape[-1]

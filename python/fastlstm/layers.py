@@ -180,6 +180,11 @@ class Layer:
     def count_params(self):
         return 0 if self.flat_params is None else int(self.flat_params.size)
 
+    @property
+    def fixed_weights(self):
+        """Names of weights that training leaves unchanged (see LSTM)."""
+        return ()
+
     # --------------------------------------------------------------------------- calls
     def compute_lengths(self, x, lengths):
         """The lengths (mask) this layer hands to the next one."""
@@ -676,6 +681,14 @@ class LSTM(_Recurrent):
     def _engine_kwargs(self):
         return {"peephole": self.peephole}
 
+    @property
+    def fixed_weights(self):
+        # Keras's LSTM has one bias; the engine adds bias_ih and bias_hh. Training only bias_ih
+        # (bias_hh stays at its value, 0 from Keras's init) gives Keras's updates exactly.
+        if not self.use_bias:
+            return ()
+        return tuple(n for n in ("bias_hh_l0", "bias_hh_l0_reverse") if n in self.params)
+
     def _initial_bias(self, G):
         b = self.bias_initializer((G,), self._rng, self.dtype)
         if self.unit_forget_bias:
@@ -786,6 +799,10 @@ class Bidirectional(Layer):
 
     def compute_lengths(self, x, lengths):
         return self.layer.compute_lengths(x, lengths)
+
+    @property
+    def fixed_weights(self):
+        return self.layer.fixed_weights
 
     def __call__(self, x, training=False, lengths=None):
         y = Layer.__call__(self, x, training=training, lengths=lengths)

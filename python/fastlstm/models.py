@@ -419,9 +419,26 @@ class Sequential:
         value, _, _ = self._train_step(x, y, lengths)
         return value, self.flat_grads.copy()
 
+    def _frozen_ranges(self):
+        """Flat ranges the optimizer must not move: layers with ``trainable=False`` and each
+        layer's ``fixed_weights`` (an LSTM's ``bias_hh``: Keras has one bias, so the engine's
+        second one stays where it is and the trained bias is exactly Keras's)."""
+        out = []
+        base, item = self.flat_params.ctypes.data, self.flat_params.itemsize
+        for layer, (a, b) in zip(self.layers, self._layer_ranges):
+            if b == a:
+                continue
+            if not layer.trainable:
+                out.append((a, b))
+                continue
+            for name in layer.fixed_weights:
+                v = layer.params[name]
+                start = (v.ctypes.data - base) // item
+                out.append((start, start + v.size))
+        return out
+
     def _apply_step(self):
-        frozen = [r for layer, r in zip(self.layers, self._layer_ranges)
-                  if not layer.trainable and r[1] > r[0]]
+        frozen = self._frozen_ranges()
         saved = []
         for a, b in frozen:
             self.flat_grads[a:b] = 0
@@ -813,7 +830,8 @@ class Sequential:
                 out("")
         out("=" * line_length)
         total = self.count_params()
-        trainable = sum(l.count_params() for l in self.layers if l.trainable)
+        trainable = sum(l.count_params() - sum(l.params[n].size for n in l.fixed_weights)
+                        for l in self.layers if l.trainable)
         out(f"Total params: {total:,}")
         out(f"Trainable params: {trainable:,}")
         out(f"Non-trainable params: {total - trainable:,}")

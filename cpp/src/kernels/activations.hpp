@@ -9,12 +9,17 @@
 
 namespace fastlstm::detail {
 
-// exp(x) for float: range reduction x = n ln2 + r with |r| <= ln2/2 (ln2 split in two parts for
+// exp(x) for float: range reduction x = n ln2 + r with |r| <= ln2/2 (+ rounding slack) (ln2 split in two parts for
 // an exact n ln2), then the degree-6 minimax polynomial of Cephes' expf (S. Moshier); relative
 // error below 2e-7 on [-87, 88]. 2^n is built in the exponent bits.
 inline float exp_f32(float x) {
-  x = std::fmin(std::fmax(x, -87.0f), 88.0f);
-  const float n = std::floor(std::fma(x, 1.44269504088896341f, 0.5f));
+  // plain comparisons and the rounding trick below, because std::fmin/fmax/floor keep GCC from
+  // vectorizing the loop this is inlined into
+  x = x < -87.0f ? -87.0f : x;
+  x = x > 88.0f ? 88.0f : x;
+  // n = round(x / ln2): adding 1.5 * 2^23 rounds to an integer in float arithmetic (exact for
+  // |x / ln2| < 2^22); no -ffast-math here, so the compiler keeps (v + C) - C
+  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
   float r = std::fma(n, -0.693359375f, x);
   r = std::fma(n, 2.12194440e-4f, r);
   float p = 1.9875691500e-4f;

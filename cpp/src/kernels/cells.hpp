@@ -74,8 +74,19 @@ struct LstmCell {
  private:
   template <typename T, bool Peep>
   static void forward_impl(int64_t n, int64_t H, int64_t rs, const CellRow<T>& r) {
-    const T *xp = r.xp, *rec = r.rec, *b = r.b_hh;
-    T *c = r.c, *h = r.h, *act = r.act;
+    T* a = r.act;
+    forward_loop<T, Peep>(n, H, rs, r.xp, r.rec, r.b_hh, r.w_ci, r.w_cf, r.w_co, r.c, r.h, a,
+                          a + H, a + 2 * H, a + 3 * H);
+  }
+
+  // restrict parameters (not locals: GCC honours restrict on parameters) let it vectorize
+  template <typename T, bool Peep>
+  static void forward_loop(int64_t n, int64_t H, int64_t rs, const T* __restrict xp,
+                           const T* __restrict rec, const T* __restrict b,
+                           const T* __restrict w_ci, const T* __restrict w_cf,
+                           const T* __restrict w_co, T* __restrict c, T* __restrict h,
+                           T* __restrict ai, T* __restrict af, T* __restrict ag,
+                           T* __restrict ao) {
     for (int64_t u = 0; u < n; ++u) {
       const T c_prev = c[u];
       T pi = xp[u] + rec[u] + b[u];
@@ -83,47 +94,63 @@ struct LstmCell {
       const T pg = xp[2 * H + u] + rec[2 * rs + u] + b[2 * H + u];
       T po = xp[3 * H + u] + rec[3 * rs + u] + b[3 * H + u];
       if (Peep) {
-        pi += r.w_ci[u] * c_prev;
-        pf += r.w_cf[u] * c_prev;
+        pi += w_ci[u] * c_prev;
+        pf += w_cf[u] * c_prev;
       }
       const T i = sigmoid(pi), f = sigmoid(pf), g = tanh_act(pg);
       const T c_new = f * c_prev + i * g;
-      if (Peep) po += r.w_co[u] * c_new;
+      if (Peep) po += w_co[u] * c_new;
       const T o = sigmoid(po);
       c[u] = c_new;
       h[u] = o * tanh_act(c_new);
-      act[u] = i;
-      act[H + u] = f;
-      act[2 * H + u] = g;
-      act[3 * H + u] = o;
+      ai[u] = i;
+      af[u] = f;
+      ag[u] = g;
+      ao[u] = o;
     }
   }
 
   template <typename T, bool Peep>
   static void backward_impl(int64_t n, int64_t H, const CellGradRow<T>& r) {
-    const T* act = r.act;
+    T *dr = r.d_rec, *dx = r.d_xp;
+    backward_loop<T, Peep>(n, H, r.act, r.c_prev, r.c, r.w_ci, r.w_cf, r.w_co, r.dh, r.dc, dr,
+                           dr + H, dr + 2 * H, dr + 3 * H, dx, dx + H, dx + 2 * H, dx + 3 * H,
+                           r.d_wci, r.d_wcf, r.d_wco);
+  }
+
+  template <typename T, bool Peep>
+  static void backward_loop(int64_t n, int64_t H, const T* __restrict act,
+                            const T* __restrict cp, const T* __restrict cc,
+                            const T* __restrict w_ci, const T* __restrict w_cf,
+                            const T* __restrict w_co, T* __restrict dhp, T* __restrict dcp,
+                            // one pointer per gate: through one pointer, stores at u and H + u
+                            // may overlap as far as the compiler knows, and it gives up
+                            T* __restrict dri, T* __restrict drf, T* __restrict drg,
+                            T* __restrict dro, T* __restrict dxi, T* __restrict dxf,
+                            T* __restrict dxg, T* __restrict dxo, T* __restrict d_wci,
+                            T* __restrict d_wcf, T* __restrict d_wco) {
     for (int64_t u = 0; u < n; ++u) {
       const T i = act[u], f = act[H + u], g = act[2 * H + u], o = act[3 * H + u];
-      const T c_prev = r.c_prev[u], c = r.c[u], tc = tanh_act(c), dh = r.dh[u];
+      const T c_prev = cp[u], c = cc[u], tc = tanh_act(c), dh = dhp[u];
       const T d_o = dh * tc * o * (T(1) - o);
-      T dc = r.dc[u] + dh * o * (T(1) - tc * tc);
-      if (Peep) dc += d_o * r.w_co[u];
+      T dc = dcp[u] + dh * o * (T(1) - tc * tc);
+      if (Peep) dc += d_o * w_co[u];
       const T d_i = dc * g * i * (T(1) - i);
       const T d_f = dc * c_prev * f * (T(1) - f);
       const T d_g = dc * i * (T(1) - g * g);
       T dc_prev = dc * f;
       if (Peep) {
-        dc_prev += d_i * r.w_ci[u] + d_f * r.w_cf[u];
-        r.d_wci[u] += d_i * c_prev;
-        r.d_wcf[u] += d_f * c_prev;
-        r.d_wco[u] += d_o * c;
+        dc_prev += d_i * w_ci[u] + d_f * w_cf[u];
+        d_wci[u] += d_i * c_prev;
+        d_wcf[u] += d_f * c_prev;
+        d_wco[u] += d_o * c;
       }
-      r.dc[u] = dc_prev;
-      r.dh[u] = T(0);  // h_{t-1} reaches h_t only through W_hh
-      r.d_rec[u] = r.d_xp[u] = d_i;
-      r.d_rec[H + u] = r.d_xp[H + u] = d_f;
-      r.d_rec[2 * H + u] = r.d_xp[2 * H + u] = d_g;
-      r.d_rec[3 * H + u] = r.d_xp[3 * H + u] = d_o;
+      dcp[u] = dc_prev;
+      dhp[u] = T(0);  // h_{t-1} reaches h_t only through W_hh
+      dri[u] = dxi[u] = d_i;
+      drf[u] = dxf[u] = d_f;
+      drg[u] = dxg[u] = d_g;
+      dro[u] = dxo[u] = d_o;
     }
   }
 };
@@ -139,35 +166,52 @@ struct GruCell {
 
   template <typename T>
   static void forward_units(int64_t n, int64_t H, int64_t rs, const CellRow<T>& r) {
-    const T *xp = r.xp, *rec = r.rec, *b = r.b_hh, *h_prev = r.h_prev;
-    T *h = r.h, *act = r.act, *aux = r.aux;
+    forward_loop<T>(n, H, rs, r.xp, r.rec, r.b_hh, r.h_prev, r.h, r.act, r.act + H,
+                    r.act + 2 * H, r.aux);
+  }
+
+  template <typename T>
+  static void forward_loop(int64_t n, int64_t H, int64_t rs, const T* __restrict xp,
+                           const T* __restrict rec, const T* __restrict b,
+                           const T* __restrict h_prev, T* __restrict h, T* __restrict ar,
+                           T* __restrict az, T* __restrict an, T* __restrict aux) {
     for (int64_t u = 0; u < n; ++u) {
       const T rg = sigmoid(xp[u] + rec[u] + b[u]);
       const T z = sigmoid(xp[H + u] + rec[rs + u] + b[H + u]);
       const T hn = rec[2 * rs + u] + b[2 * H + u];
       const T nn = tanh_act(xp[2 * H + u] + rg * hn);
       h[u] = (T(1) - z) * nn + z * h_prev[u];
-      act[u] = rg;
-      act[H + u] = z;
-      act[2 * H + u] = nn;
+      ar[u] = rg;
+      az[u] = z;
+      an[u] = nn;
       aux[u] = hn;
     }
   }
 
   template <typename T>
   static void backward_units(int64_t n, int64_t H, const CellGradRow<T>& r) {
-    const T* act = r.act;
+    T *dr = r.d_rec, *dx = r.d_xp;
+    backward_loop<T>(n, H, r.act, r.aux, r.h_prev, r.dh, dr, dr + H, dr + 2 * H, dx, dx + H,
+                     dx + 2 * H);
+  }
+
+  template <typename T>
+  static void backward_loop(int64_t n, int64_t H, const T* __restrict act,
+                            const T* __restrict aux, const T* __restrict h_prev,
+                            T* __restrict dhp, T* __restrict drr, T* __restrict drz,
+                            T* __restrict drn, T* __restrict dxr, T* __restrict dxz,
+                            T* __restrict dxn) {
     for (int64_t u = 0; u < n; ++u) {
       const T rg = act[u], z = act[H + u], nn = act[2 * H + u];
-      const T hn = r.aux[u], dh = r.dh[u];
+      const T hn = aux[u], dh = dhp[u];
       const T d_n = dh * (T(1) - z) * (T(1) - nn * nn);
-      const T d_z = dh * (r.h_prev[u] - nn) * z * (T(1) - z);
+      const T d_z = dh * (h_prev[u] - nn) * z * (T(1) - z);
       const T d_r = d_n * hn * rg * (T(1) - rg);
-      r.d_xp[u] = r.d_rec[u] = d_r;
-      r.d_xp[H + u] = r.d_rec[H + u] = d_z;
-      r.d_xp[2 * H + u] = d_n;
-      r.d_rec[2 * H + u] = d_n * rg;
-      r.dh[u] = dh * z;
+      dxr[u] = drr[u] = d_r;
+      dxz[u] = drz[u] = d_z;
+      dxn[u] = d_n;
+      drn[u] = d_n * rg;
+      dhp[u] = dh * z;
     }
   }
 };

@@ -151,10 +151,23 @@ class _LSTMEstimator(BaseEstimator):
         return self
 
     def _outputs(self, X):
+        """The head's pre-activation in float64: the recurrent layers run in the engine
+        (whose results do not depend on the batch's other rows); the final Dense is computed
+        in float64 so that float32 matrix-product paths (which differ between one row and
+        many) cannot make a sample's prediction depend on what it is batched with."""
         check_is_fitted(self, "model_")
         X3, _ = self._check_X(X, reset=False)
-        return self.model_.predict(X3, batch_size=max(int(self.batch_size), 256),
-                                   verbose=0).astype(np.float64)
+        m = self.model_
+        bs = max(int(self.batch_size), 256)
+        feats = []
+        for start in range(0, len(X3), bs):
+            h = X3[start : start + bs].astype(m.dtype)
+            for layer in m.layers[:-1]:
+                h = layer.forward(h, training=False)
+            feats.append(h)
+        head = m.layers[-1]
+        z = np.concatenate(feats).astype(np.float64) @ head.params["kernel"].astype(np.float64)
+        return z + head.params["bias"].astype(np.float64)
 
 
 class LSTMClassifier(ClassifierMixin, _LSTMEstimator):
@@ -182,10 +195,13 @@ class LSTMClassifier(ClassifierMixin, _LSTMEstimator):
                            "sparse_categorical_crossentropy")
 
     def predict_proba(self, X):
-        p = self._outputs(X)
+        z = self._outputs(X)
         if len(self.classes_) == 2:
+            e = np.exp(-np.abs(z))
+            p = np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
             return np.hstack([1.0 - p, p])
-        return p / p.sum(axis=1, keepdims=True)
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
 
     def predict(self, X):
         proba = self.predict_proba(X)  # checks fitted-ness first

@@ -395,6 +395,18 @@ def test_summary_table():
         Sequential([LSTM(3)]).summary()
 
 
+def test_build_again_with_a_concrete_time_axis():
+    m = Sequential([Embedding(9, 3), LSTM(4), Dense(1)])
+    assert m.built  # an Embedding-first model builds at once (its input is token ids)
+    w = m.get_weights()
+    m.build((None, 12))
+    np.testing.assert_array_equal(m.get_weights()[1], w[1])
+    f = Sequential([Input((None, 3)), LSTM(4)])
+    f.build((None, 10, 3))
+    with pytest.raises(ValueError, match=r"built for input \(None, None, 3\), got \(None, 10, 4\)"):
+        f.build((None, 10, 4))
+
+
 # ------------------------------------------------------------------------------------ bad input
 def _small():
     m = Sequential([Input((None, 3)), LSTM(4), Dense(2, activation="softmax")])

@@ -172,7 +172,9 @@ class Sequential:
                 if layer.dtype != self.dtype:
                     raise ValueError(f"{layer._label()} was built as {layer.dtype.name}, the "
                                      f"model is {self.dtype.name}")
-                if len(layer.input_shape) != len(shape) or layer.input_shape[-1] != shape[-1]:
+                # the time axis is free (None or any length); features must agree
+                if len(layer.input_shape) != len(shape) or (
+                        len(shape) > 1 and layer.input_shape[-1] != shape[-1]):
                     raise ValueError(
                         f"{layer._label()} was built for input {_shape_str((None,) + layer.input_shape)}, "
                         f"got {_shape_str((None,) + shape)}"

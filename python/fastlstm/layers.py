@@ -13,6 +13,14 @@ directly, and every layer passes them on except a recurrent layer with
 ``return_sequences=False``, which consumes them. A row of length 0 (all padding) behaves as in
 Keras: a recurrent layer returns its initial state for it (zeros unless stateful) and sends
 no gradient into it.
+
+``go_backwards=True`` runs each sequence's valid steps in reverse; with ``return_sequences`` the
+outputs come in that processing order (Keras's convention), still right-padded: output step j
+of a sequence of length L is the state after reading x[L-1-j], and steps >= L are zero. (On
+unpadded input this is exactly Keras; on padded input Keras reverses the padding too.)
+
+Training keeps an LSTM's ``bias_hh`` fixed (Keras has a single bias; ``bias_ih`` plays it),
+so optimizer steps match Keras's; GRU's two biases are both Keras weights and both train.
 """
 
 from __future__ import annotations

@@ -63,7 +63,7 @@ class Pool {
     for (auto& t : workers_) t.join();
   }
 
-  bool try_run(int n, const std::function<void(int, int)>& fn) {
+  bool try_run(int n, FunctionRef<void(int, int)> fn) {
     std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
     if (!busy.owns_lock()) return false;
     while (int(workers_.size()) < n - 1) {
@@ -74,7 +74,7 @@ class Pool {
     }
     {
       std::lock_guard<std::mutex> lock(mu_);
-      fn_ = &fn;
+      fn_ = &fn;  // fn lives on the caller's stack until every worker is done
       n_ = n;
       pending_.store(n - 1, std::memory_order_relaxed);
       generation_.fetch_add(1, std::memory_order_release);
@@ -112,7 +112,7 @@ class Pool {
   std::mutex busy_, mu_;
   std::condition_variable cv_;
   std::vector<std::thread> workers_;
-  const std::function<void(int, int)>* fn_ = nullptr;
+  const FunctionRef<void(int, int)>* fn_ = nullptr;
   int n_ = 0;
   bool stop_ = false;
   std::atomic<int> generation_{0};
@@ -135,7 +135,7 @@ int max_threads() {
   return n;
 }
 
-void parallel_region(int wanted, const std::function<void(int, int)>& fn) {
+void parallel_region(int wanted, FunctionRef<void(int, int)> fn) {
   const int n = std::max(1, std::min(wanted, max_threads()));
   if (n == 1 || !pool().try_run(n, fn)) fn(0, 1);
 }
@@ -153,7 +153,7 @@ void SpinBarrier::wait() {
     else std::this_thread::yield();
 }
 
-void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
+void parallel_for(int64_t n, int64_t grain, FunctionRef<void(int64_t, int64_t)> fn) {
   const int64_t chunks = (n + grain - 1) / grain;
   if (chunks <= 0) return;
   parallel_region(int(std::min<int64_t>(chunks, max_threads())), [&](int tid, int nt) {

@@ -5,16 +5,37 @@
 
 #include <atomic>
 #include <cstdint>
-#include <functional>
+#include <type_traits>
+#include <utility>
 
 namespace fastlstm::detail {
+
+// A non-owning reference to a callable: unlike std::function it never allocates (a stream's
+// step must not touch the heap), and the callable outlives every call through it here.
+template <typename Sig>
+class FunctionRef;
+template <typename R, typename... Args>
+class FunctionRef<R(Args...)> {
+ public:
+  template <typename F, typename = std::enable_if_t<!std::is_same_v<std::decay_t<F>, FunctionRef>>>
+  FunctionRef(F&& f)  // NOLINT: implicit, like std::function
+      : obj_(const_cast<void*>(static_cast<const void*>(&f))),
+        call_([](void* o, Args... a) -> R {
+          return (*static_cast<std::remove_reference_t<F>*>(o))(std::forward<Args>(a)...);
+        }) {}
+  R operator()(Args... a) const { return call_(obj_, std::forward<Args>(a)...); }
+
+ private:
+  void* obj_;
+  R (*call_)(void*, Args...);
+};
 
 int max_threads();
 
 // Runs fn(tid, n) for tid in [0, n) with n <= wanted threads, and returns when all are done. A
 // call made while the pool is busy (another caller thread) runs with n = 1 on the caller: no
 // oversubscription.
-void parallel_region(int wanted, const std::function<void(int, int)>& fn);
+void parallel_region(int wanted, FunctionRef<void(int, int)> fn);
 
 class SpinBarrier {
  public:
@@ -32,6 +53,6 @@ class SpinBarrier {
 };
 
 // fn(begin, end) over [0, n) in chunks of `grain`; chunk boundaries depend only on n and grain.
-void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
+void parallel_for(int64_t n, int64_t grain, FunctionRef<void(int64_t, int64_t)> fn);
 
 }  // namespace fastlstm::detail

@@ -20,7 +20,9 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 #: where the pip-installed package keeps its C++ headers, static library and CMake config:
 #: ``cmake -DCMAKE_PREFIX_PATH=$(python -c "import fastlstm; print(fastlstm.cmake_prefix_path)")``
-cmake_prefix_path = _os.path.join(_os.path.dirname(__file__), "lib", "cmake")
+#: (the C++ files are installed beside the compiled extension, which an editable install keeps
+#: in site-packages while the Python files stay in the source tree)
+cmake_prefix_path = _os.path.join(_os.path.dirname(_core.__file__), "lib", "cmake")
 
 
 def build_info():

@@ -25,75 +25,57 @@ def adding_problem(n, T, rng):
     return x, y
 
 
-class _Adam:
-    """A minimal Adam over one flat parameter vector (the full optimizers live elsewhere)."""
+def run_demo(T=50, hidden=64, batch=64, n_train=16384, epochs=8, lr=3e-3, seed=0,
+             save_dir=None, verbose=1, out=sys.stdout):
+    """Trains Sequential([LSTM, Dense]) on the adding problem with the Keras-style layer,
+    saves the model, reloads it and returns the reloaded model's test MSE."""
+    import os
+    import tempfile
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
-        self.params, self.lr, self.b1, self.b2, self.eps = params, lr, betas[0], betas[1], eps
-        self.m = np.zeros_like(params)
-        self.v = np.zeros_like(params)
-        self.t = 0
+    from . import load_model
+    from .layers import LSTM, Dense, Input
+    from .models import Sequential, set_seed
+    from .optim import Adam
 
-    def step(self, grads):
-        self.t += 1
-        self.m *= self.b1
-        self.m += (1 - self.b1) * grads
-        self.v *= self.b2
-        self.v += (1 - self.b2) * grads * grads
-        mhat = self.m / (1 - self.b1**self.t)
-        vhat = self.v / (1 - self.b2**self.t)
-        self.params -= self.lr * mhat / (np.sqrt(vhat) + self.eps)
-
-
-def run_demo(T=50, hidden=64, batch=64, steps=2500, lr=3e-3, seed=0, out=sys.stdout):
-    """Trains LSTM + linear head on the adding problem; returns the test MSE."""
-    from .rnn import LSTM
-
-    rng = np.random.default_rng(seed)
-    lstm = LSTM(2, hidden, batch_first=True, seed=seed)
-    # one flat buffer for every parameter (LSTM + head), so Adam is one vectorized update
-    n_lstm = lstm.flat_params.size
-    flat = np.zeros(n_lstm + hidden + 1, dtype=np.float32)
-    grads = np.zeros_like(flat)
-    lstm.use_buffers(flat[:n_lstm], grads[:n_lstm])
-    w, b = flat[n_lstm:-1], flat[-1:]
-    dw, db = grads[n_lstm:-1], grads[-1:]
-    w[...] = rng.normal(0, 1 / np.sqrt(hidden), hidden)
-    opt = _Adam(flat, lr=lr)
-    x_test, y_test = adding_problem(1000, T, np.random.default_rng(seed + 1))
-
-    def predict(x):
-        _, (h_n, _) = lstm(x)
-        return h_n[0] @ w + b[0]
-
+    set_seed(seed)
+    x, y = adding_problem(n_train, T, np.random.default_rng(seed))
+    x_val, y_val = adding_problem(1000, T, np.random.default_rng(seed + 1))
+    x_test, y_test = adding_problem(1000, T, np.random.default_rng(seed + 2))
+    model = Sequential([Input((T, 2)), LSTM(hidden), Dense(1)])
+    # gradient clipping against exploding gradients, as the design notes advise
+    model.compile(optimizer=Adam(learning_rate=lr, clipnorm=1.0), loss="mse")
     print(f"fastlstm demo: the adding problem (T={T}); predicting the mean gives MSE ~ 0.167",
           file=out)
-    print(f"LSTM(2, {hidden}) + linear head, Adam lr={lr}, batch {batch}, {steps} steps",
-          file=out)
+    print(f"LSTM({hidden}) + Dense(1), Adam lr={lr} clipnorm=1, {n_train} sequences, batch "
+          f"{batch}, {epochs} epochs", file=out, flush=True)
     t0 = time.perf_counter()
-    running = None
-    for step in range(1, steps + 1):
-        x, y = adding_problem(batch, T, rng)
-        _, (h_n, _) = lstm.forward(x, train=True)
-        h = h_n[0]                               # [B, H]
-        pred = h @ w + b[0]                      # [B]
-        err = pred - y
-        loss = float(np.mean(err * err))
-        d_pred = (2.0 / batch) * err             # dL/dpred
-        dw[...] = h.T @ d_pred
-        db[...] = d_pred.sum()
-        d_h_n = (d_pred[:, None] * w[None, :])[None].astype(np.float32)
-        lstm.backward(None, d_h_n=d_h_n)         # fills the LSTM's part of `grads`
-        np.clip(grads, -1.0, 1.0, out=grads)     # against exploding gradients
-        opt.step(grads)
-        running = loss if running is None else 0.95 * running + 0.05 * loss
-        if step % 100 == 0 or step == 1:
-            print(f"step {step:5d}  train MSE {running:.4f}  ({time.perf_counter() - t0:.1f} s)",
-                  file=out, flush=True)
-    mse = float(np.mean((predict(x_test) - y_test) ** 2))
+    history = model.fit(x, y[:, None], batch_size=batch, epochs=epochs,
+                        validation_data=(x_val, y_val[:, None]), verbose=verbose)
+    if not verbose:  # the progress bar showed these already
+        for epoch, (loss, val) in enumerate(zip(history.history["loss"],
+                                                history.history["val_loss"]), 1):
+            print(f"epoch {epoch}: train MSE {loss:.4f}  validation MSE {val:.4f}", file=out)
+    with tempfile.TemporaryDirectory() if save_dir is None else _nullcontext(save_dir) as d:
+        path = os.path.join(d, "adding_lstm.safetensors")
+        model.save(path)
+        reloaded = load_model(path)
+        pred = reloaded.predict(x_test, batch_size=256, verbose=0)[:, 0]
+        print(f"saved to {path} ({os.path.getsize(path)} bytes) and reloaded", file=out)
+    mse = float(np.mean((pred - y_test) ** 2))
     print(f"test MSE {mse:.4f} on 1000 new sequences (mean predictor: ~0.167) "
           f"in {time.perf_counter() - t0:.1f} s", file=out)
     return mse
+
+
+class _nullcontext:
+    def __init__(self, value):
+        self.value = value
+
+    def __enter__(self):
+        return self.value
+
+    def __exit__(self, *exc):
+        return False
 
 
 def _cmd_info(args):
@@ -109,7 +91,7 @@ def _cmd_info(args):
 
 
 def _cmd_demo(args):
-    mse = run_demo(steps=args.steps, seed=args.seed)
+    mse = run_demo(epochs=args.epochs, seed=args.seed, save_dir=args.save_dir)
     if mse >= 0.05:
         print(f"demo FAILED: test MSE {mse:.4f} did not beat 0.05", file=sys.stderr)
         return 1
@@ -124,8 +106,10 @@ def main(argv=None):
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_info)
     p = sub.add_parser("demo", help="train an LSTM on the adding problem")
-    p.add_argument("--steps", type=int, default=2500)
+    p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save-dir", default=None,
+                   help="keep the trained model file here (default: a temporary directory)")
     p.set_defaults(func=_cmd_demo)
     try:
         from . import bench

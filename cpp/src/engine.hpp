@@ -70,6 +70,7 @@ class Engine {
   std::vector<ParamInfo> layout_;
   SeqShape shape_;
   bool has_acts_ = false;
+  bool padded_ = false;  // lengths given: some rows of some steps are never computed
   uint64_t seed_ = 0;
   // schedule of the current call
   std::vector<int64_t> perm_;        // [B] sorted position j -> batch index

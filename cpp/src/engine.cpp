@@ -446,7 +446,8 @@ void Engine<T>::backward_direction(int64_t l, int64_t d, const DirParams<T>& p,
   }
   // weight gradients as whole-sequence products, split in fixed chunks of output rows (the
   // summation over the long axis is the same whatever the thread count); padded rows carry 0
-  parallel_for(G, 64, [&](int64_t g0, int64_t g1) {
+  // (chunks of 256 rows: Eigen's transposed product ran 97 GFLOP/s on 64-row chunks, 114 on 256)
+  parallel_for(G, 256, [&](int64_t g0, int64_t g1) {
     gemm_tn<T>(g1 - g0, I_l, N, d_x_.data() + g0, G, in, I_l, dp.w_ih + g0 * I_l, I_l, true);
     gemm_tn<T>(g1 - g0, S, Tn * B, d_rec_.data() + g0, G, st.hs.data(), S, dp.w_hh + g0 * S, S,
                true);

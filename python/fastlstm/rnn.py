@@ -415,6 +415,7 @@ class LSTMStream:
         self.module = module
         self.batch = _positive_int(batch, "batch")
         self._dtype = module.dtype
+        self._shape = (self.batch, module.input_size)
         cls = _core.Stream_float32 if module.dtype == np.float32 else _core.Stream_float64
         self._stream = cls(module._cell, module.input_size, module.hidden_size,
                            module.num_layers, module.bias, module.proj_size, module.peephole,
@@ -422,8 +423,8 @@ class LSTMStream:
 
     def step(self, x_t):
         # fast path for the real-time loop: a C-contiguous [B, I] array of the module's dtype
-        # goes straight to the binding, which checks its shape
-        if (type(x_t) is np.ndarray and x_t.dtype is self._dtype and x_t.ndim == 2
+        # goes straight to the binding
+        if (type(x_t) is np.ndarray and x_t.dtype is self._dtype and x_t.shape == self._shape
                 and x_t.flags.c_contiguous):
             return self._stream.step(x_t)
         x_t = _real_array(x_t, "x_t")

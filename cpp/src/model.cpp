@@ -941,7 +941,7 @@ Model::Stream::Stream(const Model& model, int64_t batch) {
   impl_->model = model.impl_;
   impl_->B = batch;
   const Model::Impl& m = *model.impl_;
-  int64_t widest = m.input_size;
+  int64_t widest = m.tokens ? 1 : m.input_size;  // buffers hold layer outputs, not tokens
   impl_->streams.resize(m.layers.size());
   for (size_t i = 0; i < m.layers.size(); ++i) {
     const Layer& L = m.layers[i];

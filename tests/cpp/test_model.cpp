@@ -22,10 +22,11 @@ using fastlstm::Model;
 static std::atomic<bool> g_counting{false};
 static std::atomic<long> g_allocs{0};
 
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define MT_SANITIZED 1
 #elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(memory_sanitizer)
+#if __has_feature(address_sanitizer) || __has_feature(memory_sanitizer) || \
+    __has_feature(thread_sanitizer)
 #define MT_SANITIZED 1
 #endif
 #endif

@@ -67,9 +67,10 @@ def app(tmp_path_factory):
     cfg = [cmake, "-S", EXAMPLE, "-B", str(build), "-G", "Ninja",
            f"-DCMAKE_MAKE_PROGRAM={_tool('ninja')}",
            f"-DCMAKE_PREFIX_PATH={fastlstm.cmake_prefix_path}"]
-    r = subprocess.run(cfg, capture_output=True, text=True)
+    r = subprocess.run(cfg, capture_output=True, text=True, check=False)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
-    r = subprocess.run([cmake, "--build", str(build)], capture_output=True, text=True)
+    r = subprocess.run([cmake, "--build", str(build)], capture_output=True, text=True,
+                       check=False)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     exe = os.path.join(str(build), "fastlstm_predict")
     assert os.path.isfile(exe)
@@ -79,7 +80,7 @@ def app(tmp_path_factory):
 def _run(app, model_path, text, *args):
     """Runs the app; returns its output lines as float64 arrays."""
     r = subprocess.run([app, str(model_path), *args], input=text, capture_output=True,
-                       text=True, timeout=120)
+                       text=True, timeout=120, check=False)
     assert r.returncode == 0, f"exit {r.returncode}: {r.stderr}"
     return [np.array(line.split(), dtype=np.float64) for line in r.stdout.splitlines()]
 
@@ -253,12 +254,14 @@ def test_app_reports_broken_files(app, tmp_path):
     for fname, (content, needle) in cases.items():
         p = tmp_path / fname
         p.write_bytes(content)
-        r = subprocess.run([app, str(p)], input="1 2\n", capture_output=True, text=True)
+        r = subprocess.run([app, str(p)], input="1 2\n", capture_output=True, text=True,
+                           check=False)
         assert r.returncode == 1
         assert needle in r.stderr and fname in r.stderr, r.stderr
     r = subprocess.run([app, str(tmp_path / "missing.safetensors")], input="1 2\n",
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, check=False)
     assert r.returncode == 1 and "missing.safetensors" in r.stderr
     # an input whose numbers do not fill whole steps
-    r = subprocess.run([app, str(path)], input="1 2 3\n", capture_output=True, text=True)
+    r = subprocess.run([app, str(path)], input="1 2 3\n", capture_output=True, text=True,
+                       check=False)
     assert r.returncode == 1 and "2 features per step" in r.stderr

@@ -107,7 +107,8 @@ SafeTensors SafeTensors::parse(std::vector<char> bytes, const std::string& where
       }
       continue;
     }
-    if (!v.is_object()) throw bad(name, "must be an object, got " + std::string(Json::kind_name(v.kind())));
+    if (!v.is_object())
+      throw bad(name, "must be an object, got " + std::string(Json::kind_name(v.kind())));
     const Json* dt = v.find("dtype");
     const Json* sh = v.find("shape");
     const Json* off = v.find("data_offsets");

@@ -313,7 +313,8 @@ static void test_file_errors() {
   MT_CHECK_THROWS(HeaderError, mt::load_string(mt::make_file({}, {{"fastlstm", unknown}})),
                   "\"Conv1D\"", "model.layers[0].class");
   MT_CHECK_THROWS(HeaderError,
-                  mt::load_string(mt::make_file(T, {{"fastlstm", dense_model("\"units\":\"2\",")}})),
+                  mt::load_string(
+                      mt::make_file(T, {{"fastlstm", dense_model("\"units\":\"2\",")}})),
                   "duplicate key \"units\"");
   const std::string act =
       "{\"format_version\":1,\"model\":{\"class\":\"Sequential\",\"layers\":["
@@ -368,7 +369,8 @@ static void test_self_check_errors() {
   using namespace fastlstm;
   // no self-check: verify=true refuses
   const auto T = dense_tensors();
-  MT_CHECK_THROWS(HeaderError, mt::load_string(mt::make_file(T, {{"fastlstm", dense_model()}}), true),
+  MT_CHECK_THROWS(HeaderError,
+                  mt::load_string(mt::make_file(T, {{"fastlstm", dense_model()}}), true),
                   "has no self-check");
   // a self-check naming a missing tensor
   MT_CHECK_THROWS(HeaderError,
@@ -504,7 +506,8 @@ static void test_stream_matches_predict() {
         std::vector<float> want;
         if (m.returns_sequences()) {
           for (int64_t b = 0; b < B; ++b)
-            want.insert(want.end(), c.y.begin() + (b * T + t) * U, c.y.begin() + (b * T + t + 1) * U);
+            want.insert(want.end(), c.y.begin() + (b * T + t) * U,
+                        c.y.begin() + (b * T + t + 1) * U);
         } else {
           std::vector<float> prefix(B * (t + 1) * F);
           for (int64_t b = 0; b < B; ++b)

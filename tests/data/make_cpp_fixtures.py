@@ -22,7 +22,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "python"))
-from fastlstm import reference  # noqa: E402
+from fastlstm import reference
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpp")
 DTYPES = {np.dtype("float32"): "F32", np.dtype("float64"): "F64", np.dtype("int64"): "I64"}

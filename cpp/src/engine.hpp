@@ -98,6 +98,7 @@ class Engine {
   std::vector<T> mid_[2];                 // inference: [N, D*S] outputs of inner layers
   std::vector<T> d_x_, d_rec_, d_hout_;   // [N, G], [T*B, G], [T*B, S]
   std::vector<T> d_mid_[2];               // [N, D*S]
+  std::vector<T> pk_in_, pk_hs_, pk_hraw_;  // backward: layer input, h_{t-1}, h_raw as panels
   std::vector<T> dh_, dc_, dhraw_;        // [B, S], [B, H], [B, H]
 
  public:

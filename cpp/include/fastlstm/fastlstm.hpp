@@ -3,5 +3,6 @@
 
 #include "fastlstm/build_info.hpp"
 #include "fastlstm/config.hpp"
+#include "fastlstm/model.hpp"
 #include "fastlstm/rnn.hpp"
 #include "fastlstm/threads.hpp"

@@ -38,10 +38,11 @@ void pack_panels(int64_t N, int64_t K, const T* b, int64_t sn, int64_t sk, T* ou
 }
 
 // MR rows x NP panels: acc[r][p][j] = sum_k A[r, k] * panel_p[k, j], k in order, one fma each.
+// A[r, k] is at A[r * lda + k * ka] (ka = 1 but in gemm_atb's packed row blocks).
 template <typename T, int MR, int NP>
 inline void micro_tile(int64_t K, const T* __restrict A, int64_t lda, const T* __restrict panels,
                        int64_t panel_stride, T* __restrict C, int64_t ldc, int64_t nc,
-                       bool accumulate) {
+                       bool accumulate, int64_t ka = 1) {
   T acc[MR][NP][kNC];
   for (int r = 0; r < MR; ++r)
     for (int q = 0; q < NP; ++q)
@@ -50,7 +51,7 @@ inline void micro_tile(int64_t K, const T* __restrict A, int64_t lda, const T* _
     for (int q = 0; q < NP; ++q) {
       const T* __restrict pk = panels + q * panel_stride + k * kNC;
       for (int r = 0; r < MR; ++r) {
-        const T a = A[r * lda + k];
+        const T a = A[r * lda + k * ka];
         for (int j = 0; j < kNC; ++j) acc[r][q][j] = std::fma(a, pk[j], acc[r][q][j]);
       }
     }
@@ -69,10 +70,10 @@ inline void micro_tile(int64_t K, const T* __restrict A, int64_t lda, const T* _
 // the same per-element arithmetic.
 template <typename T, int R = kMR - 1>
 inline void panel_tail(int64_t rows, int64_t K, const T* A, int64_t lda, const T* panel, T* C,
-                       int64_t ldc, int64_t nc, bool accumulate) {
+                       int64_t ldc, int64_t nc, bool accumulate, int64_t ka = 1) {
   if constexpr (R >= 1) {
-    if (rows == R) micro_tile<T, R, 1>(K, A, lda, panel, 0, C, ldc, nc, accumulate);
-    else panel_tail<T, R - 1>(rows, K, A, lda, panel, C, ldc, nc, accumulate);
+    if (rows == R) micro_tile<T, R, 1>(K, A, lda, panel, 0, C, ldc, nc, accumulate, ka);
+    else panel_tail<T, R - 1>(rows, K, A, lda, panel, C, ldc, nc, accumulate, ka);
   }
 }
 
@@ -104,6 +105,41 @@ void gemm_packed(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const
       micro_tile<T, kMR, 1>(K, A + m * lda, lda, panel, 0, C + m * ldc + p * kNC, ldc, nc,
                             accumulate);
     panel_tail<T>(M - m, K, A + m * lda, lda, panel, C + m * ldc + p * kNC, ldc, nc, accumulate);
+  }
+}
+
+// C[M, N] += A^T B for A [K, M] and B [K, N], both row-major, K the long axis (the weight
+// gradients: K = time steps x batch rows). B comes packed (pack_panels(N, K, B, 1, ldb)); A is
+// packed per block of kKC rows into row blocks [M / kMR][kc][kMR] in `work` (kKC * M elements).
+// K is cut in blocks so a panel's block stays in L2 while every row block passes over it; the
+// partial sums of each block are added to C in block order: the result depends on K, never on
+// how M is split over threads.
+constexpr int64_t kKC = 256;
+
+template <typename T>
+void gemm_atb(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* packed_b, T* C,
+              int64_t ldc, T* work) {
+  const int64_t np = num_panels(N), stride = K * kNC;
+  const int64_t mb = (M + kMR - 1) / kMR;
+  for (int64_t k0 = 0; k0 < K; k0 += kKC) {
+    const int64_t kc = std::min(kKC, K - k0);
+    for (int64_t b = 0; b < mb; ++b) {
+      T* dst = work + b * kKC * kMR;
+      const int64_t m = b * kMR, mr = std::min<int64_t>(kMR, M - m);
+      for (int64_t k = 0; k < kc; ++k)
+        for (int64_t r = 0; r < mr; ++r) dst[k * kMR + r] = A[(k0 + k) * lda + m + r];
+    }
+    for (int64_t p = 0; p < np; ++p) {
+      const T* panel = packed_b + p * stride + k0 * kNC;
+      const int64_t nc = std::min(kNC, N - p * kNC);
+      for (int64_t b = 0; b < mb; ++b) {
+        const int64_t m = b * kMR, mr = std::min<int64_t>(kMR, M - m);
+        T* c = C + m * ldc + p * kNC;
+        const T* a = work + b * kKC * kMR;
+        if (mr == kMR) micro_tile<T, kMR, 1>(kc, a, 1, panel, 0, c, ldc, nc, true, kMR);
+        else panel_tail<T>(mr, kc, a, 1, panel, c, ldc, nc, true, kMR);
+      }
+    }
   }
 }
 

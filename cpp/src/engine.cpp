@@ -368,6 +368,7 @@ void Engine<T>::backward_direction(int64_t l, int64_t d, const DirParams<T>& p,
     if (dcn) std::copy_n(dcn + b * H, H, dc_.data() + j * H);
     else std::fill_n(dc_.data() + j * H, H, T(0));
   }
+  std::vector<T>& d_x_ = xproj_;  // the input projection's buffer is free during backward
   prepare(d_x_, N * G, padded_);
   prepare(d_rec_, Tn * B * G, padded_);
   if (P > 0) prepare(d_hout_, Tn * B * S, padded_);

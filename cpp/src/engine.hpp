@@ -91,12 +91,12 @@ class Engine {
   bool cache_packed_ = false;             // Stream: pack once, reuse on every step
   bool packed_valid_ = false;
   // scratch, reused across calls
-  std::vector<T> xproj_;                  // [N, G]
+  std::vector<T> xproj_;                  // [N, G] forward: x W_ih^T + b_ih; backward: d_x
   std::vector<T> act_, aux_;              // [B, G], [B, H]   (inference)
   std::vector<std::vector<T>> rec_;       // per thread [B, tile gates]
   std::vector<T> h_[2], c_, hraw_;        // ping-pong [B, S], [B, H], [B, H]
   std::vector<T> mid_[2];                 // inference: [N, D*S] outputs of inner layers
-  std::vector<T> d_x_, d_rec_, d_hout_;   // [N, G], [T*B, G], [T*B, S]
+  std::vector<T> d_rec_, d_hout_;         // [T*B, G], [T*B, S]
   std::vector<T> d_mid_[2];               // [N, D*S]
   std::vector<T> pk_in_, pk_hs_, pk_hraw_;  // backward: layer input, h_{t-1}, h_raw as panels
   std::vector<T> dh_, dc_, dhraw_;        // [B, S], [B, H], [B, H]

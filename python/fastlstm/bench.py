@@ -481,9 +481,11 @@ def engine_memory_bytes(case, itemsize=4, proj_size=0, directions=1):
     cell state c (H) and the state h (S = proj_size or H), plus H for the unprojected h of a
     projected LSTM; h and c also keep one initial row ((T+1) rows). Per layer, the layer input
     as the backward reads it (I_layer floats per (t, b): layer 0 keeps a copy of x, layer k > 0
-    the previous layer's output, D*S). The workspace of the call (input projection and the
-    gate gradients, [N, G] each, N = T*B; the inner layers' input gradient, [N, D*S]) and the
-    returned arrays (output, d_x) come on top; they are estimated separately."""
+    the previous layer's output, D*S). The workspace of the call (input projection, reused for
+    the gate gradients in user order, and the gate gradients in step order, [N, G] each,
+    N = T*B; the inner layers' input gradient, [N, D*S]; packed copies for the weight-gradient
+    products) and the returned arrays (output, d_x) come on top; they are estimated
+    separately."""
     B, T, H, L, D = case.B, case.T, case.H, case.layers, directions
     S = proj_size or H
     G, N = 4 * H, case.B * case.T
@@ -494,7 +496,13 @@ def engine_memory_bytes(case, itemsize=4, proj_size=0, directions=1):
         per_dir = G + H + S + (H if proj_size else 0)
         per_row += D * per_dir + i_layer
         kept += D * (N * G + (T + 1) * B * (S + H) + (N * H if proj_size else 0)) + N * i_layer
-    workspace = N * G + 2 * N * G + (N * S if proj_size else 0) + min(L - 1, 2) * N * D * S
+    # [N, G] input projection (reused for d_x in backward), [N, G] gate gradients in step order,
+    # [N, S] projected-h gradients (LSTMP), the inner layers' input gradients (two [N, D*S]),
+    # and the weight-gradient kernels' packed copies of the layer input and h (and h_raw)
+    pad = lambda n: -(-n // 32) * 32  # noqa: E731 - panels of 32 columns
+    max_in = max(pad(case.I if layer == 0 else D * S) for layer in range(L))
+    workspace = (2 * N * G + (N * S if proj_size else 0) + min(L - 1, 2) * N * D * S
+                 + N * max_in + N * pad(S) + (N * pad(H) if proj_size else 0))
     returned = N * D * S + N * case.I
     return {
         "formula": "per layer/direction G + H + S (+H with projection) floats per (t, b), "

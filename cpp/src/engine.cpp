@@ -429,6 +429,10 @@ void Engine<T>::backward_direction(int64_t l, int64_t d, const DirParams<T>& p,
           r.dc = dc_.data() + j * H + u0;
           r.d_rec = d_rec_.data() + (s * B + j) * G + u0;
           r.d_xp = d_x_.data() + row(step_time(d, j, s), perm_[j]) * G + u0;
+          if (dp.b_ih) {
+            r.d_bx = dp.b_ih + u0;
+            r.d_bh = dp.b_hh + u0;
+          }
           Cell::template backward_units<T>(nu, H, r);
         }
       }
@@ -446,7 +450,8 @@ void Engine<T>::backward_direction(int64_t l, int64_t d, const DirParams<T>& p,
   }
   // weight gradients as whole-sequence products dW = D^T X (kernels/packed_gemm.hpp gemm_atb),
   // split in fixed chunks of output rows: the summation over the long axis is the same whatever
-  // the thread count; padded rows carry zero gradient
+  // the thread count; padded rows carry zero gradient (the bias gradients were summed in the
+  // gate pass above, by the thread that owns the units)
   auto pack_rows = [&](std::vector<T>& dst, int64_t cols, int64_t rows, const T* src) {
     dst.resize(num_panels(cols) * rows * kNC);
     parallel_for(num_panels(cols), 1, [&](int64_t p0, int64_t p1) {
@@ -469,13 +474,6 @@ void Engine<T>::backward_direction(int64_t l, int64_t d, const DirParams<T>& p,
   atb(G, I_l, N, d_x_.data(), G, pk_in_.data(), dp.w_ih);
   atb(G, S, Tn * B, d_rec_.data(), G, pk_hs_.data(), dp.w_hh);
   if (P > 0) atb(P, H, Tn * B, d_hout_.data(), S, pk_hraw_.data(), dp.w_hr);
-  if (dp.b_ih)
-    parallel_for(G, kDwGrain, [&](int64_t g0, int64_t g1) {
-      for (int64_t r = 0; r < N; ++r)
-        for (int64_t g = g0; g < g1; ++g) dp.b_ih[g] += d_x_[r * G + g];
-      for (int64_t r = 0; r < Tn * B; ++r)
-        for (int64_t g = g0; g < g1; ++g) dp.b_hh[g] += d_rec_[r * G + g];
-    });
   // dL/d(layer input) [N, I_l] (+)= d_x [N, G] W_ih [G, I_l]: the first direction writes it,
   // the reverse one adds
   const T* pk_ih_t = pk_ih_t_[k].data();

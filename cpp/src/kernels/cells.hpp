@@ -14,6 +14,19 @@
 
 namespace fastlstm::detail {
 
+// y[u] += v[u]; (and z[u] += v[u]): the bias gradients, summed row by row as the pass goes
+template <typename T>
+inline void add_to(int64_t n, const T* __restrict v, T* __restrict y) {
+  for (int64_t u = 0; u < n; ++u) y[u] += v[u];
+}
+template <typename T>
+inline void add_both(int64_t n, const T* __restrict v, T* __restrict y, T* __restrict z) {
+  for (int64_t u = 0; u < n; ++u) {
+    y[u] += v[u];
+    z[u] += v[u];
+  }
+}
+
 template <typename T>
 struct CellRow {
   const T* xp = nullptr;      // x W_ih^T + b_ih                       (gate stride H)
@@ -46,6 +59,8 @@ struct CellGradRow {
   T* d_wci = nullptr;  // accumulated peephole gradients (LSTM)
   T* d_wcf = nullptr;
   T* d_wco = nullptr;
+  T* d_bx = nullptr;   // accumulated dL/d b_ih (gate stride H), nullptr without bias
+  T* d_bh = nullptr;   // accumulated dL/d b_hh
 };
 
 // LSTM, PyTorch's gate order (i, f, g, o), peepholes as ONNX:
@@ -116,6 +131,9 @@ struct LstmCell {
     backward_loop<T, Peep>(n, H, r.act, r.c_prev, r.c, r.w_ci, r.w_cf, r.w_co, r.dh, r.dc, dr,
                            dr + H, dr + 2 * H, dr + 3 * H, dx, dx + H, dx + 2 * H, dx + 3 * H,
                            r.d_wci, r.d_wcf, r.d_wco);
+    if (r.d_bx)  // both biases enter the same pre-activation: one gradient, added to both
+      for (int64_t g = 0; g < 4; ++g)
+        add_both(n, dr + g * H, r.d_bx + g * H, r.d_bh + g * H);
   }
 
   template <typename T, bool Peep>
@@ -193,6 +211,11 @@ struct GruCell {
     T *dr = r.d_rec, *dx = r.d_xp;
     backward_loop<T>(n, H, r.act, r.aux, r.h_prev, r.dh, dr, dr + H, dr + 2 * H, dx, dx + H,
                      dx + 2 * H);
+    if (r.d_bx)
+      for (int64_t g = 0; g < 3; ++g) {
+        add_to(n, dx + g * H, r.d_bx + g * H);
+        add_to(n, dr + g * H, r.d_bh + g * H);
+      }
   }
 
   template <typename T>

@@ -147,3 +147,18 @@ def test_plot_without_matplotlib_is_a_clear_error(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
     assert bench.main(TINY + ["--cases", "step_py", "--plot", "x.png"]) == 2
     assert "--plot needs matplotlib" in capsys.readouterr().err
+
+
+def test_fit_overhead_reports_both_timings(tmp_path):
+    """--fit-overhead times Sequential.fit and the bare engine on the same shapes (no timing
+    assertion: only that both were measured and the ratio is theirs)."""
+    import json
+
+    from fastlstm import bench
+
+    out = tmp_path / "fit.json"
+    assert bench.main(["--quick", "--scale", "0.05", "--no-peers", "--cases", "train_small",
+                       "--fit-overhead", "--json", str(out)]) == 0
+    fit = json.loads(out.read_text())["fit_overhead"]
+    assert fit["fit_ms_per_batch"] > 0 and fit["engine_ms_per_batch"] > 0
+    assert abs(fit["ratio"] - fit["fit_ms_per_batch"] / fit["engine_ms_per_batch"]) < 1e-9

@@ -768,6 +768,9 @@ def add_arguments(parser):
     parser.add_argument("--threads-scan", action="store_true",
                         help="also time fastlstm at 1 and N threads on "
                              f"{', '.join(SCAN_CASES)} and report the speedup")
+    parser.add_argument("--fit-overhead", action="store_true",
+                        help="also time Sequential.fit per batch against the bare engine "
+                             "forward+backward on train_small's shapes")
     parser.add_argument("--memory", dest="memory", action="store_true", default=None,
                         help=f"report forward+backward memory on {MEMORY_CASE} (default: on "
                              "unless --quick)")
@@ -779,6 +782,48 @@ def add_arguments(parser):
     parser.add_argument("--_memory-child", dest="memory_child", help=argparse.SUPPRESS)
     parser.add_argument("--_memory-dims", dest="memory_dims", help=argparse.SUPPRESS)
     return parser
+
+
+def fit_overhead(case, repeats, batches=16):
+    """Time per batch of ``Sequential.fit`` (LSTM with return_sequences, MSE, Adam: the whole
+    training layer) against the engine's bare forward + backward on the same shapes,
+    interleaved, medians of ``repeats`` epochs of ``batches`` batches."""
+    from .layers import LSTM as KLSTM, Input
+    from .models import Sequential, set_seed
+    from .rnn import LSTM
+
+    B, T, I, H = case.B, case.T, case.I, case.H
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((B * batches, T, I)).astype(np.float32)
+    y = rng.standard_normal((B * batches, T, H)).astype(np.float32)
+    set_seed(0)
+    model = Sequential([Input((T, I)), KLSTM(H, return_sequences=True)])
+    model.compile(optimizer="adam", loss="mse")
+    bare = LSTM(I, H, batch_first=True, seed=0)
+    ones = np.ones((B, T, H), np.float32)
+
+    def run_fit():
+        model.fit(x, y, batch_size=B, epochs=1, shuffle=False, verbose=0)
+
+    def run_bare():
+        for k in range(batches):
+            bare.forward(x[k * B:(k + 1) * B], train=True)
+            bare.backward(ones)
+
+    run_fit()
+    run_bare()
+    t_fit, t_bare = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run_fit()
+        t1 = time.perf_counter()
+        run_bare()
+        t2 = time.perf_counter()
+        t_fit.append((t1 - t0) / batches)
+        t_bare.append((t2 - t1) / batches)
+    mf, mb = float(np.median(t_fit)), float(np.median(t_bare))
+    return {"case": case.name, "fit_ms_per_batch": mf * 1e3, "engine_ms_per_batch": mb * 1e3,
+            "ratio": mf / mb}
 
 
 def _finish_defaults(args):
@@ -844,6 +889,10 @@ def run(args):
     if args.threads_scan:
         scan_cases = [CASES[n].scaled(args.scale) for n in SCAN_CASES]
         scan = threads_scan(scan_cases, args, threads)
+    fit = None
+    if getattr(args, "fit_overhead", False):
+        _log("[fit overhead] Sequential.fit vs the bare engine on train_small's shapes")
+        fit = fit_overhead(CASES["train_small"].scaled(args.scale), args.repeats)
     memory = None
     if args.memory and MEMORY_CASE in order:
         memory = memory_report(CASES[MEMORY_CASE].scaled(args.scale), threads,
@@ -874,6 +923,10 @@ def run(args):
             m = e["median_ms"]
             print(f"  {name}: 1 thread {_fmt_ms(m['1'])} ms, {threads} threads "
                   f"{_fmt_ms(m[str(threads)])} ms, speedup {e['speedup']:.2f}x")
+    if fit:
+        print(f"fit overhead ({fit['case']} shapes): Sequential.fit {fit['fit_ms_per_batch']:.2f}"
+              f" ms per batch, bare engine forward+backward {fit['engine_ms_per_batch']:.2f} ms,"
+              f" ratio {fit['ratio']:.2f}")
     if memory:
         f = memory["fastlstm_formula"]
         print(f"memory, forward + backward on {memory['case']} (B={memory['B']} T={memory['T']} "
@@ -902,6 +955,7 @@ def run(args):
             "notes": notes,
             "threads_scan": scan,
             "memory": memory,
+            "fit_overhead": fit,
             "busy_cpus_before": busy,
             "loadavg_1min_end": _loadavg(),
             "elapsed_s": elapsed,

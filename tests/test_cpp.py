@@ -42,3 +42,49 @@ def test_ctest(cpp_build):
     print(r.stdout)
     assert r.returncode == 0, r.stdout[-8000:] + r.stderr[-2000:]
     assert "tests passed" in r.stdout
+
+
+CONSUMER_CMAKE = """cmake_minimum_required(VERSION 3.18)
+project(consumer LANGUAGES CXX)
+set(FASTLSTM_BUILD_PYTHON OFF CACHE BOOL "" FORCE)
+add_subdirectory({root} fastlstm-build)
+add_executable(consumer main.cpp)
+target_link_libraries(consumer PRIVATE fastlstm::fastlstm)
+"""
+
+CONSUMER_MAIN = """#include <fastlstm/fastlstm.hpp>
+#include <cstdio>
+int main(int argc, char** argv) {
+  auto model = fastlstm::Model::load(argv[1], /*verify=*/true);  // runs the stored self-check
+  std::printf("verified %s\\n", argv[1]);
+  try {
+    fastlstm::Model::load(argv[2]);
+  } catch (const fastlstm::Error& e) {
+    std::printf("refused: %s\\n", e.what());
+    return 0;
+  }
+  return 1;
+}
+"""
+
+
+def test_add_subdirectory_consumer(tmp_path):
+    """A C++ app that vendors fastlstm with add_subdirectory() builds, links fastlstm::fastlstm,
+    loads a model file with its self-check, and gets a fastlstm::Error for a missing file."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "CMakeLists.txt").write_text(CONSUMER_CMAKE.format(root=ROOT.replace("\\", "/")))
+    (src / "main.cpp").write_text(CONSUMER_MAIN)
+    build = tmp_path / "build"
+    cmake = _tool("cmake")
+    r = subprocess.run([cmake, "-S", str(src), "-B", str(build), "-G", "Ninja",
+                        f"-DCMAKE_MAKE_PROGRAM={_tool('ninja')}",
+                        f"-DPython_EXECUTABLE={sys.executable}"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = subprocess.run([cmake, "--build", str(build), "-j2"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-5000:] + r.stderr[-5000:]
+    model = os.path.join(ROOT, "tests", "data", "cpp", "lstm_stacked_bidir_proj.safetensors")
+    r = subprocess.run([str(build / "consumer"), model, str(tmp_path / "missing.safetensors")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "verified" in r.stdout and "refused:" in r.stdout and "missing" in r.stdout

@@ -25,14 +25,13 @@ so optimizer steps match Keras's; GRU's two biases are both Keras weights and bo
 
 from __future__ import annotations
 
-import operator
-
 import numpy as np
 
 from . import initializers
 from .optim import get_regularizer
 from .rnn import GRU as _EngineGRU
 from .rnn import LSTM as _EngineLSTM
+from .rnn import _positive_int as _int_arg
 
 __all__ = [
     "Layer",
@@ -49,16 +48,6 @@ __all__ = [
 ]
 
 _ACTIVATIONS = ("linear", "relu", "tanh", "sigmoid", "softmax")
-
-
-def _int_arg(value, name, minimum=1):
-    try:
-        v = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}") from None
-    if v < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {v}")
-    return v
 
 
 def _rate_arg(value, name):

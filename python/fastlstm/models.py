@@ -14,7 +14,6 @@ gradients are finite, one optimizer step.
 from __future__ import annotations
 
 import math
-import operator
 import os
 
 import numpy as np
@@ -32,6 +31,7 @@ from .layers import (
     _shape_str,
     layer_from_config,
 )
+from .rnn import _positive_int as _int_arg
 
 __all__ = ["Sequential", "set_seed", "load_model", "NonFiniteLossError"]
 
@@ -53,16 +53,6 @@ def load_model(path, **kwargs):
     from . import io as _io
 
     return _io.load_model(path, **kwargs)
-
-
-def _int_arg(value, name, minimum=1):
-    try:
-        v = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}") from None
-    if v < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {v}")
-    return v
 
 
 def _kind_name(layer):

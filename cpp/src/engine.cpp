@@ -183,12 +183,23 @@ void Engine<T>::forward_direction(int64_t l, int64_t d, const DirParams<T>& p, c
   // the input projection of every step at once: [N, G] = in [N, I_l] W_ih^T + b_ih
   xproj_.resize(N * G);
   const T* pk_ih = pk_ih_[k].data();
-  parallel_for(N, kRowGrain, [&](int64_t r0, int64_t r1) {
-    gemm_packed<T>(r1 - r0, G, I_l, in + r0 * I_l, I_l, pk_ih, xproj_.data() + r0 * G, G, false);
+  auto project = [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+    gemm_packed<T>(r1 - r0, c1 - c0, I_l, in + r0 * I_l, I_l, pk_ih + c0 * I_l,
+                   xproj_.data() + r0 * G + c0, G, false);
     if (p.b_ih)
       for (int64_t r = r0; r < r1; ++r)
-        for (int64_t g = 0; g < G; ++g) xproj_[r * G + g] += p.b_ih[g];
-  });
+        for (int64_t g = c0; g < c1; ++g) xproj_[r * G + g] += p.b_ih[g];
+  };
+  if (N >= 2 * kRowGrain) {
+    parallel_for(N, kRowGrain, [&](int64_t r0, int64_t r1) { project(r0, r1, 0, G); });
+  } else {
+    // few rows (a stream's step): split the weight panels instead, so each thread streams
+    // only its part of W_ih (the per-element arithmetic is the same either way)
+    const int64_t grain = 4;
+    parallel_for(num_panels(G), grain, [&](int64_t q0, int64_t q1) {
+      project(0, N, q0 * kNC, std::min(G, q1 * kNC));
+    });
+  }
 
   // the state, in sorted order
   h_[0].resize(B * S);

@@ -1,6 +1,7 @@
 """Times every recurrent variant on one bench case (train_small's shape: B=32, T=50, I=128,
 H=256), inference forward and forward+backward, next to PyTorch where PyTorch has the variant.
-Interleaved per repeat, medians of --repeats, same thread count.
+Interleaved per repeat (each timed call preceded by an untimed one of the same
+implementation), medians of --repeats, same thread count.
 
     python bench/variants.py [--repeats 7] [--threads 2]
 """
@@ -97,6 +98,7 @@ def main(argv=None):
             fn()  # warm-up
         for _ in range(args.repeats):
             for key, fn in pairs:
+                fn()  # settle: the other library's idle threads spin for a while after a call
                 t0 = time.perf_counter()
                 fn()
                 res[key].append(time.perf_counter() - t0)

@@ -303,9 +303,12 @@ def measure(case_name, runners, repeats, warmup, min_sample_s, budget_s, progres
 
     Warm-up calls first (their time calibrates how many calls make one sample of at least
     ``min_sample_s`` seconds), then ``repeats`` rounds of one sample per implementation in
-    turn. Rounds beyond what fits in ``budget_s`` are dropped (never below 3, or ``repeats``
-    if smaller). Returns ({impl: [seconds per unit, one per repeat]}, {impl: calls per
-    sample}, repeats actually run, note or None)."""
+    turn, each sample preceded by one untimed call of the same implementation: a library's
+    idle threads keep spinning for a while after its call (PyTorch's OpenMP workers slowed the
+    next fastlstm call 2x, measured), and that time belongs to nobody's sample. Rounds beyond
+    what fits in ``budget_s`` are dropped (never below 3, or ``repeats`` if smaller). Returns
+    ({impl: [seconds per unit, one per repeat]}, {impl: calls per sample}, repeats actually
+    run, note or None)."""
     number, est_round = {}, 0.0
     for impl, r in runners.items():
         t = 0.0
@@ -325,6 +328,7 @@ def measure(case_name, runners, repeats, warmup, min_sample_s, budget_s, progres
         parts = []
         for impl, r in runners.items():
             gc.collect()
+            _time_sample(r, 1)  # settle: absorbs the previous implementation's idle threads
             dt = _time_sample(r, number[impl]) / number[impl] / r.units
             times[impl].append(dt)
             parts.append(f"{impl} {_fmt_ms(dt * 1e3)} ms")

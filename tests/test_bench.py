@@ -116,7 +116,8 @@ def test_measure_interleaves_implementations():
                                                  min_sample_s=0.0, budget_s=None,
                                                  progress=False)
     assert number == {"a": 1, "b": 1} and repeats == 4 and note is None
-    assert log == ["a", "b"] + ["a", "b"] * 4  # warm-up, then one of each per round
+    # warm-up, then per round each implementation's untimed settle call and its sample
+    assert log == ["a", "b"] + ["a", "a", "b", "b"] * 4
     assert len(times["a"]) == len(times["b"]) == 4
 
 

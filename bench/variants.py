@@ -98,7 +98,12 @@ def main(argv=None):
             fn()  # warm-up
         for _ in range(args.repeats):
             for key, fn in pairs:
-                fn()  # settle: the other library's idle threads spin for a while after a call
+                # settle: PyTorch's OpenMP workers spin for some milliseconds after its call and
+                # doubled the time of a fastlstm call made right after (measured); 20 ms and
+                # one untimed call let them sleep (a longer idle wakes the VM's second CPU
+                # slowly, for every library alike)
+                time.sleep(0.02)
+                fn()
                 t0 = time.perf_counter()
                 fn()
                 res[key].append(time.perf_counter() - t0)

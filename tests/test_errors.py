@@ -580,3 +580,18 @@ def test_inf_saturates_without_crashing(make, value):
     np.testing.assert_allclose(out[:, others], clean_out[:, others], rtol=1e-13, atol=1e-15)
     d_x = m.backward(d)[0]
     np.testing.assert_allclose(d_x[:, others], clean_dx[:, others], rtol=1e-12, atol=1e-14)
+
+
+def test_stream_set_state_needs_c_for_lstm_and_refuses_it_for_gru():
+    lstm = fastlstm.LSTM(3, 4)
+    st = lstm.stream(batch=2)
+    h = np.zeros((1, 2, 4), np.float32)
+    with pytest.raises(ValueError, match="c must be given with h for an LSTM stream"):
+        st.set_state(h)
+    st.set_state(h, np.ones((1, 2, 4), np.float32))
+    assert np.array_equal(st.state[1], np.ones((1, 2, 4), np.float32))
+    gst = fastlstm.GRU(3, 4).stream(batch=2)
+    with pytest.raises(ValueError, match="c is only for LSTM streams"):
+        gst.set_state(h, h)
+    with pytest.raises(ValueError, match=r"h must have shape \(1, 2, 4\)"):
+        gst.set_state(np.zeros((1, 3, 4), np.float32))

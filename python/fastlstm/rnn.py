@@ -449,6 +449,13 @@ class LSTMStream:
         return self._stream.state()
 
     def set_state(self, h, c=None):
+        """Sets the carried state: h [L, B, S] and, for an LSTM, c [L, B, H] (required: keeping
+        an old c beside a new h would be a state no sequence produced)."""
+        if isinstance(self.module, LSTM) and c is None:
+            raise ValueError("c must be given with h for an LSTM stream (h [L, B, S], c [L, B, H])")
+        if isinstance(self.module, GRU) and c is not None:
+            raise ValueError("c is only for LSTM streams; a GRU has no cell state")
         dt = self.module.dtype
-        self._stream.set_state(np.ascontiguousarray(h, dtype=dt),
-                               None if c is None else np.ascontiguousarray(c, dtype=dt))
+        self._stream.set_state(np.ascontiguousarray(_real_array(h, "h"), dtype=dt),
+                               None if c is None
+                               else np.ascontiguousarray(_real_array(c, "c"), dtype=dt))

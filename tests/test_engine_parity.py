@@ -14,6 +14,7 @@ import pytest
 
 import fastlstm
 from fastlstm import reference as R
+from gradcheck import numerical_gradient
 
 TOL = {"float64": 1e-10, "float32": 1e-5}
 
@@ -332,21 +333,6 @@ def test_dropout_changes_train_forward_only():
     np.testing.assert_allclose(inf_c, ref_c, rtol=0, atol=1e-14)
 
 
-def _numerical_gradient(loss, arr, eps=1e-6):
-    grad = np.zeros_like(arr)
-    flat = arr.reshape(-1)
-    assert np.shares_memory(flat, arr)
-    for j in range(flat.size):
-        old = flat[j]
-        flat[j] = old + eps
-        up = loss()
-        flat[j] = old - eps
-        down = loss()
-        flat[j] = old
-        grad.reshape(-1)[j] = (up - down) / (2 * eps)
-    return grad
-
-
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_dropout_gradients_match_finite_differences(cell):
     """With the module's RNG re-seeded before every forward the mask is fixed, so the loss is
@@ -392,7 +378,7 @@ def test_dropout_gradients_match_finite_differences(cell):
         inputs = {"x": (x, d_x), "h0": (h0, d_h0)}
     grads = {name: g.copy() for name, g in m.grads.items()}
     for name, (arr, analytic) in inputs.items():
-        assert_close(analytic, _numerical_gradient(loss, arr), 1e-6, f"d_{name}")
+        assert_close(analytic, numerical_gradient(loss, arr), 1e-6, f"d_{name}")
     for name, p in m.params.items():
-        numeric = _numerical_gradient(loss, p)
+        numeric = numerical_gradient(loss, p)
         assert_close(grads[name], numeric, 1e-6, f"grads[{name!r}]")

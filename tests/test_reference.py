@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from fastlstm import reference as R
+from gradcheck import numerical_gradient
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 
@@ -43,22 +44,6 @@ def make_params(rng, cell, I, H, L=1, D=1, P=0, peephole=False, bias=True):
                 for name in ("weight_ci", "weight_cf", "weight_co"):
                     params[name + sfx] = rng.uniform(-0.6, 0.6, H)
     return params
-
-
-def numerical_gradient(loss, arr, eps=1e-6):
-    """Central differences of the scalar ``loss()`` w.r.t. every entry of ``arr`` (in place)."""
-    grad = np.zeros_like(arr)
-    flat = arr.reshape(-1)  # a view: arr is contiguous
-    assert np.shares_memory(flat, arr)
-    for j in range(flat.size):
-        old = flat[j]
-        flat[j] = old + eps
-        up = loss()
-        flat[j] = old - eps
-        down = loss()
-        flat[j] = old
-        grad.reshape(-1)[j] = (up - down) / (2 * eps)
-    return grad
 
 
 def assert_close(actual, expected, tol, what=""):

@@ -153,12 +153,11 @@ void Engine<T>::pack_weights(const T* params, bool backward) {
       B[k].resize(tiles * tile_size);
       for (int64_t t = 0; t < tiles; ++t)
         for (int64_t pnl = 0; pnl < ng; ++pnl) {
+          // panel pnl of tile t holds gate pnl of the tile's units: the rows pnl * H + u of
+          // W_hh, u in [t * kTile, t * kTile + kTile), zero past H
+          const int64_t u0 = t * kTile, nu = std::min(kTile, H - u0);
           T* dst = B[k].data() + t * tile_size + pnl * S * kNC;
-          for (int64_t kk = 0; kk < S; ++kk)
-            for (int64_t j = 0; j < kNC; ++j) {
-              const int64_t u = t * kTile + j;  // panel pnl holds gate pnl of the tile's units
-              dst[kk * kNC + j] = u < H ? p.w_hh[(pnl * H + u) * S + kk] : T(0);
-            }
+          pack_panels<T>(nu, S, p.w_hh + (pnl * H + u0) * S, S, 1, dst);
         }
       if (P > 0) {
         C[k].resize(num_panels(P) * H * kNC);

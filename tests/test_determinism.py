@@ -50,21 +50,37 @@ def test_bitwise_identical_for_any_thread_count(cell, kw, dtype, restore_threads
 @pytest.mark.parametrize("cell,kw", CONFIGS)
 def test_sequence_result_independent_of_batch_mates(cell, kw):
     """A sequence's output and final state are the same bits alone or in any batch
-    (the complaint of pytorch#32023)."""
+    (the complaint of pytorch#32023). The largest batch also takes the engine's other schedule
+    of the input projection (per step inside the time loop instead of all steps before it)."""
     rng = np.random.default_rng(1)
     mod = getattr(fastlstm, cell)(11, 64, seed=2, **kw)
-    x = rng.standard_normal((12, 1, 11)).astype(np.float32)
-    alone_out, alone_state = mod(x, lengths=[9])
+    T, n = 40, 29
+    x = rng.standard_normal((T, 1, 11)).astype(np.float32)
+    alone_out, alone_state = mod(x, lengths=[n])
     alone_h = alone_state[0] if isinstance(alone_state, tuple) else alone_state
-    for B, pos in ((2, 1), (7, 3), (16, 15)):
-        others = rng.standard_normal((12, B, 11)).astype(np.float32)
+    for B, pos in ((2, 1), (7, 3), (16, 15), (48, 30)):
+        others = rng.standard_normal((T, B, 11)).astype(np.float32)
         others[:, pos] = x[:, 0]
-        lengths = rng.integers(1, 13, size=B)
-        lengths[pos] = 9
+        lengths = rng.integers(1, T + 1, size=B)
+        lengths[pos] = n
         out, state = mod(others, lengths=lengths)
         h = state[0] if isinstance(state, tuple) else state
         assert np.array_equal(out[:, pos], alone_out[:, 0])
         assert np.array_equal(h[:, pos], alone_h[:, 0])
+    # and without lengths (the per-step schedule reads the rows in place, time-major and
+    # batch-first), forward and d_x
+    bf = getattr(fastlstm, cell)(11, 64, seed=2, batch_first=True, **kw)
+    xs = rng.standard_normal((48, T, 11)).astype(np.float32)
+    d_out = rng.standard_normal(bf(xs)[0].shape).astype(np.float32)
+    out_all, _ = bf.forward(xs, train=True)
+    dx_all, _ = bf.backward(d_out)
+    for b in (0, 47):
+        out_one, _ = bf.forward(xs[b:b + 1], train=True)
+        dx_one, _ = bf.backward(d_out[b:b + 1])
+        assert np.array_equal(out_all[b], out_one[0])
+        assert np.array_equal(dx_all[b], dx_one[0])
+    out_tm, _ = mod(np.ascontiguousarray(xs.transpose(1, 0, 2)))
+    assert np.array_equal(out_tm.transpose(1, 0, 2), out_all)
 
 
 def test_set_num_threads_checks_argument(restore_threads):

@@ -91,7 +91,11 @@ class Engine {
   bool cache_packed_ = false;             // Stream: pack once, reuse on every step
   bool packed_valid_ = false;
   // scratch, reused across calls
-  std::vector<T> xproj_;                  // [N, G] forward: x W_ih^T + b_ih; backward: d_x
+  std::vector<T> xproj_;                  // forward: [N, Gp] x W_ih^T + b_ih (tile order);
+                                          // backward: [N, G] d_x
+  std::vector<T> bx_;                     // [Gp] b_ih in tile order
+  std::vector<std::vector<T>> xrec_, xin_;  // per thread: [B, tile gates] x W_ih^T + b_ih of a
+                                            // step's tile; [B, I_l] its gathered input rows
   std::vector<T> act_, aux_;              // [B, G], [B, H]   (inference)
   std::vector<std::vector<T>> rec_;       // per thread [B, tile gates]
   std::vector<T> h_[2], c_, hraw_;        // ping-pong [B, S], [B, H], [B, H]

@@ -4,8 +4,9 @@
 // of a step for the hidden units it owns.
 //
 // Pure functions over raw pointers; no allocation, no threads. Every pointer is already offset to
-// the first unit of the slice. Gate g of unit u sits at [g * H + u] in xp, b_hh, act, d_rec and
-// d_xp, and at [g * rs + u] in rec (the recurrent product of a tile, see engine.cpp).
+// the first unit of the slice. Gate g of unit u sits at [g * H + u] in b_hh, act, d_rec and
+// d_xp, and at [g * rs + u] in xp and rec (the input and recurrent products of a unit tile, see
+// engine.cpp).
 #pragma once
 
 #include <cstdint>
@@ -29,7 +30,7 @@ inline void add_both(int64_t n, const T* __restrict v, T* __restrict y, T* __res
 
 template <typename T>
 struct CellRow {
-  const T* xp = nullptr;      // x W_ih^T + b_ih                       (gate stride H)
+  const T* xp = nullptr;      // x W_ih^T + b_ih                       (gate stride rs)
   const T* rec = nullptr;     // h_prev W_hh^T                         (gate stride rs)
   const T* b_hh = nullptr;    // [G] (zeros without bias)              (gate stride H)
   const T* w_ci = nullptr;    // peepholes (LSTM, when enabled)
@@ -105,9 +106,9 @@ struct LstmCell {
     for (int64_t u = 0; u < n; ++u) {
       const T c_prev = c[u];
       T pi = xp[u] + rec[u] + b[u];
-      T pf = xp[H + u] + rec[rs + u] + b[H + u];
-      const T pg = xp[2 * H + u] + rec[2 * rs + u] + b[2 * H + u];
-      T po = xp[3 * H + u] + rec[3 * rs + u] + b[3 * H + u];
+      T pf = xp[rs + u] + rec[rs + u] + b[H + u];
+      const T pg = xp[2 * rs + u] + rec[2 * rs + u] + b[2 * H + u];
+      T po = xp[3 * rs + u] + rec[3 * rs + u] + b[3 * H + u];
       if (Peep) {
         pi += w_ci[u] * c_prev;
         pf += w_cf[u] * c_prev;
@@ -195,9 +196,9 @@ struct GruCell {
                            T* __restrict az, T* __restrict an, T* __restrict aux) {
     for (int64_t u = 0; u < n; ++u) {
       const T rg = sigmoid(xp[u] + rec[u] + b[u]);
-      const T z = sigmoid(xp[H + u] + rec[rs + u] + b[H + u]);
+      const T z = sigmoid(xp[rs + u] + rec[rs + u] + b[H + u]);
       const T hn = rec[2 * rs + u] + b[2 * H + u];
-      const T nn = tanh_act(xp[2 * H + u] + rg * hn);
+      const T nn = tanh_act(xp[2 * rs + u] + rg * hn);
       h[u] = (T(1) - z) * nn + z * h_prev[u];
       ar[u] = rg;
       az[u] = z;

@@ -290,6 +290,33 @@ def test_identical_modules_give_bitwise_identical_results(cell, dtype):
     np.testing.assert_array_equal(m(x)[0], first_out, err_msg="inference after regrowth")
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_in_place_parameter_changes_are_seen_by_the_next_call(cell):
+    """The engine keeps its packed weights across calls and repacks only when a parameter
+    changed: a write through `params`, `flat_params` or an optimizer's in-place update, even of
+    one element, must reach the next forward and backward."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((7, 3, 4))
+    m = make_module(cell, 4, 5, "float64", seed=1, num_layers=2)
+    fresh = lambda: make_module(cell, 4, 5, "float64", seed=2, num_layers=2)  # noqa: E731
+    out0 = m(x)[0]
+    d_out = rng.standard_normal(out0.shape)
+    m.forward(x)
+    m.backward(d_out)
+    for change in (lambda: m.params["weight_hh_l1"].__setitem__((2, 3), 0.75),
+                   lambda: m.params["weight_ih_l0"].__setitem__((0, 0), -0.5),
+                   lambda: m.flat_params.__imul__(0.9)):
+        change()
+        ref = fresh()
+        ref.load_state_dict(m.state_dict())
+        np.testing.assert_array_equal(m(x)[0], ref(x)[0])
+        m.forward(x)
+        ref.forward(x)
+        np.testing.assert_array_equal(m.backward(d_out)[0], ref.backward(d_out)[0])
+        np.testing.assert_array_equal(m.flat_grads, ref.flat_grads)
+    assert not np.array_equal(m(x)[0], out0)
+
+
 def test_dropout_train_forward_is_reproducible_with_a_seed():
     x = np.random.default_rng(0).standard_normal((6, 3, 4))
     # the same module with its RNG re-seeded: the very same mask, the very same bits

@@ -121,6 +121,16 @@ inline int step_threads(int64_t parts, int64_t work_per_step) {
 template <typename T>
 void Engine<T>::pack_weights(const T* params, bool backward) {
   if (cache_packed_ && packed_valid_ && !backward) return;
+  // Repack only when a parameter changed since the last packing: the parameters are the
+  // caller's writable buffer (optimizers and users update it in place), so compare it with a
+  // copy, bit for bit; comparing reads 2 bytes per packed byte written and is several times
+  // cheaper than packing (measured: a tenth of the time of a batch-1 call of 1000 steps).
+  std::vector<T>& src = packed_src_[backward ? 1 : 0];
+  const size_t n = static_cast<size_t>(num_params(cfg_));
+  if (src.size() == n && std::memcmp(src.data(), params, n * sizeof(T)) == 0) {
+    if (!backward) packed_valid_ = true;
+    return;
+  }
   const int64_t L = cfg_.num_layers, D = cfg_.num_directions();
   const int64_t H = cfg_.hidden_size, S = cfg_.state_size(), G = cfg_.gate_size();
   const int64_t P = cfg_.proj_size, ng = G / H;
@@ -167,7 +177,8 @@ void Engine<T>::pack_weights(const T* params, bool backward) {
         pack_panels<T>(P, H, p.w_hr, H, 1, C[k].data());
       }
     }
-  packed_valid_ = !backward;
+  src.assign(params, params + n);
+  if (!backward) packed_valid_ = true;
 }
 
 template <typename T>

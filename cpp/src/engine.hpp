@@ -90,6 +90,7 @@ class Engine {
   std::vector<T> zeros_;                  // [G] stands in for absent biases
   bool cache_packed_ = false;             // Stream: pack once, reuse on every step
   bool packed_valid_ = false;
+  std::vector<T> packed_src_[2];          // the parameters as last packed (forward, backward)
   // scratch, reused across calls
   std::vector<T> xproj_;                  // forward: [N, Gp] x W_ih^T + b_ih (tile order);
                                           // backward: [N, G] d_x
@@ -107,8 +108,11 @@ class Engine {
 
  public:
   // Streams call forward once per step: pack the weights once (they must not change after).
-  void set_cache_packed(bool on) { cache_packed_ = on; packed_valid_ = false; }
-  void invalidate_packed() { packed_valid_ = false; }
+  void set_cache_packed(bool on) { cache_packed_ = on; invalidate_packed(); }
+  void invalidate_packed() {
+    packed_valid_ = false;
+    packed_src_[0].clear();
+  }
 };
 
 }  // namespace fastlstm::detail

@@ -199,6 +199,8 @@ void Engine<T>::forward_direction(int64_t l, int64_t d, const DirParams<T>& p, c
   // the loop, one large product, when its result stays in cache or the batch is too small for a
   // product per step to run at speed; otherwise per step and tile inside the time loop, so that
   // it is read from L1/L2 and not from memory (about a tenth of the time for large batches).
+  // A single step (a stream's) always takes the second: one parallel region instead of two,
+  // and each thread reads the same part of W_ih on every step, which stays in its core's cache.
   const int64_t Gp = tiles * tile_cols;
   const T* pk_ih = pk_ih_[k].data();
   bx_.assign(Gp, T(0));
@@ -207,7 +209,8 @@ void Engine<T>::forward_direction(int64_t l, int64_t d, const DirParams<T>& p, c
       for (int64_t g = 0; g < ng; ++g)
         for (int64_t u = 0; u < std::min(kTile, H - t * kTile); ++u)
           bx_[t * tile_cols + g * kTile + u] = p.b_ih[g * H + t * kTile + u];
-  const bool per_step = B >= kMR && N * Gp * int64_t(sizeof(T)) > kXprojCacheBytes;
+  const bool per_step =
+      Tn == 1 || (B >= kMR && N * Gp * int64_t(sizeof(T)) > kXprojCacheBytes);
   // rows [r0, r1) and columns [c0, c1) of it, into dst (its row r0, column c0) at stride ldd
   auto project = [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1, const T* x, int64_t ldx,
                      T* dst, int64_t ldd) {

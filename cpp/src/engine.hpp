@@ -90,7 +90,10 @@ class Engine {
   std::vector<T> zeros_;                  // [G] stands in for absent biases
   bool cache_packed_ = false;             // Stream: pack once, reuse on every step
   bool packed_valid_ = false;
-  std::vector<T> packed_src_[2];          // the parameters as last packed (forward, backward)
+  std::vector<T> packed_src_;             // the parameters as the forward packing read them
+  int64_t pack_gen_ = 0;                  // forward packings so far
+  int64_t packed_bw_gen_ = -1;            // the forward packing whose parameters the backward
+                                          // packing read (-1: none)
   // scratch, reused across calls
   std::vector<T> xproj_;                  // forward: [N, Gp] x W_ih^T + b_ih (tile order);
                                           // backward: [N, G] d_x
@@ -111,7 +114,7 @@ class Engine {
   void set_cache_packed(bool on) { cache_packed_ = on; invalidate_packed(); }
   void invalidate_packed() {
     packed_valid_ = false;
-    packed_src_[0].clear();
+    packed_src_.clear();
   }
 };
 

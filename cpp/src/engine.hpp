@@ -81,7 +81,7 @@ class Engine {
   std::vector<DirStore<T>> store_;        // [L*D]
   // weights packed into the panels the kernels read (kernels/packed_gemm.hpp)
   // weights packed per (layer, direction), index l * D + d
-  std::vector<std::vector<T>> pk_ih_;                  // W_ih: panels over G                 (forward)
+  std::vector<std::vector<T>> pk_ih_;                  // W_ih: per unit tile, gates interleaved (forward)
   std::vector<std::vector<T>> pk_hh_;                  // W_hh: per unit tile, gates interleaved (forward)
   std::vector<std::vector<T>> pk_hr_;                  // W_hr: panels over P                 (forward)
   std::vector<std::vector<T>> pk_ih_t_;                // W_ih^T: panels over I_l             (backward)

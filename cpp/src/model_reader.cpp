@@ -1,0 +1,460 @@
+// Model files, reading side: parse the safetensors container and the architecture in
+// __metadata__["fastlstm"] (the format is specified in docs/model-format.md), validate it, and
+// build the ModelSpec the runner (model.cpp) executes.
+//
+// Loading checks everything before it allocates by what the header claims: every tensor's
+// shape against the architecture, every architecture size against the tensors, no tensor left
+// unused.
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <new>
+#include <set>
+#include <sstream>
+
+#include "json.hpp"
+#include "model_spec.hpp"
+#include "safetensors.hpp"
+
+namespace fastlstm {
+namespace detail {
+namespace {
+
+
+class Loader {
+ public:
+  Loader(const detail::SafeTensors& st, std::string where) : st_(st), where_(std::move(where)) {}
+
+  [[noreturn]] void header_fail(const std::string& msg) const {
+    throw HeaderError(where_ + ": " + msg);
+  }
+
+  // ---- architecture fields
+  const detail::Json& field(const detail::Json& obj, const std::string& key,
+                            const std::string& ctx) const {
+    const detail::Json* v = obj.find(key);
+    if (!v) header_fail(ctx + " has no \"" + key + "\"");
+    return *v;
+  }
+  int64_t get_int(const detail::Json& obj, const std::string& key, const std::string& ctx,
+                  int64_t lo, const int64_t* dflt = nullptr) const {
+    const detail::Json* v = obj.find(key);
+    if (!v) {
+      if (dflt) return *dflt;
+      header_fail(ctx + " has no \"" + key + "\"");
+    }
+    if (!v->is_integer())
+      header_fail(ctx + "." + key + " must be an integer, got " +
+                  detail::Json::kind_name(v->kind()));
+    if (v->as_int() < lo || v->as_int() > kMaxDim)
+      header_fail(ctx + "." + key + " must be in [" + std::to_string(lo) + ", " +
+                  std::to_string(kMaxDim) + "], got " + std::to_string(v->as_int()));
+    return v->as_int();
+  }
+  bool get_bool(const detail::Json& obj, const std::string& key, const std::string& ctx,
+                bool dflt) const {
+    const detail::Json* v = obj.find(key);
+    if (!v) return dflt;
+    if (!v->is_bool())
+      header_fail(ctx + "." + key + " must be true or false, got " +
+                  detail::Json::kind_name(v->kind()));
+    return v->as_bool();
+  }
+  std::string get_string(const detail::Json& obj, const std::string& key,
+                         const std::string& ctx, const char* dflt = nullptr) const {
+    const detail::Json* v = obj.find(key);
+    if (!v) {
+      if (dflt) return dflt;
+      header_fail(ctx + " has no \"" + key + "\"");
+    }
+    if (!v->is_string())
+      header_fail(ctx + "." + key + " must be a string, got " +
+                  detail::Json::kind_name(v->kind()));
+    return v->as_string();
+  }
+  const detail::Json& get_object(const detail::Json& obj, const std::string& key,
+                                 const std::string& ctx) const {
+    const detail::Json& v = field(obj, key, ctx);
+    if (!v.is_object())
+      header_fail(ctx + "." + key + " must be an object, got " +
+                  detail::Json::kind_name(v.kind()));
+    return v;
+  }
+
+  // ---- tensors
+  const detail::TensorEntry& tensor(const std::string& name, const std::string& what) {
+    const detail::TensorEntry* t = st_.find(name);
+    if (!t) header_fail("tensor \"" + name + "\" (" + what + ") is missing");
+    used_.insert(name);
+    return *t;
+  }
+  // A float weight of the expected shape.
+  std::vector<float> weight(const std::string& name, const std::vector<int64_t>& shape,
+                            const std::string& what) {
+    const detail::TensorEntry& t = tensor(name, what);
+    if (t.dtype != "F32" && t.dtype != "F64")
+      header_fail("tensor \"" + name + "\" (" + what + ") has dtype " + t.dtype +
+                  ", expected F32 or F64");
+    if (t.shape != shape)
+      throw ShapeError(where_ + ": tensor \"" + name + "\" has shape " + shape_str(t.shape) +
+                       ", expected " + shape_str(shape) + " (" + what + ")");
+    return st_.read_float(t);
+  }
+  // Copies a recurrent network's weights (names from param_layout, with a prefix) into params.
+  void rnn_weights(const RNNConfig& c, const std::string& prefix, const std::string& what,
+                   std::vector<float>& params) {
+    // a layer count the file cannot back would make param_layout build a huge table
+    if (c.num_layers * c.num_directions() * 2 > static_cast<int64_t>(st_.tensors().size()))
+      header_fail(what + " has num_layers=" + std::to_string(c.num_layers) + " but the file " +
+                  "holds only " + std::to_string(st_.tensors().size()) + " tensors");
+    std::vector<ParamInfo> layout;
+    try {
+      layout = param_layout(c);
+    } catch (const Error& e) {
+      header_fail(what + ": " + e.what());
+    }
+    // shapes first, so nothing is allocated on the strength of the header alone
+    for (const auto& p : layout) {
+      const detail::TensorEntry& t = tensor(prefix + p.name, what);
+      if (t.shape != p.shape)
+        throw ShapeError(where_ + ": tensor \"" + prefix + p.name + "\" has shape " +
+                         shape_str(t.shape) + ", expected " + shape_str(p.shape) + " (" + what +
+                         describe_config(c) + ")");
+    }
+    params.assign(static_cast<size_t>(num_params(c)), 0.0f);
+    for (const auto& p : layout) {
+      std::vector<float> w = weight(prefix + p.name, p.shape, what);
+      std::copy(w.begin(), w.end(), params.begin() + p.offset);
+    }
+  }
+
+  // ---- architectures
+  void bare_module(const detail::Json& m, const std::string& cls, ModelSpec& impl) {
+    const std::string ctx = "model";
+    const detail::Json& cfg = get_object(m, "config", ctx);
+    const std::string cctx = "model.config";
+    Layer L;
+    L.kind = LayerKind::Recurrent;
+    L.label = cls;
+    RNNConfig& c = L.rnn;
+    c.cell = cls == "LSTM" ? CellType::LSTM : CellType::GRU;
+    const int64_t one = 1, zero = 0;
+    c.input_size = get_int(cfg, "input_size", cctx, 1);
+    c.hidden_size = get_int(cfg, "hidden_size", cctx, 1);
+    c.num_layers = get_int(cfg, "num_layers", cctx, 1, &one);
+    c.bias = get_bool(cfg, "bias", cctx, true);
+    c.bidirectional = get_bool(cfg, "bidirectional", cctx, false);
+    c.proj_size = get_int(cfg, "proj_size", cctx, 0, &zero);
+    c.peephole = get_bool(cfg, "peephole", cctx, false);
+    get_bool(cfg, "batch_first", cctx, false);  // type-checked; predict is batch-first always
+    check_dtype(m, ctx);
+    rnn_weights(c, "", cls, L.params);
+    L.in_dim = c.input_size;
+    L.out_dim = c.num_directions() * c.state_size();
+    impl.layers.push_back(std::move(L));
+  }
+
+  void check_dtype(const detail::Json& m, const std::string& ctx) const {
+    const std::string dt = get_string(m, "dtype", ctx, "float32");
+    if (dt != "float32" && dt != "float64")
+      header_fail(ctx + ".dtype must be \"float32\" or \"float64\", got \"" + dt + "\"");
+  }
+
+  // An LSTM or GRU layer config (inside Sequential or Bidirectional) into L.rnn.
+  void recurrent_layer(const std::string& cls, const detail::Json& cfg, const std::string& cctx,
+                       Layer& L) {
+    RNNConfig& c = L.rnn;
+    c.cell = cls == "LSTM" ? CellType::LSTM : CellType::GRU;
+    c.hidden_size = get_int(cfg, "units", cctx, 1);
+    c.input_size = get_int(cfg, "input_size", cctx, 1);
+    c.num_layers = 1;
+    c.bias = get_bool(cfg, "bias", cctx, true);
+    c.peephole = get_bool(cfg, "peephole", cctx, false);
+    if (c.peephole && c.cell == CellType::GRU) header_fail(cctx + ".peephole is LSTM-only");
+    L.return_sequences = get_bool(cfg, "return_sequences", cctx, false);
+    L.go_backwards = get_bool(cfg, "go_backwards", cctx, false);
+  }
+
+  void sequential(const detail::Json& m, ModelSpec& impl) {
+    check_dtype(m, "model");
+    const detail::Json& layers = field(m, "layers", "model");
+    if (!layers.is_array()) header_fail("model.layers must be an array");
+    if (layers.items().empty()) header_fail("model.layers is empty");
+    int64_t cur = -1;  // feature size flowing between layers; -1 until a layer fixes it
+    bool seq = true;
+    std::string prev_label = "the input";
+    for (size_t i = 0; i < layers.items().size(); ++i) {
+      const detail::Json& lj = layers.items()[i];
+      const std::string ctx = "model.layers[" + std::to_string(i) + "]";
+      const std::string prefix = "layers." + std::to_string(i) + ".";
+      if (!lj.is_object()) header_fail(ctx + " must be an object");
+      const std::string cls = get_string(lj, "class", ctx);
+      const detail::Json& cfg = get_object(lj, "config", ctx);
+      const std::string cctx = ctx + ".config";
+      Layer L;
+      L.label = "layers." + std::to_string(i) + " (" + cls + ")";
+      L.in_seq = seq;
+      auto need_input = [&](int64_t dim, const std::string& key) {
+        if (cur >= 0 && dim != cur)
+          throw ShapeError(where_ + ": " + L.label + " has " + key + "=" + std::to_string(dim) +
+                           " but " + prev_label + " gives " + std::to_string(cur) +
+                           " features");
+        if (cur < 0) impl.input_size = dim;
+      };
+      if (cls == "Embedding") {
+        if (i != 0) header_fail(L.label + ": Embedding must be the first layer");
+        L.kind = LayerKind::Embedding;
+        L.vocab = get_int(cfg, "input_dim", cctx, 1);
+        L.out_dim = get_int(cfg, "output_dim", cctx, 1);
+        L.mask_zero = get_bool(cfg, "mask_zero", cctx, false);
+        L.table = weight(prefix + "embeddings", {L.vocab, L.out_dim},
+                         "Embedding input_dim=" + std::to_string(L.vocab) +
+                             ", output_dim=" + std::to_string(L.out_dim));
+        impl.tokens = true;
+        impl.input_size = L.vocab;
+        L.in_dim = L.vocab;
+      } else if (cls == "LSTM" || cls == "GRU" || cls == "Bidirectional") {
+        L.kind = LayerKind::Recurrent;
+        std::string inner = cls;
+        if (cls == "Bidirectional") {
+          const std::string mm = get_string(cfg, "merge_mode", cctx, "concat");
+          if (mm == "concat") L.merge = Merge::Concat;
+          else if (mm == "sum") L.merge = Merge::Sum;
+          else if (mm == "mul") L.merge = Merge::Mul;
+          else if (mm == "ave") L.merge = Merge::Ave;
+          else
+            header_fail(cctx + ".merge_mode must be one of concat, sum, mul, ave; got \"" + mm +
+                        "\"");
+          const detail::Json& lay = get_object(cfg, "layer", cctx);
+          inner = get_string(lay, "class", cctx + ".layer");
+          if (inner != "LSTM" && inner != "GRU")
+            header_fail(cctx + ".layer.class must be LSTM or GRU, got \"" + inner + "\"");
+          recurrent_layer(inner, get_object(lay, "config", cctx + ".layer"),
+                          cctx + ".layer.config", L);
+          if (L.go_backwards)
+            header_fail(L.label + ": an inner layer with go_backwards=true is not supported");
+          L.rnn.bidirectional = true;
+          L.label = "layers." + std::to_string(i) + " (Bidirectional " + inner + ")";
+        } else {
+          recurrent_layer(cls, cfg, cctx, L);
+        }
+        if (!seq)
+          throw ShapeError(where_ + ": " + L.label + " needs a sequence input [B, T, F], but " +
+                           prev_label + " returns [B, F] (return_sequences=false)");
+        need_input(L.rnn.input_size, "input_size");
+        rnn_weights(L.rnn, prefix, L.label, L.params);
+        L.in_dim = L.rnn.input_size;
+        L.out_dim = L.rnn.hidden_size * (L.merge == Merge::Concat && L.rnn.bidirectional ? 2 : 1);
+        seq = L.return_sequences;
+      } else if (cls == "Dense") {
+        L.kind = LayerKind::Dense;
+        L.out_dim = get_int(cfg, "units", cctx, 1);
+        L.in_dim = get_int(cfg, "input_dim", cctx, 1);
+        need_input(L.in_dim, "input_dim");
+        const std::string a = get_string(cfg, "activation", cctx, "linear");
+        if (a == "linear") L.act = Act::Linear;
+        else if (a == "relu") L.act = Act::Relu;
+        else if (a == "tanh") L.act = Act::Tanh;
+        else if (a == "sigmoid") L.act = Act::Sigmoid;
+        else if (a == "softmax") L.act = Act::Softmax;
+        else
+          header_fail(cctx + ".activation must be one of linear, relu, tanh, sigmoid, softmax; "
+                      "got \"" + a + "\"");
+        const std::string dims = "Dense input_dim=" + std::to_string(L.in_dim) +
+                                 ", units=" + std::to_string(L.out_dim);
+        L.kernel = weight(prefix + "kernel", {L.in_dim, L.out_dim}, dims);
+        if (get_bool(cfg, "use_bias", cctx, true))
+          L.bias = weight(prefix + "bias", {L.out_dim}, dims);
+      } else if (cls == "Dropout") {
+        L.kind = LayerKind::Dropout;
+        const detail::Json* r = cfg.find("rate");
+        if (r && (!r->is_number() || !(r->as_double() >= 0.0 && r->as_double() < 1.0)))
+          header_fail(cctx + ".rate must be a number in [0, 1)");
+        L.in_dim = L.out_dim = cur;
+      } else {
+        header_fail(ctx + ".class \"" + cls + "\" is not a layer this library knows "
+                    "(Embedding, LSTM, GRU, Bidirectional, Dense, Dropout)");
+      }
+      L.out_seq = seq;
+      if (L.kind != LayerKind::Dropout) cur = L.out_dim;
+      prev_label = L.label;
+      impl.layers.push_back(std::move(L));
+    }
+    if (cur < 0) header_fail("model.layers has no layer with a known size");
+    // Dropout layers before the first sized layer
+    for (auto& L : impl.layers)
+      if (L.kind == LayerKind::Dropout && L.in_dim < 0) L.in_dim = L.out_dim = impl.input_size;
+  }
+
+  void self_check_spec(const std::string& text, ModelSpec& impl) {
+    detail::Json j;
+    try {
+      j = detail::Json::parse(text);
+    } catch (const detail::JsonError& e) {
+      header_fail(std::string("__metadata__[\"fastlstm_selfcheck\"] is not valid JSON: ") +
+                  e.what());
+    }
+    const std::string ctx = "__metadata__[\"fastlstm_selfcheck\"]";
+    if (!j.is_object()) header_fail(ctx + " must be a JSON object");
+    const std::string xin = get_string(j, "input", ctx);
+    const std::string yout = get_string(j, "output", ctx);
+    const detail::Json* ln = j.find("lengths");
+    if (ln && !ln->is_null() && !ln->is_string())
+      header_fail(ctx + ".lengths must be a tensor name or null");
+    const detail::TensorEntry& tx = tensor(xin, "self-check input");
+    const detail::TensorEntry& ty = tensor(yout, "self-check output");
+    if (impl.tokens) {
+      if (tx.shape.size() != 2)
+        throw ShapeError(where_ + ": self-check input \"" + xin + "\" has shape " +
+                         shape_str(tx.shape) + ", expected [B, T] tokens");
+      impl.check_tok = read_ints(tx, "self-check input");
+    } else {
+      if (tx.shape.size() != 3 || tx.shape[2] != impl.input_size)
+        throw ShapeError(where_ + ": self-check input \"" + xin + "\" has shape " +
+                         shape_str(tx.shape) + ", expected [B, T, " +
+                         std::to_string(impl.input_size) + "]");
+      if (tx.dtype != "F32" && tx.dtype != "F64")
+        header_fail("self-check input \"" + xin + "\" has dtype " + tx.dtype +
+                    ", expected F32 or F64");
+      impl.check_x = st_.read_float(tx);
+    }
+    impl.check_shape = tx.shape;
+    if (tx.shape[0] < 1 || tx.shape[1] < 1)
+      throw ShapeError(where_ + ": self-check input \"" + xin + "\" is empty " +
+                       shape_str(tx.shape));
+    if (ln && ln->is_string()) {
+      const detail::TensorEntry& tl = tensor(ln->as_string(), "self-check lengths");
+      if (tl.shape != std::vector<int64_t>{tx.shape[0]})
+        throw ShapeError(where_ + ": self-check lengths \"" + ln->as_string() +
+                         "\" has shape " + shape_str(tl.shape) + ", expected [" +
+                         std::to_string(tx.shape[0]) + "]");
+      impl.check_len = read_ints(tl, "self-check lengths");
+    }
+    std::vector<int64_t> want = {tx.shape[0]};
+    if (impl.out_seq) want.push_back(tx.shape[1]);
+    want.push_back(impl.output_size);
+    if (ty.shape != want)
+      throw ShapeError(where_ + ": self-check output \"" + yout + "\" has shape " +
+                       shape_str(ty.shape) + ", expected " + shape_str(want));
+    if (ty.dtype != "F32" && ty.dtype != "F64")
+      header_fail("self-check output \"" + yout + "\" has dtype " + ty.dtype +
+                  ", expected F32 or F64");
+    impl.check_y = st_.read_float(ty);
+    impl.check_y_shape = ty.shape;
+    impl.check_y_name = yout;
+    impl.has_check = true;
+  }
+
+  std::vector<int64_t> read_ints(const detail::TensorEntry& t, const std::string& what) {
+    if (t.dtype != "I64" && t.dtype != "I32")
+      header_fail(what + " \"" + t.name + "\" has dtype " + t.dtype + ", expected I64");
+    return st_.read_int64(t);
+  }
+
+  void check_all_used() const {
+    for (const auto& t : st_.tensors())
+      if (!used_.count(t.name))
+        header_fail("tensor \"" + t.name + "\" is not used by the model (a wrong or partial "
+                    "architecture?)");
+  }
+
+ private:
+  const detail::SafeTensors& st_;
+  std::string where_;
+  std::set<std::string> used_;
+};
+
+}  // namespace
+
+std::vector<char> read_file(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    throw FileOpenError("cannot read model file '" + path + "': it is a directory");
+  errno = 0;
+  std::ifstream f(path, std::ios::binary);
+  if (!f) {
+    const int err = errno;
+    throw FileOpenError("cannot open model file '" + path + "': " +
+                        (err ? std::strerror(err) : "unknown error"));
+  }
+  std::vector<char> bytes;
+  char chunk[1 << 16];
+  while (f.read(chunk, sizeof chunk) || f.gcount() > 0)
+    bytes.insert(bytes.end(), chunk, chunk + f.gcount());
+  if (f.bad()) throw FileOpenError("cannot read model file '" + path + "': read error");
+  return bytes;
+}
+
+ModelSpec load_spec(std::vector<char> bytes, const std::string& path) {
+  const std::string where = "model file '" + path + "'";
+  const detail::SafeTensors st = detail::SafeTensors::parse(std::move(bytes), where);
+  ModelSpec spec;
+  ModelSpec* impl = &spec;
+  impl->path = path;
+  Loader ld(st, where);
+
+  const std::string* meta = st.metadata_value("fastlstm");
+  if (!meta)
+    throw HeaderError(where + " is not a fastlstm model file: its safetensors header has no "
+                      "__metadata__[\"fastlstm\"] entry");
+  detail::Json j;
+  try {
+    j = detail::Json::parse(*meta);
+  } catch (const detail::JsonError& e) {
+    throw HeaderError(where + ": __metadata__[\"fastlstm\"] is not valid JSON: " + e.what());
+  }
+  if (!j.is_object()) ld.header_fail("__metadata__[\"fastlstm\"] must be a JSON object");
+  const detail::Json* fv = j.find("format_version");
+  if (!fv) ld.header_fail("__metadata__[\"fastlstm\"] has no \"format_version\"");
+  if (!fv->is_integer())
+    throw FormatVersionError(where + ": format_version must be an integer, got " +
+                             detail::Json::kind_name(fv->kind()));
+  if (fv->as_int() != kFormatVersion)
+    throw FormatVersionError(
+        where + " has format_version " + std::to_string(fv->as_int()) +
+        "; this fastlstm reads format_version " + std::to_string(kFormatVersion) +
+        (fv->as_int() > kFormatVersion ? " (the file was written by a newer fastlstm)" : ""));
+  const detail::Json& m = ld.get_object(j, "model", "__metadata__[\"fastlstm\"]");
+  const std::string cls = ld.get_string(m, "class", "model");
+  impl->class_name = cls;
+  if (cls == "LSTM" || cls == "GRU") {
+    ld.bare_module(m, cls, *impl);
+    impl->input_size = impl->layers[0].in_dim;
+  } else if (cls == "Sequential") {
+    ld.sequential(m, *impl);
+  } else {
+    ld.header_fail("model.class must be \"LSTM\", \"GRU\" or \"Sequential\", got \"" + cls +
+                   "\"");
+  }
+  impl->output_size = impl->layers.back().out_dim;
+  impl->out_seq = impl->layers.back().out_seq;
+
+  if (const std::string* sc = st.metadata_value("fastlstm_selfcheck"))
+    ld.self_check_spec(*sc, *impl);
+  ld.check_all_used();
+  return spec;
+}
+
+}  // namespace detail
+
+Model::Model(std::shared_ptr<const Impl> impl) : impl_(std::move(impl)) {}
+
+Model Model::load(const std::string& path, bool verify) {
+  Model m(std::make_shared<const Impl>(detail::load_spec(detail::read_file(path), path)));
+  if (verify) m.verify();
+  return m;
+}
+
+Model Model::load_from_memory(const void* data, size_t size, bool verify,
+                              const std::string& name) {
+  if (!data && size) throw Error("load_from_memory: data is null");
+  const char* p = static_cast<const char*>(data);
+  Model m(std::make_shared<const Impl>(detail::load_spec(std::vector<char>(p, p + size), name)));
+  if (verify) m.verify();
+  return m;
+}
+
+}  // namespace fastlstm

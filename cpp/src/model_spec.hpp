@@ -1,0 +1,122 @@
+// Internal: what a model file defines (ModelSpec, its layers) and Model::Impl, shared by the
+// file reader (model_reader.cpp: parse and validate, see docs/model-format.md) and the runner
+// (model.cpp: predict and streams).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "fastlstm/model.hpp"
+#include "fastlstm/rnn.hpp"
+
+namespace fastlstm {
+namespace detail {
+
+inline constexpr int64_t kFormatVersion = 1;
+// Bound on every size in the architecture, so no product of two of them overflows int64. The
+// real bound comes from the tensors: each must match the file's data.
+inline constexpr int64_t kMaxDim = int64_t(1) << 30;
+
+enum class LayerKind { Embedding, Recurrent, Dense, Dropout };
+enum class Merge { Concat, Sum, Mul, Ave };
+enum class Act { Linear, Relu, Tanh, Sigmoid, Softmax };
+
+inline std::string shape_str(const std::vector<int64_t>& s) {
+  std::string out = "[";
+  for (size_t k = 0; k < s.size(); ++k) out += (k ? ", " : "") + std::to_string(s[k]);
+  return out + "]";
+}
+
+// ": input_size=8, hidden_size=16, ...": how messages and summaries describe a recurrent config
+inline std::string describe_config(const RNNConfig& c) {
+  std::string s = ": input_size=" + std::to_string(c.input_size) +
+                  ", hidden_size=" + std::to_string(c.hidden_size);
+  if (c.num_layers > 1) s += ", num_layers=" + std::to_string(c.num_layers);
+  if (c.bidirectional) s += ", bidirectional";
+  if (c.proj_size) s += ", proj_size=" + std::to_string(c.proj_size);
+  if (c.peephole) s += ", peephole";
+  if (!c.bias) s += ", bias=false";
+  return s;
+}
+
+struct Layer {
+  LayerKind kind = LayerKind::Dropout;
+  std::string label;  // "layers.2 (LSTM)" or "LSTM": how messages name it
+  int64_t in_dim = 0, out_dim = 0;
+  bool in_seq = true, out_seq = true;  // [B, T, .] in / out (else [B, .])
+  // Embedding
+  int64_t vocab = 0;
+  bool mask_zero = false;
+  std::vector<float> table;  // [vocab, out_dim]
+  // Recurrent (a bare module or one Sequential layer; Bidirectional = bidirectional config)
+  RNNConfig rnn;
+  bool return_sequences = true, go_backwards = false;
+  Merge merge = Merge::Concat;
+  std::vector<float> params;  // [num_params(rnn)], laid out by param_layout
+  // Dense
+  Act act = Act::Linear;
+  std::vector<float> kernel;  // [in_dim, out_dim]
+  std::vector<float> bias;    // [out_dim] or empty
+};
+
+// What one predict call needs besides the weights; pooled in Model::Impl.
+struct Workspace {
+  std::vector<std::unique_ptr<RNN<float>>> rnns;  // [layers], null for non-recurrent layers
+  std::vector<float> buf[2];                      // layer outputs, alternating
+  std::vector<float> rev;                         // [B, T, I] go_backwards: reversed input
+  std::vector<float> seq;                         // [B, T, D*S] recurrent output before merge
+  std::vector<float> hn;                          // [L*D, B, S]
+  std::vector<int64_t> lengths;                   // [B] from mask_zero
+  std::vector<int64_t> eng_lengths;               // [B] lengths >= 1 for the engine
+};
+
+// Everything a file defines: the layers and the self-check.
+struct ModelSpec {
+  std::string path;
+  std::string class_name;
+  std::vector<Layer> layers;
+  bool tokens = false;
+  int64_t input_size = 0, output_size = 0;
+  bool out_seq = true;
+  bool has_check = false;
+  std::vector<float> check_x;        // [B, T, F]
+  std::vector<int64_t> check_tok;    // [B, T]
+  std::vector<int64_t> check_len;    // [B] or empty
+  std::vector<int64_t> check_shape;  // of the input
+  std::vector<float> check_y;
+  std::vector<int64_t> check_y_shape;
+  std::string check_y_name;
+};
+
+// Reads and validates a model file's bytes; throws the fastlstm::Error subclasses of model.hpp.
+ModelSpec load_spec(std::vector<char> bytes, const std::string& path);
+// The whole file at `path`, or FileOpenError.
+std::vector<char> read_file(const std::string& path);
+
+}  // namespace detail
+
+struct Model::Impl : detail::ModelSpec {
+  explicit Impl(detail::ModelSpec spec) : detail::ModelSpec(std::move(spec)) {}
+
+  mutable std::mutex pool_mutex;
+  mutable std::vector<std::unique_ptr<detail::Workspace>> pool;  // idle workspaces
+
+  // A pooled workspace for the length of one call, returned however the call ends.
+  struct Lease {
+    explicit Lease(const Impl& m) : model(m), ws(m.acquire()) {}
+    ~Lease() { model.release(std::move(ws)); }
+    const Impl& model;
+    std::unique_ptr<detail::Workspace> ws;
+  };
+
+  std::vector<int64_t> run(detail::Workspace& ws, const float* x, const int64_t* tok, int64_t B,
+                           int64_t T, const int64_t* lengths, std::vector<float>& out) const;
+  std::unique_ptr<detail::Workspace> acquire() const;
+  void release(std::unique_ptr<detail::Workspace> ws) const;
+  void self_check() const;
+};
+
+}  // namespace fastlstm

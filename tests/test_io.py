@@ -324,8 +324,10 @@ MODEL_ERRORS = {
     "gru_with_peephole": (lambda i: i["model"].update({"class": "GRU"}) or
                           i["model"]["config"].update(peephole=True), "peephole"),
     # a layer count the tensors cannot back is refused before a huge layout is built
-    "huge_num_layers": (lambda i: i["model"]["config"].update(num_layers=10**12),
-                        "num_layers=1000000000000 but the file holds only 4 weight tensors"),
+    "huge_num_layers": (lambda i: i["model"]["config"].update(num_layers=10**9),
+                        "num_layers=1000000000 but the file holds only 4 weight tensors"),
+    "size_beyond_int64": (lambda i: i["model"]["config"].update(hidden_size=10**30),
+                          "hidden_size must be at most 2\\^30"),
 }
 
 

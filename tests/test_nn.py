@@ -110,8 +110,11 @@ def test_linear_float32_init_accumulate_and_errors():
     assert np.abs(lin.flat_params).max() <= 1 / 4  # U(-1/sqrt(in), 1/sqrt(in)), PyTorch's
     x = np.ones((2, 16), np.float32)
     lin.forward(x)
+    x[...] = 5  # the caller's array changes after forward: backward uses what forward saw
     lin.backward(np.ones((2, 4), np.float32))
     g = lin.flat_grads.copy()
+    np.testing.assert_array_equal(lin.grads["weight"], np.full((4, 16), 2, np.float32))
+    x[...] = 1
     lin.forward(x)
     lin.backward(np.ones((2, 4), np.float32), accumulate=True)
     np.testing.assert_allclose(lin.flat_grads, 2 * g)

@@ -205,7 +205,8 @@ class Linear(Module):
         y = x @ self.params["weight"].T
         if self.bias:
             y += self.params["bias"]
-        self._x = x if self._train_flag(train) else None
+        # a copy: changing the caller's array later must not change the gradients
+        self._x = x.copy() if self._train_flag(train) else None
         return y
 
     def backward(self, d_y, accumulate=False):

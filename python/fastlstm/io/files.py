@@ -222,10 +222,16 @@ def _compare_selfcheck(got, expected, dtype, where):
                          f"the stored one by up to {err:.3g} (tolerance {tol * scale:.3g})")
 
 
+# the largest size a file may give (the C++ reader's limit as well; docs/model-format.md)
+_MAX_SIZE = 2**30
+
+
 def _size(config, key, where, minimum=1):
     v = config.get(key)
     if not _is_int(v) or v < minimum:
         raise ValueError(f"{where}: config {key} must be an integer >= {minimum}, got {v!r}")
+    if v > _MAX_SIZE:
+        raise ValueError(f"{where}: config {key} must be at most 2^30, got {v}")
     return v
 
 

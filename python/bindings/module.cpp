@@ -1,4 +1,8 @@
 // fastlstm._core: registers the bound classes and functions; no logic of its own.
+#include <algorithm>
+#include <cstdint>
+#include <string>
+
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -7,6 +11,19 @@
 #include "fastlstm/threads.hpp"
 
 namespace py = pybind11;
+
+// The pool's controls as plain C symbols exported from this extension, for threadpoolctl's
+// controller (fastlstm/_threadpool.py finds the library by them and calls them via ctypes).
+// They never throw: set clamps to [1, 4 x available CPUs].
+#define FASTLSTM_C_EXPORT extern "C" __attribute__((visibility("default")))
+FASTLSTM_C_EXPORT int fastlstm_get_num_threads(void) { return fastlstm::get_num_threads(); }
+FASTLSTM_C_EXPORT void fastlstm_set_num_threads(int n) {
+  fastlstm::set_num_threads(std::max(1, std::min(n, 4 * fastlstm::available_cpus())));
+}
+FASTLSTM_C_EXPORT const char* fastlstm_version(void) {
+  static const std::string v = fastlstm::build_info().version;
+  return v.c_str();
+}
 
 void bind_rnn(py::module_& m);
 
@@ -30,7 +47,12 @@ PYBIND11_MODULE(_core, m) {
     d["build_type"] = b.build_type;
     return d;
   });
-  m.def("set_num_threads", &fastlstm::set_num_threads, py::arg("n"));
+  // int64, saturated to int: values past int's range still reach the C++ range check (the
+  // Python wrapper checks first, quoting the value as given)
+  m.def("set_num_threads", [](int64_t n) {
+    fastlstm::set_num_threads(int(std::clamp<int64_t>(n, INT32_MIN, INT32_MAX)));
+  }, py::arg("n"));
   m.def("get_num_threads", &fastlstm::get_num_threads);
+  m.def("available_cpus", &fastlstm::available_cpus);
   bind_rnn(m);
 }

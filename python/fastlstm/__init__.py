@@ -9,7 +9,7 @@ models, a pure-NumPy oracle in :mod:`fastlstm.reference`, and a C++ API for embe
 from importlib.metadata import PackageNotFoundError, version as _version
 import os as _os
 
-from . import _core
+from . import _core, _threadpool
 from .nn import Linear
 from .rnn import GRU, LSTM, LSTMStream, Stream
 from . import optim
@@ -37,8 +37,11 @@ def build_info():
 
 
 def set_num_threads(n):
-    """Threads the engine uses per call (default: the CPUs available to this process, or
-    FASTLSTM_NUM_THREADS / OMP_NUM_THREADS). Results are bitwise identical for any count."""
+    """Threads the engine uses per call (default: FASTLSTM_NUM_THREADS, else OMP_NUM_THREADS,
+    else :func:`available_cpus`). ``n`` must be in ``[1, 4 * available_cpus()]``. Results are
+    bitwise identical for any count. Safe while other threads run the engine: their running
+    parallel region keeps its count, the next one uses ``n``. threadpoolctl's
+    ``threadpool_limits`` drives the same setting."""
     import operator
 
     try:
@@ -47,6 +50,10 @@ def set_num_threads(n):
         raise TypeError(f"n must be an int, got {type(n).__name__}") from None
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
+    cpus = _core.available_cpus()
+    if n > 4 * cpus:
+        raise ValueError(f"n must be at most {4 * cpus} (4 x the {cpus} CPUs this process may "
+                         f"use), got {n}")
     _core.set_num_threads(n)
 
 
@@ -55,8 +62,16 @@ def get_num_threads():
     return _core.get_num_threads()
 
 
+def available_cpus():
+    """CPUs this process may use: its affinity mask and its cgroup's CPU quota (rounded up)."""
+    return _core.available_cpus()
+
+
+_threadpool.register()
+
+
 __all__ = [
     "LSTM", "GRU", "Linear", "Stream", "LSTMStream", "optim", "Sequential", "set_seed", "set_num_threads",
-    "get_num_threads", "save", "save_model", "load", "load_model", "from_torch", "from_keras", "from_onnx", "io", "build_info",
+    "get_num_threads", "available_cpus", "save", "save_model", "load", "load_model", "from_torch", "from_keras", "from_onnx", "io", "build_info",
     "cmake_prefix_path", "__version__",
 ]

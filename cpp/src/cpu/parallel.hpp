@@ -31,10 +31,12 @@ class FunctionRef<R(Args...)> {
 };
 
 int max_threads();
+// The most threads set_num_threads accepts: 4 x the CPUs this process may use.
+int thread_limit();
 
-// Runs fn(tid, n) for tid in [0, n) with n <= wanted threads, and returns when all are done. A
-// call made while the pool is busy (another caller thread) runs with n = 1 on the caller: no
-// oversubscription.
+// Runs fn(tid, n) for tid in [0, n) with n == wanted threads (callers pass at most max_threads()), and returns when all are done. A
+// call made while the pool is busy (another caller thread), or when no more threads can be
+// started, runs with n = 1 on the caller: no oversubscription. Safe in a fork()ed child.
 void parallel_region(int wanted, FunctionRef<void(int, int)> fn);
 
 class SpinBarrier {

@@ -1,6 +1,7 @@
 """fastlstm.distributed: data-parallel training over MPI (mpiexec from the mpich wheel of the
 test extra) equals one process, bit-identical on every rank; and without MPI it is plain fit."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -15,11 +16,21 @@ import fastlstm
 import fastlstm.distributed as dist
 from fastlstm import optim
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "examples" / "python"))
-import distributed_train  # noqa: E402  (the example doubles as the MPI training script)
-
 pytest.importorskip("mpi4py")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_example():
+    # the example doubles as the script that mpiexec runs
+    path = ROOT / "examples" / "python" / "distributed_train.py"
+    spec = importlib.util.spec_from_file_location("example_distributed_train", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+distributed_train = _load_example()
 
 
 def _mpich():
@@ -40,8 +51,6 @@ def _mpirun(n, args, timeout=240):
     env = {k: v for k, v in os.environ.items()
            if k not in ("FASTLSTM_NUM_THREADS", "OMP_NUM_THREADS")}
     env.setdefault("MPI4PY_LIBMPI", str(libdir))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "tests"),
-                                                      env.get("PYTHONPATH")]))
     proc = subprocess.run([str(mpiexec), "-n", str(n), sys.executable, *map(str, args)],
                           env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -103,6 +112,7 @@ def no_launcher(monkeypatch):
 
 
 def test_without_mpi_everything_is_one_process(no_launcher):
+    assert fastlstm.distributed is dist
     assert dist.init() == (0, 1)
     assert (dist.rank(), dist.size(), dist.is_distributed()) == (0, 1, False)
     x, y = distributed_train.make_data(70, 6, 8, seed=2)

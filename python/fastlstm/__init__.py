@@ -70,6 +70,15 @@ def available_cpus():
 _threadpool.register()
 
 
+def __getattr__(name):
+    # the optional integrations load on first use (their extras may be absent)
+    if name in ("distributed", "dask"):
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "LSTM", "GRU", "Linear", "Stream", "LSTMStream", "optim", "Sequential", "set_seed", "set_num_threads",
     "get_num_threads", "available_cpus", "save", "save_model", "load", "load_model", "from_torch", "from_keras", "from_onnx", "io", "build_info",

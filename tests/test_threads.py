@@ -143,3 +143,20 @@ def test_fork_child_uses_the_engine(restore_threads):
             child.join()
     assert np.array_equal(out, ref)
     assert np.array_equal(mod(x)[0], ref)  # and the parent's pool still works
+
+
+def _engine_threads():
+    import fastlstm as f
+
+    return f.get_num_threads()
+
+
+def test_joblib_workers_do_not_oversubscribe(monkeypatch):
+    """scikit-learn's n_jobs runs in joblib's (loky) worker processes, which set
+    OMP_NUM_THREADS to their share of the CPUs; the engine's pool there takes that share."""
+    joblib = pytest.importorskip("joblib")
+    monkeypatch.delenv("FASTLSTM_NUM_THREADS", raising=False)  # it would take precedence
+    cpus = fastlstm.available_cpus()
+    with joblib.parallel_backend("loky"):
+        got = joblib.Parallel(n_jobs=2)(joblib.delayed(_engine_threads)() for _ in range(4))
+    assert set(got) == {max(1, cpus // 2)}

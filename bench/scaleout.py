@@ -72,11 +72,18 @@ def _train_worker(a):
     t0 = time.perf_counter()
     dist.fit(model, x, y, batch_size=a.batch, epochs=a.epochs, verbose=0)
     sec = time.perf_counter() - t0
-    print(json.dumps({"rank": rank, "size": size, "threads": fastlstm.get_num_threads(),
-                      "epochs_per_s": a.epochs / sec,
-                      "allreduce_per_step_ms": 1e3 * opt.allreduce_seconds
-                      / max(opt.allreduce_calls, 1),
-                      "params": int(model.flat_params.size)}), flush=True)
+    row = {"rank": rank, "size": size, "threads": fastlstm.get_num_threads(),
+           "epochs_per_s": a.epochs / sec,
+           "allreduce_per_step_ms": 1e3 * opt.allreduce_seconds / max(opt.allreduce_calls, 1),
+           "params": int(model.flat_params.size)}
+    rows = [row]
+    if size > 1:  # rank 0 prints every rank's line (ranks printing at once interleave)
+        from mpi4py import MPI
+
+        rows = MPI.COMM_WORLD.gather(row, root=0)
+    if rank == 0:
+        for r in rows:
+            print(json.dumps(r), flush=True)
 
 
 def _train(a):

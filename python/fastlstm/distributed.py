@@ -379,7 +379,7 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
                 cb.on_train_batch_begin(b)
                 value, weights, out = 0.0, None, None
                 if len(rows):
-                    rows.sort()  # a part's row order does not change its mean gradient
+                    rows = np.sort(rows)  # reads in file order; the mean gradient is the same
                     xb, yb = x[rows], y[rows]
                     lb = None if lengths is None else lengths[rows]
                     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):

@@ -113,7 +113,7 @@ def test_threadpoolctl_sees_and_limits_the_pool(restore_threads):
     assert fastlstm.get_num_threads() == 2
     # the C entry point clamps instead of raising (threadpoolctl cannot catch C++ exceptions)
     ctl = threadpoolctl.ThreadpoolController().select(user_api="fastlstm")
-    ctl.lib_controllers[0].set_num_threads(10**6)
+    ctl.lib_controllers[0].set_num_threads(2**40)
     assert fastlstm.get_num_threads() == 4 * fastlstm.available_cpus()
 
 
@@ -160,3 +160,12 @@ def test_joblib_workers_do_not_oversubscribe(monkeypatch):
     with joblib.parallel_backend("loky"):
         got = joblib.Parallel(n_jobs=2)(joblib.delayed(_engine_threads)() for _ in range(4))
     assert set(got) == {max(1, cpus // 2)}
+
+
+def test_threadpoolctl_ignores_other_core_libraries():
+    """Other packages' extensions are called _core* too (scipy's): they are not listed as
+    fastlstm's, and listing them does not fail."""
+    pytest.importorskip("scipy.optimize")  # loads scipy/optimize/_highspy/_core*.so
+    libs = [i for i in threadpoolctl.threadpool_info() if i["user_api"] == "fastlstm"]
+    ext_dir = os.path.dirname(os.path.dirname(fastlstm.cmake_prefix_path))  # beside _core
+    assert [os.path.dirname(i["filepath"]) for i in libs] == [os.path.realpath(ext_dir)]

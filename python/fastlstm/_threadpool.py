@@ -33,12 +33,17 @@ def register():
             return self.dynlib.fastlstm_get_num_threads()
 
         def set_num_threads(self, num_threads):
-            self.dynlib.fastlstm_set_num_threads(int(num_threads))
+            # the C side clamps to [1, 4 x CPUs]; a C int must hold the value first
+            self.dynlib.fastlstm_set_num_threads(max(-1, min(int(num_threads), 2**31 - 1)))
 
         def get_version(self):
+            # also called for other libraries named _core* (scipy has some) before
+            # threadpoolctl checks check_symbols and drops them: no symbol, no version
             import ctypes
 
-            fn = self.dynlib.fastlstm_version
+            fn = getattr(self.dynlib, "fastlstm_version", None)
+            if fn is None:
+                return None
             fn.restype = ctypes.c_char_p
             return fn().decode()
 

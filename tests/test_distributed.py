@@ -63,8 +63,9 @@ def test_mpirun_two_ranks_equal_one_process(tmp_path):
     ranks."""
     args = ["--samples", 301, "--epochs", 3, "--batch-size", 64, "--seed", 3]
     out = _mpirun(2, [ROOT / "examples" / "python" / "distributed_train.py", *args,
-                      "--save-weights", tmp_path / "w"])
+                      "--save-weights", tmp_path / "w", "--verbose", 2])
     assert "2 rank(s) x 1 thread(s)" in out  # each rank got its share of the 2-CPU default
+    assert out.count("Epoch 3/3") == 1  # the progress of rank 0 only
     w0, w1 = np.load(tmp_path / "w0.npy"), np.load(tmp_path / "w1.npy")
     assert np.array_equal(w0, w1)
 

@@ -62,7 +62,7 @@ def main(argv=None):
     model = build(args.features, args.hidden, args.optimizer)
     start = time.perf_counter()
     history = dist.fit(model, x, y, batch_size=args.batch_size, epochs=args.epochs,
-                       verbose=args.verbose if rank == 0 else 0)
+                       verbose=args.verbose)  # progress is printed by rank 0 only
     seconds = time.perf_counter() - start
     if rank == 0:
         print(f"{size} rank(s) x {fastlstm.get_num_threads()} thread(s): "

@@ -9,7 +9,13 @@
 #include <random>
 #include <thread>
 
+#if defined(__unix__)
+#include <sys/wait.h>
+#include <unistd.h>
+#endif
+
 #include "fastlstm/model.hpp"
+#include "fastlstm/threads.hpp"
 #include "json.hpp"
 #include "model_testing.hpp"
 #include "safetensors.hpp"
@@ -622,6 +628,40 @@ static void test_concurrent_predict() {
   }
 }
 
+// The pool's limits, and a fork() of a process whose workers are running: the child makes its
+// own (the parent's do not exist there) and gets the parent's answer instead of hanging.
+static void test_pool_limits_and_fork() {
+  const int before = fastlstm::get_num_threads(), cpus = fastlstm::available_cpus();
+  MT_CHECK(cpus >= 1);
+  MT_CHECK_THROWS(fastlstm::Error, fastlstm::set_num_threads(0), "between 1 and");
+  MT_CHECK_THROWS(fastlstm::Error, fastlstm::set_num_threads(4 * cpus + 1), "got");
+  fastlstm::set_num_threads(2);
+  MT_CHECK(fastlstm::get_num_threads() == 2);
+#if defined(__unix__)
+  const Model m = Model::load(mt::data_path("lstm_stacked_bidir_proj"));
+  std::vector<float> x(9 * 13 * m.input_size(), 0.25f), y, y_child;
+  m.predict(x.data(), 9, 13, m.input_size(), nullptr, y);  // the workers exist now
+  const pid_t pid = fork();
+  if (pid == 0) {
+    alarm(60);  // a hang ends the child with SIGALRM: the test fails instead of blocking
+    m.predict(x.data(), 9, 13, m.input_size(), nullptr, y_child);
+    _exit(y_child == y ? 0 : 3);
+  }
+  MT_CHECK(pid > 0);
+  int status = -1;
+  MT_CHECK(waitpid(pid, &status, 0) == pid);
+  if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+    std::fprintf(stderr, "the forked child %s %d\n",
+                 WIFSIGNALED(status) ? "died of signal" : "exited with", WIFSIGNALED(status)
+                 ? WTERMSIG(status) : WEXITSTATUS(status));
+    ++mt::failures();
+  }
+  m.predict(x.data(), 9, 13, m.input_size(), nullptr, y_child);  // the parent's pool still works
+  MT_CHECK(y_child == y);
+#endif
+  fastlstm::set_num_threads(before);
+}
+
 // ---------------------------------------------------------------- the JSON reader
 static void test_json() {
   using fastlstm::detail::Json;
@@ -666,6 +706,7 @@ int main() {
                {"stream_matches_predict", test_stream_matches_predict},
                {"stream_allocates_nothing", test_stream_allocates_nothing},
                {"concurrent_predict", test_concurrent_predict},
+               {"pool_limits_and_fork", test_pool_limits_and_fork},
                {"json", test_json}};
   int failed_tests = 0;
   for (const auto& t : tests) {

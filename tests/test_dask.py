@@ -71,9 +71,19 @@ def test_predict_equals_model_predict(client, tmp_path, seq):
     assert isinstance(got, da.Array) and got.shape == ref.shape
     assert got.chunks[0] == (30, 30, 30, 11)
     np.testing.assert_array_equal(got.compute(), ref)
-    path = tmp_path / "m.fastlstm"
+    path = tmp_path / f"m{int(seq)}.fastlstm"
     model.save(path)
+    before = client.run(_file_loads)
     np.testing.assert_array_equal(fdask.predict(str(path), dx, batch_size=16).compute(), ref)
+    # 4 blocks on 2 workers: each worker read the file at most once
+    loads = {w: n - before[w] for w, n in client.run(_file_loads).items()}
+    assert 1 <= sum(loads.values()) <= 2 and max(loads.values()) == 1
+
+
+def _file_loads():
+    import fastlstm.dask
+
+    return fastlstm.dask._FILE_LOADS[0]
 
 
 def test_predict_arguments():

@@ -40,6 +40,7 @@ __all__ = ["predict"]
 # models loaded from files, per worker process: {(path, mtime_ns, size): model}
 _FILE_MODELS = {}
 _FILE_LOCK = threading.Lock()
+_FILE_LOADS = [0]  # how many times this process read a model file (tests check "once")
 
 
 def _load_file(path):
@@ -51,6 +52,7 @@ def _load_file(path):
         model = _FILE_MODELS.get(key)
         if model is None:
             model = load_model(path)
+            _FILE_LOADS[0] += 1
             _FILE_MODELS.clear()  # keep one: a newer file replaces the older
             _FILE_MODELS[key] = model
     return model

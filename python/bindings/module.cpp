@@ -9,6 +9,7 @@
 namespace py = pybind11;
 
 void bind_rnn(py::module_& m);
+void bind_model_file(py::module_& m);
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "fastlstm's C++ engine (private: use the fastlstm package)";
@@ -33,4 +34,5 @@ PYBIND11_MODULE(_core, m) {
   m.def("set_num_threads", &fastlstm::set_num_threads, py::arg("n"));
   m.def("get_num_threads", &fastlstm::get_num_threads);
   bind_rnn(m);
+  bind_model_file(m);
 }

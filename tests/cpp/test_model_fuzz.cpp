@@ -19,7 +19,9 @@
 namespace {
 
 struct Outcome {
-  long loaded = 0, verified = 0, rejected = 0, unexpected = 0, hangs = 0;
+  // rejected: refused by the reader; check_failed: loaded, but its self-check (or the run of
+  // the corrupted self-check input) failed with a fastlstm::Error
+  long loaded = 0, verified = 0, rejected = 0, check_failed = 0, unexpected = 0, hangs = 0;
 };
 
 double g_slowest = 0.0;  // seconds
@@ -112,15 +114,17 @@ void attempt(const std::vector<char>& b, Outcome& o, bool verify, const std::str
       }
     }
   } timer{o, what, t0};
+  bool loaded = false;
   try {
     const fastlstm::Model m = fastlstm::Model::load_from_memory(b.data(), b.size(), false, "fuzz");
+    loaded = true;
     ++o.loaded;
     if (verify && m.has_self_check()) {
       m.verify();  // runs the (possibly corrupted) self-check input through the model
       ++o.verified;
     }
   } catch (const fastlstm::Error&) {
-    ++o.rejected;
+    ++(loaded ? o.check_failed : o.rejected);
   } catch (const std::exception& e) {
     ++o.unexpected;
     std::fprintf(stderr, "non-fastlstm exception (%s): %s\n", what.c_str(), e.what());
@@ -148,9 +152,9 @@ int main() {
   long tried = 0;
   for (const char* name : names) {
     const std::vector<char> good = mt::read_bytes(mt::data_path(name));
-    Outcome o;
-    attempt(good, o, true, name);  // the unmodified file loads and verifies
-    if (o.verified != 1) {
+    Outcome unmodified, o;
+    attempt(good, unmodified, true, name);  // the unmodified file loads and verifies
+    if (unmodified.verified != 1) {
       std::fprintf(stderr, "%s: the unmodified file does not load and verify\n", name);
       return 1;
     }
@@ -170,11 +174,13 @@ int main() {
               std::string(name) + " without its last " + std::to_string(n + 1) + " bytes");
       tried += 2;
     }
-    std::printf("%-26s loaded %5ld (verified %5ld), rejected %5ld, unexpected %ld, hangs %ld\n",
-                name, o.loaded, o.verified, o.rejected, o.unexpected, o.hangs);
+    std::printf("%-26s rejected %5ld, loaded %5ld (verified %5ld, self-check failed %5ld), "
+                "unexpected %ld, hangs %ld\n", name, o.rejected, o.loaded, o.verified,
+                o.check_failed, o.unexpected, o.hangs);
     total.loaded += o.loaded;
     total.verified += o.verified;
     total.rejected += o.rejected;
+    total.check_failed += o.check_failed;
     total.unexpected += o.unexpected;
     total.hangs += o.hangs;
   }
@@ -212,10 +218,11 @@ int main() {
   std::printf("corpus tests/data/fuzz: %ld files, loaded %ld (verified %ld), rejected %ld, "
               "not as expected %ld, unexpected %ld, hangs %ld\n", corpus_files, corpus.loaded,
               corpus.verified, corpus.rejected, corpus_wrong, corpus.unexpected, corpus.hangs);
-  std::printf("total: %ld mutated files tried, loaded %ld (verified %ld), rejected %ld, "
-              "crashes 0 (we are still running), unexpected exceptions %ld, hangs %ld; "
-              "slowest %.3f s (%s)\n", tried, total.loaded, total.verified, total.rejected,
-              total.unexpected, total.hangs, g_slowest, g_slowest_what.c_str());
+  std::printf("total: %ld mutated files tried, rejected %ld, loaded %ld (verified %ld, "
+              "self-check failed %ld), crashes 0 (we are still running), unexpected exceptions "
+              "%ld, hangs %ld; slowest %.3f s (%s)\n", tried, total.rejected, total.loaded,
+              total.verified, total.check_failed, total.unexpected, total.hangs, g_slowest,
+              g_slowest_what.c_str());
   // the mutations must reach past the first checks: some files still load
   if (total.unexpected || total.hangs || corpus.unexpected || corpus.hangs || corpus_wrong ||
       total.loaded < 50 || total.rejected < 1000 || corpus_files == 0) {

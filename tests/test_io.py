@@ -7,6 +7,8 @@ import json
 import os
 import struct
 
+import time
+
 import numpy as np
 import pytest
 
@@ -321,7 +323,8 @@ MODEL_ERRORS = {
     "unknown_config_key": (lambda i: i["model"]["config"].update(extra=1),
                            'model.config has an unknown key "extra"'),
     "bool_as_int": (lambda i: i["model"]["config"].update(hidden_size=True),
-                    "model.config.hidden_size must be an integer, got a boolean"),
+                    "model.config.hidden_size must be an integer in \\[1, 16777216\\], got a "
+                    "boolean"),
     "int_as_bool": (lambda i: i["model"]["config"].update(bias=1),
                     "model.config.bias must be true or false, got a number"),
     "string_as_bool": (lambda i: i["model"]["config"].update(bias="false"),
@@ -334,9 +337,10 @@ MODEL_ERRORS = {
                           i["model"]["config"].update(peephole=True), "peephole"),
     # a layer count the tensors cannot back is refused before a huge layout is built
     "huge_num_layers": (lambda i: i["model"]["config"].update(num_layers=10**9),
-                        "num_layers=1000000000 but the file holds only 4 weight tensors"),
+                        "model.config.num_layers must be in \\[1, 1024\\], got 1000000000"),
     "size_beyond_int64": (lambda i: i["model"]["config"].update(hidden_size=10**30),
-                          "hidden_size must be at most 2\\^30"),
+                          "model.config.hidden_size must be an integer in \\[1, 16777216\\], "
+                          "got a number \\(1e\\+30\\)"),
 }
 
 
@@ -494,6 +498,25 @@ def test_failed_save_keeps_the_old_file(tmp_path, monkeypatch, failing):
     assert np.array_equal(loaded.flat_params, old.flat_params)
     assert _no_temp_files(tmp_path)
     assert os.listdir(tmp_path) == ["m.safetensors"]
+
+
+def test_save_removes_stale_temporaries_of_its_target(tmp_path):
+    """A killed save leaves its temporary behind; the next save of the same target removes
+    those older than the running process, and nothing else."""
+    path = tmp_path / "m.safetensors"
+    stale = tmp_path / ".m.safetensors.0123456789ab.tmp"
+    recent = tmp_path / ".m.safetensors.ba9876543210.tmp"  # could be a live save's
+    other = tmp_path / ".other.safetensors.0123456789ab.tmp"  # another target's
+    unrelated = tmp_path / "notes.tmp"
+    for f in (stale, recent, other, unrelated):
+        f.write_bytes(b"partial")
+    past = time.time() - 3600
+    for f in (stale, other, unrelated):
+        os.utime(f, (past, past))
+    fio.save(make("lstm", "float32"), path)
+    assert not stale.exists()
+    assert recent.exists() and other.exists() and unrelated.exists()
+    fio.load(path)
 
 
 def test_save_into_a_missing_directory(tmp_path):

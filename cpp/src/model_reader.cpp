@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -46,9 +47,16 @@ class Loader {
       if (dflt) return *dflt;
       header_fail(ctx + " has no \"" + key + "\"");
     }
-    if (!v->is_integer())
-      header_fail(ctx + "." + key + " must be an integer, got " +
-                  detail::Json::kind_name(v->kind()));
+    if (!v->is_integer()) {
+      std::string got = detail::Json::kind_name(v->kind());
+      if (v->is_number()) {  // a fraction, an exponent, or beyond int64
+        char buf[40];
+        std::snprintf(buf, sizeof buf, " (%.6g)", v->as_double());
+        got += buf;
+      }
+      header_fail(ctx + "." + key + " must be an integer in [" + std::to_string(lo) + ", " +
+                  std::to_string(hi) + "], got " + got);
+    }
     if (v->as_int() < lo || v->as_int() > hi)
       header_fail(ctx + "." + key + " must be in [" + std::to_string(lo) + ", " +
                   std::to_string(hi) + "], got " + std::to_string(v->as_int()));

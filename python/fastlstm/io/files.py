@@ -23,6 +23,7 @@ import numpy as np
 from .. import _core
 from ..rnn import GRU, LSTM
 from .atomic import fspath as _fspath
+from .atomic import read_bytes
 from .safetensors import save_safetensors
 
 __all__ = ["FORMAT_VERSION", "save", "load", "save_model", "load_model", "read_model_info",
@@ -113,14 +114,7 @@ def _read_model(path):
     before it was allocated; a refusal is a ValueError naming the file, the field and the
     reason."""
     path = _fspath(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"no such model file: {path!r}") from None
-    except IsADirectoryError:
-        raise ValueError(f"{path!r} is a directory, not a model file") from None
-    return _core.read_model_file(data, path)
+    return _core.read_model_file(read_bytes(path, "model file"), path)
 
 
 def _no_self_check(where):

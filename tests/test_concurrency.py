@@ -1,7 +1,8 @@
 """The concurrency contract of modules, streams and models (see README, "Threads"):
 
-- inference (``module(x)``, ``Sequential.predict``, ``Model.predict``) may run from several
-  threads at once on one object and gives each caller its own answer;
+- inference (``module(x)``, ``Sequential.predict`` without stateful layers, the C++
+  ``Model::predict``) may run from several threads at once on one object and gives each caller
+  its own answer;
 - training one module from two threads is not supported, and is refused rather than wrong: a
   ``backward()`` whose thread did not run the module's last ``forward(..., train=True)`` raises
   RuntimeError ("... is being trained by another thread"); every backward that returns gives the
@@ -98,6 +99,36 @@ def test_inference_from_several_threads():
         try:
             for _ in range(50):
                 np.testing.assert_array_equal(m(inputs[k])[0], expected[k])
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(len(inputs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+
+
+def test_sequential_predict_from_several_threads():
+    from fastlstm.layers import GRU, LSTM, Bidirectional, Dense, Dropout
+
+    m = fastlstm.Sequential()
+    m.add(LSTM(12, return_sequences=True, input_shape=(None, 5)))
+    m.add(Dropout(0.2))
+    m.add(Bidirectional(GRU(6)))
+    m.add(Dense(3, activation="softmax"))
+    rng = np.random.default_rng(0)
+    inputs = [rng.standard_normal((b, 4 + b, 5)).astype(np.float32) for b in (1, 2, 3, 5)]
+    lengths = [None, np.array([6, 2]), None, np.array([9, 1, 4, 9, 3])]
+    expected = [m.predict(x, lengths=n, verbose=0) for x, n in zip(inputs, lengths)]
+    errors = []
+
+    def work(k):
+        try:
+            for _ in range(40):
+                y = m.predict(inputs[k], lengths=lengths[k], verbose=0)
+                np.testing.assert_array_equal(y, expected[k])
         except BaseException as e:  # noqa: BLE001
             errors.append(e)
 

@@ -7,10 +7,15 @@ namespace fastlstm {
 
 void RNNConfig::validate() const {
   auto fail = [](const std::string& msg) { throw Error(msg); };
-  if (input_size < 1) fail("input_size must be >= 1, got " + std::to_string(input_size));
-  if (hidden_size < 1) fail("hidden_size must be >= 1, got " + std::to_string(hidden_size));
-  if (num_layers < 1) fail("num_layers must be >= 1, got " + std::to_string(num_layers));
-  if (proj_size < 0) fail("proj_size must be >= 0, got " + std::to_string(proj_size));
+  auto range = [&](const char* name, int64_t v, int64_t lo, int64_t hi) {
+    if (v < lo || v > hi)
+      fail(std::string(name) + " must be in [" + std::to_string(lo) + ", " + std::to_string(hi) +
+           "], got " + std::to_string(v));
+  };
+  range("input_size", input_size, 1, kMaxSize);
+  range("hidden_size", hidden_size, 1, kMaxSize);
+  range("num_layers", num_layers, 1, kMaxLayers);
+  range("proj_size", proj_size, 0, kMaxSize);
   if (proj_size > 0 && cell != CellType::LSTM) fail("proj_size is only supported for LSTM");
   if (proj_size >= hidden_size && proj_size > 0)
     fail("proj_size must be smaller than hidden_size (" + std::to_string(hidden_size) +
@@ -18,6 +23,19 @@ void RNNConfig::validate() const {
   if (peephole && cell != CellType::LSTM) fail("peephole is only supported for LSTM, not GRU");
   if (!(dropout >= 0.0 && dropout < 1.0))
     fail("dropout must be in [0, 1), got " + std::to_string(dropout));
+  // With the bounds above every product below fits in int64 (a layer's weight_ih has at most
+  // 4 * 2^24 * 2 * 2^24 = 2^51 elements); the total is summed with an overflow check anyway.
+  const int64_t G = gate_size(), H = hidden_size, S = state_size(), D = num_directions();
+  int64_t total = 0;
+  for (int64_t l = 0; l < num_layers; ++l) {
+    const int64_t per = G * (layer_input_size(l) + S) + (bias ? 2 * G : 0) +
+                        (proj_size > 0 ? proj_size * H : 0) + (peephole ? 3 * H : 0);
+    if (per > kMaxParams || D * per > kMaxParams - total)
+      fail("the network would have more than " + std::to_string(kMaxParams) +
+           " parameters (input_size=" + std::to_string(input_size) + ", hidden_size=" +
+           std::to_string(hidden_size) + ", num_layers=" + std::to_string(num_layers) + ")");
+    total += D * per;
+  }
 }
 
 std::vector<ParamInfo> param_layout(const RNNConfig& c) {

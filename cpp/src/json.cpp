@@ -191,6 +191,32 @@ class JsonParser {
     }
   }
 
+  // One multi-byte UTF-8 sequence starting at pos_, appended to out: refused if truncated,
+  // overlong, a UTF-16 surrogate, or above U+10FFFF (RFC 3629).
+  void utf8_sequence(std::string& out) {
+    const size_t start = pos_;
+    const unsigned char b0 = static_cast<unsigned char>(s_[pos_]);
+    int n;
+    unsigned cp, min;
+    if (b0 >= 0xC2 && b0 <= 0xDF) n = 1, cp = b0 & 0x1Fu, min = 0x80;
+    else if (b0 >= 0xE0 && b0 <= 0xEF) n = 2, cp = b0 & 0x0Fu, min = 0x800;
+    else if (b0 >= 0xF0 && b0 <= 0xF4) n = 3, cp = b0 & 0x07u, min = 0x10000;
+    else fail_at("invalid UTF-8 (byte " + printable(char(b0)) + " cannot start a character)", start);
+    for (int k = 1; k <= n; ++k) {
+      if (start + k >= s_.size()) fail_at("invalid UTF-8 (truncated character)", start);
+      const unsigned char b = static_cast<unsigned char>(s_[start + k]);
+      if ((b & 0xC0u) != 0x80u)
+        fail_at("invalid UTF-8 (byte " + printable(char(b)) + " is not a continuation byte)",
+                start + k);
+      cp = (cp << 6) | (b & 0x3Fu);
+    }
+    if (cp < min) fail_at("invalid UTF-8 (overlong encoding)", start);
+    if (cp >= 0xD800 && cp <= 0xDFFF) fail_at("invalid UTF-8 (encoded UTF-16 surrogate)", start);
+    if (cp > 0x10FFFF) fail_at("invalid UTF-8 (code point above U+10FFFF)", start);
+    out.append(s_, start, size_t(n) + 1);
+    pos_ = start + size_t(n) + 1;
+  }
+
   std::string parse_string() {
     const size_t start = pos_;
     ++pos_;  // opening quote
@@ -204,6 +230,10 @@ class JsonParser {
       }
       if (static_cast<unsigned char>(c) < 0x20)
         fail("control character " + printable(c) + " inside a string (must be escaped)");
+      if (static_cast<unsigned char>(c) >= 0x80) {
+        utf8_sequence(out);
+        continue;
+      }
       if (c != '\\') {
         out += c;
         ++pos_;

@@ -1,5 +1,6 @@
 // A small strict JSON reader (RFC 8259) for model file headers: no comments, no trailing commas,
-// no duplicate keys, a nesting limit, byte positions in every error. Objects keep their order.
+// no duplicate keys, strings of valid UTF-8 only, a nesting limit, byte positions in every
+// error. Objects keep their order.
 #pragma once
 
 #include <cstdint>

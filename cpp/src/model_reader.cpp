@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -40,18 +41,25 @@ class Loader {
     return *v;
   }
   int64_t get_int(const detail::Json& obj, const std::string& key, const std::string& ctx,
-                  int64_t lo, const int64_t* dflt = nullptr) const {
+                  int64_t lo, const int64_t* dflt = nullptr, int64_t hi = kMaxDim) const {
     const detail::Json* v = obj.find(key);
     if (!v) {
       if (dflt) return *dflt;
       header_fail(ctx + " has no \"" + key + "\"");
     }
-    if (!v->is_integer())
-      header_fail(ctx + "." + key + " must be an integer, got " +
-                  detail::Json::kind_name(v->kind()));
-    if (v->as_int() < lo || v->as_int() > kMaxDim)
+    if (!v->is_integer()) {
+      std::string got = detail::Json::kind_name(v->kind());
+      if (v->is_number()) {  // a fraction, an exponent, or beyond int64
+        char buf[40];
+        std::snprintf(buf, sizeof buf, " (%.6g)", v->as_double());
+        got += buf;
+      }
+      header_fail(ctx + "." + key + " must be an integer in [" + std::to_string(lo) + ", " +
+                  std::to_string(hi) + "], got " + got);
+    }
+    if (v->as_int() < lo || v->as_int() > hi)
       header_fail(ctx + "." + key + " must be in [" + std::to_string(lo) + ", " +
-                  std::to_string(kMaxDim) + "], got " + std::to_string(v->as_int()));
+                  std::to_string(hi) + "], got " + std::to_string(v->as_int()));
     return v->as_int();
   }
   bool get_bool(const detail::Json& obj, const std::string& key, const std::string& ctx,
@@ -75,6 +83,28 @@ class Loader {
                   detail::Json::kind_name(v->kind()));
     return v->as_string();
   }
+  // A number in [0, 1) (a rate), or the default when absent.
+  double get_rate(const detail::Json& obj, const std::string& key, const std::string& ctx) const {
+    const detail::Json* v = obj.find(key);
+    if (!v) return 0.0;
+    if (!v->is_number() || !(v->as_double() >= 0.0 && v->as_double() < 1.0))
+      header_fail(ctx + "." + key + " must be a number in [0, 1), got " +
+                  (v->is_number() ? std::to_string(v->as_double())
+                                  : std::string(detail::Json::kind_name(v->kind()))));
+    return v->as_double();
+  }
+  // Refuses any key of obj not in `known` (a misspelled key must not fall back to a default).
+  void only_keys(const detail::Json& obj, const std::string& ctx,
+                 std::initializer_list<const char*> known) const {
+    for (const auto& m : obj.members()) {
+      bool ok = false;
+      for (const char* k : known) ok = ok || m.first == k;
+      if (ok) continue;
+      std::string list;
+      for (const char* k : known) list += (list.empty() ? "" : ", ") + std::string(k);
+      header_fail(ctx + " has an unknown key \"" + m.first + "\" (expected only " + list + ")");
+    }
+  }
   const detail::Json& get_object(const detail::Json& obj, const std::string& key,
                                  const std::string& ctx) const {
     const detail::Json& v = field(obj, key, ctx);
@@ -95,13 +125,17 @@ class Loader {
   std::vector<float> weight(const std::string& name, const std::vector<int64_t>& shape,
                             const std::string& what) {
     const detail::TensorEntry& t = tensor(name, what);
-    if (t.dtype != "F32" && t.dtype != "F64")
-      header_fail("tensor \"" + name + "\" (" + what + ") has dtype " + t.dtype +
-                  ", expected F32 or F64");
+    check_float_dtype(t, what);
     if (t.shape != shape)
       throw ShapeError(where_ + ": tensor \"" + name + "\" has shape " + shape_str(t.shape) +
                        ", expected " + shape_str(shape) + " (" + what + ")");
     return st_.read_float(t);
+  }
+  // Float tensors must have the model's dtype (F32 for "float32", F64 for "float64").
+  void check_float_dtype(const detail::TensorEntry& t, const std::string& what) const {
+    if (t.dtype != st_dtype_)
+      header_fail("tensor \"" + t.name + "\" (" + what + ") has dtype " + t.dtype +
+                  ", expected " + st_dtype_ + " (the model's dtype is " + dtype_ + ")");
   }
   // Copies a recurrent network's weights (names from param_layout, with a prefix) into params.
   void rnn_weights(const RNNConfig& c, const std::string& prefix, const std::string& what,
@@ -119,6 +153,7 @@ class Loader {
     // shapes first, so nothing is allocated on the strength of the header alone
     for (const auto& p : layout) {
       const detail::TensorEntry& t = tensor(prefix + p.name, what);
+      check_float_dtype(t, what);
       if (t.shape != p.shape)
         throw ShapeError(where_ + ": tensor \"" + prefix + p.name + "\" has shape " +
                          shape_str(t.shape) + ", expected " + shape_str(p.shape) + " (" + what +
@@ -134,8 +169,12 @@ class Loader {
   // ---- architectures
   void bare_module(const detail::Json& m, const std::string& cls, ModelSpec& impl) {
     const std::string ctx = "model";
+    only_keys(m, ctx, {"class", "config", "dtype"});
+    check_dtype(m, ctx, impl);
     const detail::Json& cfg = get_object(m, "config", ctx);
     const std::string cctx = "model.config";
+    only_keys(cfg, cctx, {"input_size", "hidden_size", "num_layers", "bias", "batch_first",
+                          "bidirectional", "proj_size", "peephole"});
     Layer L;
     L.kind = LayerKind::Recurrent;
     L.label = cls;
@@ -144,23 +183,27 @@ class Loader {
     const int64_t one = 1, zero = 0;
     c.input_size = get_int(cfg, "input_size", cctx, 1);
     c.hidden_size = get_int(cfg, "hidden_size", cctx, 1);
-    c.num_layers = get_int(cfg, "num_layers", cctx, 1, &one);
+    c.num_layers = get_int(cfg, "num_layers", cctx, 1, &one, kMaxLayers);
     c.bias = get_bool(cfg, "bias", cctx, true);
     c.bidirectional = get_bool(cfg, "bidirectional", cctx, false);
     c.proj_size = get_int(cfg, "proj_size", cctx, 0, &zero);
     c.peephole = get_bool(cfg, "peephole", cctx, false);
-    get_bool(cfg, "batch_first", cctx, false);  // type-checked; predict is batch-first always
-    check_dtype(m, ctx);
+    impl.batch_first = get_bool(cfg, "batch_first", cctx, false);  // predict: batch-first
+    if (c.cell == CellType::GRU && (c.proj_size || c.peephole))
+      header_fail(cctx + ": a GRU has no proj_size or peephole, got proj_size=" +
+                  std::to_string(c.proj_size) + ", peephole=" + (c.peephole ? "true" : "false"));
     rnn_weights(c, "", cls, L.params);
     L.in_dim = c.input_size;
     L.out_dim = c.num_directions() * c.state_size();
     impl.layers.push_back(std::move(L));
   }
 
-  void check_dtype(const detail::Json& m, const std::string& ctx) const {
+  void check_dtype(const detail::Json& m, const std::string& ctx, ModelSpec& impl) {
     const std::string dt = get_string(m, "dtype", ctx, "float32");
     if (dt != "float32" && dt != "float64")
       header_fail(ctx + ".dtype must be \"float32\" or \"float64\", got \"" + dt + "\"");
+    dtype_ = impl.dtype = dt;
+    st_dtype_ = dt == "float32" ? "F32" : "F64";
   }
 
   // An LSTM or GRU layer config (inside Sequential or Bidirectional) into L.rnn.
@@ -168,6 +211,14 @@ class Loader {
                        Layer& L) {
     RNNConfig& c = L.rnn;
     c.cell = cls == "LSTM" ? CellType::LSTM : CellType::GRU;
+    // what the Python writer writes (GRU: no peephole); dropout and stateful only matter to
+    // training and Python's stateful layers, but they are type-checked like the rest
+    if (c.cell == CellType::LSTM)
+      only_keys(cfg, cctx, {"units", "input_size", "return_sequences", "go_backwards", "bias",
+                            "peephole", "dropout", "stateful"});
+    else
+      only_keys(cfg, cctx, {"units", "input_size", "return_sequences", "go_backwards", "bias",
+                            "dropout", "stateful"});
     c.hidden_size = get_int(cfg, "units", cctx, 1);
     c.input_size = get_int(cfg, "input_size", cctx, 1);
     c.num_layers = 1;
@@ -176,13 +227,19 @@ class Loader {
     if (c.peephole && c.cell == CellType::GRU) header_fail(cctx + ".peephole is LSTM-only");
     L.return_sequences = get_bool(cfg, "return_sequences", cctx, false);
     L.go_backwards = get_bool(cfg, "go_backwards", cctx, false);
+    L.stateful = get_bool(cfg, "stateful", cctx, false);
+    L.rate = get_rate(cfg, "dropout", cctx);
   }
 
   void sequential(const detail::Json& m, ModelSpec& impl) {
-    check_dtype(m, "model");
+    only_keys(m, "model", {"class", "dtype", "layers"});
+    check_dtype(m, "model", impl);
     const detail::Json& layers = field(m, "layers", "model");
     if (!layers.is_array()) header_fail("model.layers must be an array");
     if (layers.items().empty()) header_fail("model.layers is empty");
+    if (static_cast<int64_t>(layers.items().size()) > kMaxLayers)
+      header_fail("model.layers has " + std::to_string(layers.items().size()) +
+                  " layers, more than the limit of " + std::to_string(kMaxLayers));
     int64_t cur = -1;  // feature size flowing between layers; -1 until a layer fixes it
     bool seq = true;
     std::string prev_label = "the input";
@@ -191,6 +248,7 @@ class Loader {
       const std::string ctx = "model.layers[" + std::to_string(i) + "]";
       const std::string prefix = "layers." + std::to_string(i) + ".";
       if (!lj.is_object()) header_fail(ctx + " must be an object");
+      only_keys(lj, ctx, {"class", "config"});
       const std::string cls = get_string(lj, "class", ctx);
       const detail::Json& cfg = get_object(lj, "config", ctx);
       const std::string cctx = ctx + ".config";
@@ -207,7 +265,8 @@ class Loader {
       if (cls == "Embedding") {
         if (i != 0) header_fail(L.label + ": Embedding must be the first layer");
         L.kind = LayerKind::Embedding;
-        L.vocab = get_int(cfg, "input_dim", cctx, 1);
+        only_keys(cfg, cctx, {"input_dim", "output_dim", "mask_zero"});
+        L.vocab = get_int(cfg, "input_dim", cctx, 1, nullptr, kMaxVocab);
         L.out_dim = get_int(cfg, "output_dim", cctx, 1);
         L.mask_zero = get_bool(cfg, "mask_zero", cctx, false);
         L.table = weight(prefix + "embeddings", {L.vocab, L.out_dim},
@@ -220,6 +279,7 @@ class Loader {
         L.kind = LayerKind::Recurrent;
         std::string inner = cls;
         if (cls == "Bidirectional") {
+          only_keys(cfg, cctx, {"merge_mode", "layer"});
           const std::string mm = get_string(cfg, "merge_mode", cctx, "concat");
           if (mm == "concat") L.merge = Merge::Concat;
           else if (mm == "sum") L.merge = Merge::Sum;
@@ -229,6 +289,7 @@ class Loader {
             header_fail(cctx + ".merge_mode must be one of concat, sum, mul, ave; got \"" + mm +
                         "\"");
           const detail::Json& lay = get_object(cfg, "layer", cctx);
+          only_keys(lay, cctx + ".layer", {"class", "config"});
           inner = get_string(lay, "class", cctx + ".layer");
           if (inner != "LSTM" && inner != "GRU")
             header_fail(cctx + ".layer.class must be LSTM or GRU, got \"" + inner + "\"");
@@ -251,6 +312,7 @@ class Loader {
         seq = L.return_sequences;
       } else if (cls == "Dense") {
         L.kind = LayerKind::Dense;
+        only_keys(cfg, cctx, {"units", "input_dim", "activation", "use_bias"});
         L.out_dim = get_int(cfg, "units", cctx, 1);
         L.in_dim = get_int(cfg, "input_dim", cctx, 1);
         need_input(L.in_dim, "input_dim");
@@ -270,9 +332,8 @@ class Loader {
           L.bias = weight(prefix + "bias", {L.out_dim}, dims);
       } else if (cls == "Dropout") {
         L.kind = LayerKind::Dropout;
-        const detail::Json* r = cfg.find("rate");
-        if (r && (!r->is_number() || !(r->as_double() >= 0.0 && r->as_double() < 1.0)))
-          header_fail(cctx + ".rate must be a number in [0, 1)");
+        only_keys(cfg, cctx, {"rate"});
+        L.rate = get_rate(cfg, "rate", cctx);
         L.in_dim = L.out_dim = cur;
       } else {
         header_fail(ctx + ".class \"" + cls + "\" is not a layer this library knows "
@@ -299,6 +360,7 @@ class Loader {
     }
     const std::string ctx = "__metadata__[\"fastlstm_selfcheck\"]";
     if (!j.is_object()) header_fail(ctx + " must be a JSON object");
+    only_keys(j, ctx, {"input", "output", "lengths"});
     const std::string xin = get_string(j, "input", ctx);
     const std::string yout = get_string(j, "output", ctx);
     const detail::Json* ln = j.find("lengths");
@@ -316,9 +378,7 @@ class Loader {
         throw ShapeError(where_ + ": self-check input \"" + xin + "\" has shape " +
                          shape_str(tx.shape) + ", expected [B, T, " +
                          std::to_string(impl.input_size) + "]");
-      if (tx.dtype != "F32" && tx.dtype != "F64")
-        header_fail("self-check input \"" + xin + "\" has dtype " + tx.dtype +
-                    ", expected F32 or F64");
+      check_float_dtype(tx, "self-check input");
       impl.check_x = st_.read_float(tx);
     }
     impl.check_shape = tx.shape;
@@ -339,17 +399,17 @@ class Loader {
     if (ty.shape != want)
       throw ShapeError(where_ + ": self-check output \"" + yout + "\" has shape " +
                        shape_str(ty.shape) + ", expected " + shape_str(want));
-    if (ty.dtype != "F32" && ty.dtype != "F64")
-      header_fail("self-check output \"" + yout + "\" has dtype " + ty.dtype +
-                  ", expected F32 or F64");
+    check_float_dtype(ty, "self-check output");
     impl.check_y = st_.read_float(ty);
     impl.check_y_shape = ty.shape;
     impl.check_y_name = yout;
+    impl.check_x_name = xin;
+    if (ln && ln->is_string()) impl.check_len_name = ln->as_string();
     impl.has_check = true;
   }
 
   std::vector<int64_t> read_ints(const detail::TensorEntry& t, const std::string& what) {
-    if (t.dtype != "I64" && t.dtype != "I32")
+    if (t.dtype != "I64")
       header_fail(what + " \"" + t.name + "\" has dtype " + t.dtype + ", expected I64");
     return st_.read_int64(t);
   }
@@ -365,6 +425,7 @@ class Loader {
   const detail::SafeTensors& st_;
   std::string where_;
   std::set<std::string> used_;
+  std::string dtype_ = "float32", st_dtype_ = "F32";
 };
 
 }  // namespace
@@ -417,6 +478,7 @@ ModelSpec load_spec(std::vector<char> bytes, const std::string& path) {
         where + " has format_version " + std::to_string(fv->as_int()) +
         "; this fastlstm reads format_version " + std::to_string(kFormatVersion) +
         (fv->as_int() > kFormatVersion ? " (the file was written by a newer fastlstm)" : ""));
+  ld.only_keys(j, "__metadata__[\"fastlstm\"]", {"format_version", "model"});
   const detail::Json& m = ld.get_object(j, "model", "__metadata__[\"fastlstm\"]");
   const std::string cls = ld.get_string(m, "class", "model");
   impl->class_name = cls;

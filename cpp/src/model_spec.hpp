@@ -16,9 +16,15 @@ namespace fastlstm {
 namespace detail {
 
 inline constexpr int64_t kFormatVersion = 1;
-// Bound on every size in the architecture, so no product of two of them overflows int64. The
-// real bound comes from the tensors: each must match the file's data.
-inline constexpr int64_t kMaxDim = int64_t(1) << 30;
+// Documented limits of the model format (README, "Model files"), far above any real model and
+// checked before anything is allocated or looped over on the strength of a claimed size: every
+// feature size (input_size, hidden_size, proj_size, units, input_dim of Dense, output_dim) at
+// most kMaxSize (2^24), num_layers and the number of Sequential layers at most kMaxLayers
+// (1024), an Embedding's vocabulary at most kMaxVocab (2^31); no product of two of them
+// overflows int64. Tensor bytes are bounded by the file itself (each tensor must match its
+// shape and lie in the file; the header is at most 100 MB).
+inline constexpr int64_t kMaxDim = kMaxSize;
+inline constexpr int64_t kMaxVocab = int64_t(1) << 31;
 
 enum class LayerKind { Embedding, Recurrent, Dense, Dropout };
 enum class Merge { Concat, Sum, Mul, Ave };
@@ -54,6 +60,8 @@ struct Layer {
   // Recurrent (a bare module or one Sequential layer; Bidirectional = bidirectional config)
   RNNConfig rnn;
   bool return_sequences = true, go_backwards = false;
+  bool stateful = false;        // kept for the Python loader; predict ignores it
+  double rate = 0.0;            // Dropout's rate, a recurrent layer's dropout (inference: unused)
   Merge merge = Merge::Concat;
   std::vector<float> params;  // [num_params(rnn)], laid out by param_layout
   // Dense
@@ -77,6 +85,8 @@ struct Workspace {
 struct ModelSpec {
   std::string path;
   std::string class_name;
+  std::string dtype = "float32";  // of the weights and self-check floats ("float32"/"float64")
+  bool batch_first = false;       // a bare module's flag (predict is batch-first always)
   std::vector<Layer> layers;
   bool tokens = false;
   int64_t input_size = 0, output_size = 0;
@@ -89,6 +99,7 @@ struct ModelSpec {
   std::vector<float> check_y;
   std::vector<int64_t> check_y_shape;
   std::string check_y_name;
+  std::string check_x_name, check_len_name;  // tensor names ("" when absent)
 };
 
 // Reads and validates a model file's bytes; throws the fastlstm::Error subclasses of model.hpp.

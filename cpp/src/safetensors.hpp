@@ -42,6 +42,8 @@ class SafeTensors {
   // HeaderError naming the tensor.
   std::vector<float> read_float(const TensorEntry& t) const;
   std::vector<int64_t> read_int64(const TensorEntry& t) const;
+  // The tensor's bytes as stored (little-endian), end - begin of them.
+  const char* raw(const TensorEntry& t) const { return data(t); }
 
  private:
   const char* data(const TensorEntry& t) const { return bytes_.data() + data_start_ + t.begin; }

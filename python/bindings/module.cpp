@@ -26,6 +26,7 @@ FASTLSTM_C_EXPORT const char* fastlstm_version(void) {
 }
 
 void bind_rnn(py::module_& m);
+void bind_model_file(py::module_& m);
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "fastlstm's C++ engine (private: use the fastlstm package)";
@@ -55,4 +56,5 @@ PYBIND11_MODULE(_core, m) {
   m.def("get_num_threads", &fastlstm::get_num_threads);
   m.def("available_cpus", &fastlstm::available_cpus);
   bind_rnn(m);
+  bind_model_file(m);
 }

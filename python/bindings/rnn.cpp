@@ -9,6 +9,7 @@
 #include <mutex>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "fastlstm/rnn.hpp"
@@ -135,6 +136,9 @@ class PyRNN {
     {
       py::gil_scoped_release nogil;
       std::lock_guard<std::mutex> lock(mu_);
+      // the saved training state (and the shapes backward checks against) is replaced by any
+      // forward; it belongs to the thread that ran it
+      last_forward_ = std::this_thread::get_id();
       rnn_.forward(shape, in, o);
       out_shape_ = {xs[0], xs[1], DS};
       x_shape_ = xs;
@@ -146,10 +150,24 @@ class PyRNN {
   py::tuple backward(const py::handle& params, const py::handle& d_output,
                      const py::handle& d_h_n, const py::handle& d_c_n,
                      const py::handle& d_params) {
-    if (!rnn_.has_activations())
-      throw py::value_error("backward() needs a preceding forward(..., train=True)");
+    // The whole call holds the module's lock, so the saved training state and the shapes of
+    // the forward that made it cannot change between the checks and the computation. The lock
+    // is taken without the GIL (every holder of mu_ may need the GIL: no lock-order inversion).
+    std::unique_lock<std::mutex> lock(mu_, std::defer_lock);
+    {
+      py::gil_scoped_release nogil;
+      lock.lock();
+    }
     const RNNConfig& c = rnn_.config();
     const bool lstm = c.cell == fastlstm::CellType::LSTM;
+    if (last_forward_ != std::this_thread::get_id() && last_forward_ != std::thread::id())
+      throw std::runtime_error(
+          std::string(lstm ? "LSTM" : "GRU") +
+          " is being trained by another thread: its last forward() ran in another thread, so "
+          "this thread's forward(..., train=True) state is gone (train one module from one "
+          "thread, or give each thread its own module)");
+    if (!rnn_.has_activations())
+      throw std::runtime_error("backward() needs a preceding forward(..., train=True)");
     const int64_t LD = c.num_layers * c.num_directions(), S = c.state_size();
     const int64_t B = batch_;
     const T* p = check<T>(params, "params", {n_params_});
@@ -174,14 +192,20 @@ class PyRNN {
     }
     {
       py::gil_scoped_release nogil;
-      std::lock_guard<std::mutex> lock(mu_);
       rnn_.backward(p, in, o);
     }
     return py::make_tuple(dx, dh0, dc0);
   }
 
   int64_t num_params() const { return n_params_; }
-  bool has_activations() const { return rnn_.has_activations(); }
+  bool has_activations() {
+    std::unique_lock<std::mutex> lock(mu_, std::defer_lock);
+    {
+      py::gil_scoped_release nogil;
+      lock.lock();
+    }
+    return rnn_.has_activations();
+  }
 
  private:
   fastlstm::RNN<T> rnn_;
@@ -189,6 +213,7 @@ class PyRNN {
   std::mutex mu_;
   std::vector<int64_t> out_shape_, x_shape_;
   int64_t batch_ = 0;  // shapes of the last forward, for backward's checks
+  std::thread::id last_forward_;  // the thread of the last forward (none yet: default id)
 };
 
 template <typename T>

@@ -96,7 +96,6 @@ class _RNNBase(Module):
         assert self.flat_params.size == self._engine.num_params
         self._rng = np.random.default_rng(seed)
         self.reset_parameters()
-        self._train_shape = None
 
     @property
     def num_directions(self):
@@ -178,13 +177,12 @@ class _RNNBase(Module):
             raise ValueError(f"every length must be in [1, T={T}], got min {arr.min()} max {arr.max()}")
         return np.ascontiguousarray(arr, dtype=np.int64)
 
-    def _prepare_d(self, value, name, shape):
+    def _prepare_d(self, value, name):
+        # shapes are checked by the engine binding, under the module's lock, against the
+        # forward whose state backward uses (another thread's forward may have replaced it)
         if value is None:
             return None
-        arr = _real_array(value, name)
-        if arr.shape != tuple(shape):
-            raise ValueError(f"{name} must have shape {tuple(shape)}, got {arr.shape}")
-        return np.ascontiguousarray(arr, dtype=self.dtype)
+        return np.ascontiguousarray(_real_array(value, name), dtype=self.dtype)
 
     def _run(self, x, hx, lengths, train):
         train = self._train_flag(train)
@@ -196,18 +194,15 @@ class _RNNBase(Module):
         out, h_n, c_n = self._engine.forward(
             self.flat_params, x, lengths, h0, c0, train, self.batch_first, seed
         )
-        if train:
-            self._train_shape = (out.shape, batch)
         return out, h_n, c_n
 
     def _backward(self, d_output, d_h_n, d_c_n, accumulate):
-        if self._train_shape is None or not self._engine.has_activations:
-            raise RuntimeError("backward() needs a preceding forward(..., train=True)")
-        out_shape, batch = self._train_shape
-        LD = self.num_layers * self.num_directions
-        d_output = self._prepare_d(d_output, "d_output", out_shape)
-        d_h_n = self._prepare_d(d_h_n, "d_h_n", (LD, batch, self.state_size))
-        d_c_n = self._prepare_d(d_c_n, "d_c_n", (LD, batch, self.hidden_size))
+        # The engine binding checks, under the module's lock, that this thread ran the last
+        # forward(..., train=True) (else RuntimeError "... is being trained by another thread")
+        # and the shapes of the gradients against it.
+        d_output = self._prepare_d(d_output, "d_output")
+        d_h_n = self._prepare_d(d_h_n, "d_h_n")
+        d_c_n = self._prepare_d(d_c_n, "d_c_n")
         return self._write_grads(lambda: self._engine.backward(
             self.flat_params, d_output, d_h_n, d_c_n, self.flat_grads), accumulate)
 

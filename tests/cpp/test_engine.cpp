@@ -231,6 +231,34 @@ void stream_matches_forward() {
   expect(err < 1e-6, "stream equals forward (err " + std::to_string(err) + ")");
 }
 
+// NaN in, NaN out; +-Inf saturate (exp_f32 used to convert NaN to an integer: UB)
+void non_finite_inputs() {
+  fastlstm::RNNConfig c;
+  c.input_size = 2;
+  c.hidden_size = 3;
+  for (int cell = 0; cell < 2; ++cell) {
+    c.cell = cell ? fastlstm::CellType::GRU : fastlstm::CellType::LSTM;
+    fastlstm::RNN<float> r(c);
+    std::vector<float> p(fastlstm::num_params(c), 0.5f);
+    const float inf = INFINITY;
+    std::vector<float> x = {NAN, 1.0f, inf, -inf, -inf, 0.0f};  // T = 3, B = 1
+    std::vector<float> out(3 * 3), hn(3), cn(3);
+    fastlstm::ForwardArgs<float> in;
+    in.params = p.data();
+    in.x = x.data();
+    r.forward({3, 1, false}, in, {out.data(), hn.data(), cell ? nullptr : cn.data()});
+    expect(std::isnan(out[0]) && std::isnan(out[3]) && std::isnan(out[6]),
+           "NaN input gives NaN output (and state) downstream");
+    fastlstm::RNN<float> r2(c);
+    x = {inf, inf, -inf, -inf, 1e30f, 1e30f};
+    in.x = x.data();
+    r2.forward({3, 1, false}, in, {out.data(), hn.data(), cell ? nullptr : cn.data()});
+    bool finite = true;
+    for (float v : out) finite = finite && std::isfinite(v) && std::abs(v) <= 1.0f;
+    expect(finite, "+-Inf inputs saturate the gates: finite outputs in [-1, 1]");
+  }
+}
+
 void bad_configs() {
   auto throws = [](std::function<void()> f, const std::string& needle) {
     try {
@@ -252,6 +280,28 @@ void bad_configs() {
   c.peephole = false;
   c.hidden_size = 0;
   expect(throws([&] { fastlstm::RNN<float> r(c); }, "hidden_size"), "hidden_size 0 rejected");
+  // sizes are bounded so no product overflows int64 (before: 2^62 + 1 gave num_params 28)
+  c.cell = fastlstm::CellType::LSTM;
+  c.hidden_size = (int64_t(1) << 62) + 1;
+  expect(throws([&] { fastlstm::num_params(c); }, "hidden_size must be in [1, 16777216]"),
+         "huge hidden_size rejected");
+  c.hidden_size = 4;
+  c.input_size = fastlstm::kMaxSize + 1;
+  expect(throws([&] { fastlstm::RNN<float> r(c); }, "input_size"), "huge input_size rejected");
+  c.input_size = 3;
+  c.num_layers = 1000000;
+  expect(throws([&] { fastlstm::RNN<float> r(c); }, "num_layers must be in [1, 1024]"),
+         "num_layers 10^6 rejected");
+  c.num_layers = fastlstm::kMaxLayers;
+  c.hidden_size = fastlstm::kMaxSize;
+  c.input_size = fastlstm::kMaxSize;
+  c.bidirectional = true;
+  expect(throws([&] { fastlstm::num_params(c); }, "parameters"),
+         "largest sizes: the parameter count is refused, not wrapped");
+  c = fastlstm::RNNConfig{};
+  c.input_size = 3;
+  c.hidden_size = 4;
+  expect(fastlstm::num_params(c) == 4 * 4 * (3 + 4) + 2 * 16, "num_params of a small LSTM");
   c.hidden_size = 4;
   fastlstm::RNN<float> r(c);
   std::vector<float> p(fastlstm::num_params(c)), x(2 * 1 * 3), out(2 * 4), hn(4);
@@ -298,6 +348,7 @@ int main(int argc, char** argv) {
   finite_differences("gru bidir, lengths", g, false, {2, 5, 4});
   stream_matches_forward();
   bad_configs();
+  non_finite_inputs();
   std::printf("%d passed, %d failed\n", checks - failures, failures);
   return failures == 0 ? 0 : 1;
 }

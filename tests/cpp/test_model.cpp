@@ -336,7 +336,56 @@ static void test_file_errors() {
       "{\"format_version\":1,\"model\":{\"class\":\"LSTM\",\"config\":{\"input_size\":3,"
       "\"hidden_size\":4,\"num_layers\":1000000000}}}";
   MT_CHECK_THROWS(HeaderError, mt::load_string(mt::make_file(T, {{"fastlstm", huge}})),
-                  "num_layers=1000000000");
+                  "model.config.num_layers", "[1, 1024]", "1000000000");
+
+  // one reader, strict: unknown or misspelled keys, wrong JSON types, invalid UTF-8, dtypes
+  // that differ from the model's, sizes above the documented limits
+  auto dense_file = [&](const std::string& cfg) {
+    return mt::make_file(T, {{"fastlstm", dense_model(cfg)}});
+  };
+  MT_CHECK_THROWS(HeaderError, mt::load_string(dense_file("\"activaton\":\"relu\",")),
+                  "model.layers[0].config", "unknown key \"activaton\"");
+  MT_CHECK_THROWS(HeaderError, mt::load_string(dense_file("\"name\":\"d\",")),
+                  "unknown key \"name\"");
+  const std::string misspelled =
+      "{\"format_version\":1,\"model\":{\"class\":\"Sequential\",\"layers\":["
+      "{\"class\":\"LSTM\",\"config\":{\"units\":2,\"input_size\":3,"
+      "\"return_sequnces\":true}}]}}";
+  MT_CHECK_THROWS(HeaderError, mt::load_string(mt::make_file({}, {{"fastlstm", misspelled}})),
+                  "model.layers[0].config", "\"return_sequnces\"");
+  const std::string extra_top = "{\"format_version\":1,\"model\":{\"class\":\"LSTM\"," 
+                                "\"config\":{\"input_size\":3,\"hidden_size\":4}},\"x\":1}";
+  MT_CHECK_THROWS(HeaderError, mt::load_string(mt::make_file({}, {{"fastlstm", extra_top}})),
+                  "__metadata__[\"fastlstm\"]", "unknown key \"x\"");
+  MT_CHECK_THROWS(HeaderError, mt::load_string(dense_file("\"use_bias\":\"false\",")),
+                  "duplicate key");  // use_bias is also in dense_model: refused either way
+  const std::string str_bool =
+      "{\"format_version\":1,\"model\":{\"class\":\"Sequential\",\"layers\":["
+      "{\"class\":\"Embedding\",\"config\":{\"input_dim\":5,\"output_dim\":2,"
+      "\"mask_zero\":\"false\"}}]}}";
+  MT_CHECK_THROWS(HeaderError, mt::load_string(mt::make_file({}, {{"fastlstm", str_bool}})),
+                  "model.layers[0].config.mask_zero", "true or false", "a string");
+  const std::string big_units =
+      "{\"format_version\":1,\"model\":{\"class\":\"Sequential\",\"layers\":["
+      "{\"class\":\"Dense\",\"config\":{\"units\":16777217,\"input_dim\":3}}]}}";
+  MT_CHECK_THROWS(HeaderError, mt::load_string(mt::make_file({}, {{"fastlstm", big_units}})),
+                  "model.layers[0].config.units", "16777216", "16777217");
+  const std::string bad_utf8 =
+      "{\"format_version\":1,\"model\":{\"class\":\"Sequential\",\"layers\":["
+      "{\"class\":\"Dense\",\"config\":{\"units\":2,\"input_dim\":3,"
+      "\"activation\":\"lin\xff\"}}]}}";
+  MT_CHECK_THROWS(HeaderError, mt::load_string(mt::make_file(T, {{"fastlstm", bad_utf8}})),
+                  "invalid UTF-8");
+  const std::string f64_model =
+      "{\"format_version\":1,\"model\":{\"class\":\"Sequential\",\"dtype\":\"float64\","
+      "\"layers\":[{\"class\":\"Dense\",\"config\":{\"units\":2,\"input_dim\":3}}]}}";
+  MT_CHECK_THROWS(HeaderError, mt::load_string(mt::make_file(T, {{"fastlstm", f64_model}})),
+                  "\"layers.0.kernel\"", "dtype F32, expected F64");
+  const std::string gru_peep =
+      "{\"format_version\":1,\"model\":{\"class\":\"GRU\",\"config\":{\"input_size\":3,"
+      "\"hidden_size\":4,\"peephole\":true}}}";
+  MT_CHECK_THROWS(HeaderError, mt::load_string(mt::make_file({}, {{"fastlstm", gru_peep}})),
+                  "GRU has no proj_size or peephole");
 
   // safetensors structure
   const auto meta = std::vector<std::pair<std::string, std::string>>{{"fastlstm", dense_model()}};
@@ -687,6 +736,18 @@ static void test_json() {
   MT_CHECK_THROWS(JsonError, Json::parse(std::string(100, '[') + std::string(100, ']')),
                   "nested deeper");
   MT_CHECK_THROWS(JsonError, Json::parse(std::string("\"a\tb\"")), "control character");
+  // strings must be valid UTF-8 (RFC 3629)
+  MT_CHECK(Json::parse("\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\"").as_string() ==
+           "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80");
+  MT_CHECK_THROWS(JsonError, Json::parse("\"a\xff\""), "invalid UTF-8", "at byte 2");
+  MT_CHECK_THROWS(JsonError, Json::parse("\"\xc3\""), "invalid UTF-8", "continuation");
+  MT_CHECK_THROWS(JsonError, Json::parse("\"\xc0\x80\""), "invalid UTF-8");  // overlong
+  MT_CHECK_THROWS(JsonError, Json::parse("\"\xe0\x80\xaf\""), "overlong");
+  MT_CHECK_THROWS(JsonError, Json::parse("\"\xed\xa0\x80\""), "surrogate");
+  MT_CHECK_THROWS(JsonError, Json::parse("\"\xf4\x90\x80\x80\""), "above U+10FFFF");
+  MT_CHECK_THROWS(JsonError, Json::parse("\"\xe2\x82"), "truncated");
+  MT_CHECK_THROWS(JsonError, Json::parse("{\"k\xff\":1}"), "invalid UTF-8");
+  MT_CHECK_THROWS(JsonError, Json::parse("[\xc3\xa9]"), "unexpected character");
 }
 
 int main() {

@@ -16,6 +16,14 @@ class Error : public std::runtime_error {
 
 enum class CellType { LSTM, GRU };
 
+// Upper bounds of a configuration, far above any real network, so that every size product the
+// engine and the parameter layout compute stays in int64_t range (validate() checks them before
+// anything is computed): input_size, hidden_size and proj_size at most kMaxSize, num_layers at
+// most kMaxLayers, and num_params at most kMaxParams (checked with overflow-safe arithmetic).
+inline constexpr int64_t kMaxSize = int64_t(1) << 24;     // 16,777,216
+inline constexpr int64_t kMaxLayers = 1024;
+inline constexpr int64_t kMaxParams = int64_t(1) << 40;  // 4 TiB of float32
+
 // The architecture of a (stacked, possibly bidirectional) recurrent network.
 struct RNNConfig {
   CellType cell = CellType::LSTM;
@@ -36,7 +44,7 @@ struct RNNConfig {
   int64_t layer_input_size(int64_t layer) const {
     return layer == 0 ? input_size : num_directions() * state_size();
   }
-  // Throws fastlstm::Error naming the offending field.
+  // Throws fastlstm::Error naming the offending field (ranges, the limits above, combinations).
   void validate() const;
 };
 

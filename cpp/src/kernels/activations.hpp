@@ -12,10 +12,13 @@ namespace fastlstm::detail {
 // exp(x) for float: range reduction x = n ln2 + r with |r| <= ln2/2 (+ rounding slack) (ln2 split in two parts for
 // an exact n ln2), then the degree-6 minimax polynomial of Cephes' expf (S. Moshier); relative
 // error below 2e-7 on [-87, 88]. 2^n is built in the exponent bits.
-inline float exp_f32(float x) {
+// Defined for every input: -Inf gives exp(-87), +Inf exp(88) (the clamp), NaN gives NaN (the
+// clamp maps NaN to -87 so the integer conversion below never sees it, and the last line puts
+// the NaN back).
+inline float exp_f32(float x_in) {
   // plain comparisons and the rounding trick below, because std::fmin/fmax/floor keep GCC from
   // vectorizing the loop this is inlined into
-  x = x < -87.0f ? -87.0f : x;
+  float x = x_in >= -87.0f ? x_in : -87.0f;  // NaN -> -87
   x = x > 88.0f ? 88.0f : x;
   // n = round(x / ln2): adding 1.5 * 2^23 rounds to an integer in float arithmetic (exact for
   // |x / ln2| < 2^22); no -ffast-math here, so the compiler keeps (v + C) - C
@@ -29,10 +32,11 @@ inline float exp_f32(float x) {
   p = std::fma(p, r, 1.6666665459e-1f);
   p = std::fma(p, r, 5.0000001201e-1f);
   const float y = std::fma(p, r * r, r) + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  // n in [-126, 127]: the biased exponent n + 127 is in [1, 254], never negative
+  const uint32_t bits = static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23;
   float scale;
   std::memcpy(&scale, &bits, sizeof scale);
-  return y * scale;
+  return x_in != x_in ? x_in : y * scale;
 }
 
 inline float sigmoid(float x) { return 1.0f / (1.0f + exp_f32(-x)); }

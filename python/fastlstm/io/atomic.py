@@ -4,9 +4,14 @@ weight archives)."""
 from __future__ import annotations
 
 import os
+import re
 import secrets
+import time
 
 __all__ = ["fspath", "read_bytes", "atomic_write"]
+
+# when this process loaded the writer: temporaries older than this cannot be a save of ours
+_STARTED = time.time()
 
 
 def fspath(path, name="path"):
@@ -29,12 +34,36 @@ def read_bytes(path, kind):
         raise ValueError(f"{path!r} is a directory, not a {kind}") from None
 
 
+def _remove_stale_temporaries(directory, base):
+    """Removes ``.{base}.<12 hex>.tmp`` files (this writer's temporaries for the same target)
+    last modified before this process loaded the writer: left behind by a save that was killed
+    (a live save's temporary is being written, so it is newer). Best effort: errors are
+    ignored."""
+    pattern = re.compile(r"\." + re.escape(base) + r"\.[0-9a-f]{12}\.tmp")
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        if not pattern.fullmatch(name):
+            continue
+        full = os.path.join(directory, name)
+        try:
+            if os.stat(full).st_mtime < _STARTED:
+                os.unlink(full)
+        except OSError:
+            pass
+
+
 def atomic_write(path, chunks):
     """Writes the byte strings ``chunks`` to ``path`` through a temporary file in the same
     directory (fsync, then ``os.replace``), so ``path`` holds either its old content or all of
-    the new one, never a part. The temporary file is removed if anything fails."""
+    the new one, never a part. The temporary file is removed if anything fails; temporaries of
+    the same target that a killed save left behind (older than this process's writer) are
+    removed first."""
     path = fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
+    _remove_stale_temporaries(directory, os.path.basename(path))
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
     # 0o666 filtered by the umask, like a plain open(path, "wb")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)

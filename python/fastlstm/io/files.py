@@ -5,6 +5,9 @@ The format (header metadata, tensor names, dtypes, versioning, what a reader mus
 written down in docs/model-format.md; this writer and the C++ reader
 (cpp/src/model_reader.cpp) follow it. A model file is a safetensors file
 (:mod:`fastlstm.io.safetensors`) with the architecture as JSON in ``__metadata__["fastlstm"]``.
+Files are read by the C++ reader alone (through ``fastlstm._core.read_model_file``, the code a
+C++ application runs), so Python and C++ accept and refuse the same files; this module only
+builds the Python objects from its validated description.
 
 Models live above this module (``fastlstm.models`` imports it), so the model classes this
 module can load register themselves here (:func:`register_model_class`) instead of being
@@ -17,9 +20,11 @@ import json
 
 import numpy as np
 
-from ..rnn import GRU, LSTM, param_layout
+from .. import _core
+from ..rnn import GRU, LSTM
 from .atomic import fspath as _fspath
-from .safetensors import _is_int, load_safetensors, save_safetensors
+from .atomic import read_bytes
+from .safetensors import save_safetensors
 
 __all__ = ["FORMAT_VERSION", "save", "load", "save_model", "load_model", "read_model_info",
            "register_model_class", "SELFCHECK_INPUT", "SELFCHECK_OUTPUT", "SELFCHECK_LENGTHS"]
@@ -34,10 +39,6 @@ SELFCHECK_LENGTHS = "selfcheck.lengths"
 # enough for another machine's SIMD path, far below what a wrongly mapped weight produces.
 _VERIFY_TOL = {np.dtype("float32"): 1e-4, np.dtype("float64"): 1e-9}
 # =============================================================================== model files
-_MODULE_CONFIG_KEYS = ("input_size", "hidden_size", "num_layers", "bias", "batch_first",
-                       "bidirectional", "proj_size", "peephole")
-
-
 def _module_config(module):
     return {"input_size": module.input_size, "hidden_size": module.hidden_size,
             "num_layers": module.num_layers, "bias": module.bias,
@@ -104,65 +105,21 @@ def save(module, path, *, example_input=None, example_lengths=None):
     _write_model(path, model, tensors, selfcheck)
 
 
-def _read_header_model(path):
-    """Loads the file and returns (tensors, model dict, selfcheck dict or None)."""
-    tensors, metadata = load_safetensors(path)
-    where = repr(_fspath(path))
-    if "fastlstm" not in metadata:
-        raise ValueError(f"{where} is a safetensors file but not a fastlstm model: its "
-                         "__metadata__ has no 'fastlstm' entry")
-    try:
-        info = json.loads(metadata["fastlstm"])
-    except (ValueError, RecursionError) as e:
-        raise ValueError(f"{where}: __metadata__['fastlstm'] is not valid JSON: {e}") from None
-    if not isinstance(info, dict) or "format_version" not in info:
-        raise ValueError(f"{where}: __metadata__['fastlstm'] must be an object with a "
-                         "format_version")
-    version = info["format_version"]
-    if not _is_int(version):
-        raise ValueError(f"{where}: format_version must be an integer, got {version!r}")
-    if version != FORMAT_VERSION:
-        newer = " (written by a newer fastlstm; upgrade to read it)" if version > 1 else ""
-        raise ValueError(f"{where} has format_version {version}; this fastlstm reads "
-                         f"format_version {FORMAT_VERSION}{newer}")
-    model = info.get("model")
-    if not isinstance(model, dict) or not isinstance(model.get("class"), str):
-        raise ValueError(f"{where}: the model description must be an object with a 'class'")
-    selfcheck = None
-    if "fastlstm_selfcheck" in metadata:
-        try:
-            selfcheck = json.loads(metadata["fastlstm_selfcheck"])
-        except (ValueError, RecursionError) as e:
-            raise ValueError(f"{where}: __metadata__['fastlstm_selfcheck'] is not valid JSON: "
-                             f"{e}") from None
-        if (not isinstance(selfcheck, dict) or set(selfcheck) != {"input", "output", "lengths"}
-                or not all(isinstance(selfcheck[k], str) and selfcheck[k] in tensors
-                           for k in ("input", "output"))
-                or not (selfcheck["lengths"] is None
-                        or (isinstance(selfcheck["lengths"], str)
-                            and selfcheck["lengths"] in tensors))):
-            raise ValueError(f"{where}: __metadata__['fastlstm_selfcheck'] must name the "
-                             "input, output (and lengths or null) tensors stored in the file, "
-                             f"got {metadata['fastlstm_selfcheck']!r}"[:400])
-    return tensors, model, selfcheck
+def _read_model(path):
+    """The C++ reader's validated description of the model file at ``path``
+    (``fastlstm._core.read_model_file``: the reader and checks of ``fastlstm::Model::load``, the
+    one reader of the format): a dict with class, dtype, config (LSTM/GRU) or layers
+    (Sequential), every field present, weights (name -> array in the file's dtype) and
+    selfcheck (input, output, lengths arrays, or None). Everything the file claims was checked
+    before it was allocated; a refusal is a ValueError naming the file, the field and the
+    reason."""
+    path = _fspath(path)
+    return _core.read_model_file(read_bytes(path, "model file"), path)
 
 
-def _dtype_of(model, where):
-    dtype = model.get("dtype")
-    if dtype not in ("float32", "float64"):
-        raise ValueError(f"{where}: model dtype must be 'float32' or 'float64', got {dtype!r}")
-    return np.dtype(dtype)
-
-
-def _split_selfcheck(tensors, selfcheck):
-    if selfcheck is None:
-        return tensors, None
-    names = {selfcheck["input"], selfcheck["output"]}
-    if selfcheck["lengths"] is not None:
-        names.add(selfcheck["lengths"])
-    check = {"input": tensors[selfcheck["input"]], "output": tensors[selfcheck["output"]],
-             "lengths": None if selfcheck["lengths"] is None else tensors[selfcheck["lengths"]]}
-    return {k: v for k, v in tensors.items() if k not in names}, check
+def _no_self_check(where):
+    return ValueError(f"{where} carries no self-check data to verify (save it with "
+                      "example_input=...)")
 
 
 def _check_weights(weights, expected, dtype, where, what="weight"):
@@ -185,28 +142,6 @@ def _check_weights(weights, expected, dtype, where, what="weight"):
                              f"{tuple(shape)}")
 
 
-def _check_selfcheck_data(check, where, dtype, feature_size=None, tokens=False):
-    x, y, lengths = check["input"], check["output"], check["lengths"]
-    if tokens:
-        if x.dtype != np.int64 or x.ndim != 2:
-            raise ValueError(f"{where}: self-check input must be int64 tokens [B, T], got "
-                             f"{x.dtype.name} {x.shape}")
-    else:
-        if x.dtype != dtype or x.ndim != 3 or (feature_size is not None
-                                               and x.shape[2] != feature_size):
-            raise ValueError(f"{where}: self-check input must be {dtype.name} [B, T, "
-                             f"{feature_size if feature_size is not None else 'F'}], got "
-                             f"{x.dtype.name} {x.shape}")
-    if y.dtype != dtype:
-        raise ValueError(f"{where}: self-check output must be {dtype.name}, got {y.dtype.name}")
-    if lengths is not None:
-        T = x.shape[1]
-        if (lengths.dtype != np.int64 or lengths.shape != (x.shape[0],)
-                or (lengths.size and (lengths.min() < 1 or lengths.max() > T))):
-            raise ValueError(f"{where}: self-check lengths must be int64 [{x.shape[0]}] in "
-                             f"[1, {T}], got {lengths.dtype.name} {lengths.shape}")
-
-
 def _compare_selfcheck(got, expected, dtype, where):
     got = np.asarray(got)
     if got.shape != expected.shape:
@@ -223,132 +158,25 @@ def _compare_selfcheck(got, expected, dtype, where):
 
 
 # the largest size a file may give (the C++ reader's limit as well; docs/model-format.md)
-_MAX_SIZE = 2**30
-
-
-def _size(config, key, where, minimum=1):
-    v = config.get(key)
-    if not _is_int(v) or v < minimum:
-        raise ValueError(f"{where}: config {key} must be an integer >= {minimum}, got {v!r}")
-    if v > _MAX_SIZE:
-        raise ValueError(f"{where}: config {key} must be at most 2^30, got {v}")
-    return v
-
-
-def _layout_shapes(where, kind, input_size, hidden, layers, bidirectional, bias, proj=0,
-                   peephole=False, prefix=""):
-    """Parameter name -> shape of an engine module from its sizes alone (the engine's layout,
-    :func:`fastlstm.rnn.param_layout`), so a corrupt size is caught before anything is
-    allocated."""
-    try:
-        layout = param_layout(kind, input_size, hidden, layers, bidirectional, bias, proj,
-                              peephole)
-    except ValueError as e:
-        raise ValueError(f"{where}: invalid {kind} config: {e}") from None
-    return {prefix + name: shape for name, shape, _ in layout}
-
-
-def _sequential_shapes(model, where):
-    """Tensor name -> shape for a Sequential MODEL per the file contract; ValueError for a layer
-    kind or config it does not describe."""
-    layers = model.get("layers")
-    if not isinstance(layers, list) or not layers:
-        raise ValueError(f"{where}: a Sequential needs a non-empty 'layers' list")
-    out = {}
-    for i, layer in enumerate(layers):
-        lw = f"{where}: layer {i}"
-        if not isinstance(layer, dict) or not isinstance(layer.get("config"), dict):
-            raise ValueError(f"{lw} must be an object with 'class' and 'config'")
-        kind, cfg = layer.get("class"), layer["config"]
-        p = f"layers.{i}."
-        if kind in ("LSTM", "GRU", "Bidirectional"):
-            D = 1
-            if kind == "Bidirectional":
-                inner = cfg.get("layer")
-                if not isinstance(inner, dict) or inner.get("class") not in ("LSTM", "GRU") \
-                        or not isinstance(inner.get("config"), dict):
-                    raise ValueError(f"{lw}: Bidirectional must wrap an LSTM or GRU layer")
-                kind, cfg, D = inner["class"], inner["config"], 2
-            units = _size(cfg, "units", lw)
-            in_size = _size(cfg, "input_size", lw)
-            peephole = kind == "LSTM" and bool(cfg.get("peephole", False))
-            out.update(_layout_shapes(lw, kind, in_size, units, 1, D == 2,
-                                      bool(cfg.get("bias", True)), peephole=peephole, prefix=p))
-        elif kind == "Dense":
-            units, in_dim = _size(cfg, "units", lw), _size(cfg, "input_dim", lw)
-            out[p + "kernel"] = (in_dim, units)
-            if cfg.get("use_bias", True):
-                out[p + "bias"] = (units,)
-        elif kind == "Embedding":
-            out[p + "embeddings"] = (_size(cfg, "input_dim", lw), _size(cfg, "output_dim", lw))
-        elif kind != "Dropout":
-            raise ValueError(f"{lw}: unknown layer class {kind!r} (format_version "
-                             f"{FORMAT_VERSION} knows Embedding, LSTM, GRU, Bidirectional, Dense, "
-                             "Dropout)")
-    return out
-
-
-def _build_module(model, where, weights):
-    cls = {"LSTM": LSTM, "GRU": GRU}.get(model["class"])
-    if cls is None:
-        hint = (" (use fastlstm.io.load_model)" if model["class"] == "Sequential" else "")
-        raise ValueError(f"{where} holds a {model['class']!r} model, not an LSTM or GRU module"
-                         f"{hint}")
-    config = model.get("config")
-    if not isinstance(config, dict):
-        raise ValueError(f"{where}: the model has no 'config' object")
-    missing = [k for k in _MODULE_CONFIG_KEYS if k not in config]
-    unknown = [k for k in config if k not in _MODULE_CONFIG_KEYS]
-    if missing or unknown:
-        raise ValueError(f"{where}: module config must have exactly {list(_MODULE_CONFIG_KEYS)}"
-                         f"; missing {missing}, unknown {unknown}")
-    for k in ("input_size", "hidden_size", "num_layers", "proj_size"):
-        _size(config, k, where, minimum=0 if k == "proj_size" else 1)
-    for k in ("bias", "batch_first", "bidirectional", "peephole"):
-        if not isinstance(config[k], bool):
-            raise ValueError(f"{where}: config {k} must be true or false, got {config[k]!r}")
-    dtype = _dtype_of(model, where)
-    kwargs = dict(config, dtype=dtype.name)
-    if cls is GRU:
-        if config["proj_size"] or config["peephole"]:
-            raise ValueError(f"{where}: a GRU has no proj_size or peephole, got proj_size="
-                             f"{config['proj_size']}, peephole={config['peephole']}")
-        del kwargs["proj_size"], kwargs["peephole"]
-    if not 0 <= config["proj_size"] < config["hidden_size"] and config["proj_size"]:
-        raise ValueError(f"{where}: invalid {model['class']} config: proj_size must be smaller "
-                         f"than hidden_size, got {config['proj_size']} >= {config['hidden_size']}")
-    # shapes first: a corrupt size must not make the engine allocate gigabytes (and a layer
-    # count beyond the tensors present must not build a huge layout)
-    if config["num_layers"] * (2 if config["bidirectional"] else 1) * 2 > len(weights):
-        raise ValueError(f"{where}: config num_layers={config['num_layers']} but the file holds "
-                         f"only {len(weights)} weight tensors")
-    expected = _layout_shapes(where, model["class"], config["input_size"],
-                              config["hidden_size"], config["num_layers"],
-                              config["bidirectional"], config["bias"], config["proj_size"],
-                              config["peephole"])
-    _check_weights(weights, expected, dtype, where)
-    try:
-        return cls(**kwargs, seed=0)
-    except (ValueError, TypeError, RuntimeError) as e:
-        raise ValueError(f"{where}: invalid {model['class']} config {config}: {e}") from None
-
-
 def load(path, verify=False):
     """Loads a bare LSTM/GRU saved by :func:`save`. With ``verify=True`` the file's self-check
     is rerun and a ValueError raised if the outputs differ (or if the file has none)."""
-    tensors, model, selfcheck = _read_header_model(path)
+    spec = _read_model(path)
     where = repr(_fspath(path))
-    weights, check = _split_selfcheck(tensors, selfcheck)
-    module = _build_module(model, where, weights)
-    _check_weights(weights, {k: v.shape for k, v in module.params.items()}, module.dtype, where)
-    for name, arr in weights.items():
+    cls = {"LSTM": LSTM, "GRU": GRU}.get(spec["class"])
+    if cls is None:
+        raise ValueError(f"{where} holds a {spec['class']!r} model, not an LSTM or GRU module "
+                         "(use fastlstm.io.load_model)")
+    config = dict(spec["config"])
+    if cls is GRU:  # validated: no projection, no peepholes
+        del config["proj_size"], config["peephole"]
+    module = cls(**config, dtype=spec["dtype"], seed=0)
+    for name, arr in spec["weights"].items():
         module.params[name][...] = arr
-    if check is not None:
-        _check_selfcheck_data(check, where, module.dtype, module.input_size)
     if verify:
+        check = spec["selfcheck"]
         if check is None:
-            raise ValueError(f"{where} carries no self-check data to verify (save it with "
-                             "example_input=...)")
+            raise _no_self_check(where)
         x = check["input"]
         if not module.batch_first:
             x = x.transpose(1, 0, 2)
@@ -360,11 +188,13 @@ def load(path, verify=False):
 
 
 def read_model_info(path):
-    """The parsed ``{"format_version", "model"}`` description of a model file (no weights
-    built), e.g. to see which class it holds."""
-    _, model, selfcheck = _read_header_model(path)
+    """The validated ``{"format_version", "model", "selfcheck"}`` description of a model file
+    (no weights built), e.g. to see which class it holds; ``model`` has every field, defaults
+    filled in."""
+    spec = _read_model(path)
+    model = {k: spec[k] for k in ("class", "dtype", "config", "layers") if k in spec}
     return {"format_version": FORMAT_VERSION, "model": model,
-            "selfcheck": selfcheck is not None}
+            "selfcheck": spec["selfcheck"] is not None}
 
 
 # ------------------------------------------------------------------------- Sequential models
@@ -440,24 +270,18 @@ def save_model(model, path, *, example_input=None, example_lengths=None):
 
 def load_model(path, verify=False):
     """Loads a Sequential model saved by :func:`save_model` (``verify`` as for :func:`load`)."""
-    tensors, model, selfcheck = _read_header_model(path)
+    spec = _read_model(path)
     where = repr(_fspath(path))
-    if model["class"] != "Sequential":
-        hint = " (use fastlstm.io.load)" if model["class"] in ("LSTM", "GRU") else ""
-        raise ValueError(f"{where} holds a {model['class']!r} model, not a Sequential{hint}")
-    dtype = _dtype_of(model, where)
-    weights, check = _split_selfcheck(tensors, selfcheck)
-    # shapes from the description first: a corrupt size must not allocate gigabytes
-    _check_weights(weights, _sequential_shapes(model, where), dtype, where)
-    seq = build_model(model, weights, dtype, where)
-    if check is not None:
-        tokens = check["input"].dtype.kind in "iu"
-        _check_selfcheck_data(check, where, dtype, tokens=tokens)
+    if spec["class"] != "Sequential":
+        raise ValueError(f"{where} holds a {spec['class']!r} model, not a Sequential (use "
+                         "fastlstm.io.load)")
+    dtype = np.dtype(spec["dtype"])
+    model = {"class": "Sequential", "dtype": spec["dtype"], "layers": spec["layers"]}
+    seq = build_model(model, spec["weights"], dtype, where)
     if verify:
+        check = spec["selfcheck"]
         if check is None:
-            raise ValueError(f"{where} carries no self-check data to verify (save it with "
-                             "example_input=...)")
+            raise _no_self_check(where)
         y = _predict(seq, check["input"], check["lengths"])
         _compare_selfcheck(y, check["output"], dtype, where)
     return seq
-

@@ -1,0 +1,150 @@
+"""Make the fuzz corpus tests/data/fuzz/: the fuzzer's seed files and the files that once
+crashed, hung or were misread by one of the two readers the project used to have (issue 14),
+with tests/data/fuzz/expected.json saying what each must give: ``{"outcome": "loads"}`` (loads
+and verifies its self-check) or ``{"outcome": "refused", "words": [...]}`` (refused with an
+error naming the field and the reason: every word appears in the message).
+
+Run from the repository root: ``python3 tests/data/make_fuzz_corpus.py``. Needs nothing but the
+standard library: every file is an edit of a seed file (tests/data/cpp/, made by
+make_cpp_fixtures.py) at the byte or metadata level. tests/test_fuzz_corpus.py replays the
+corpus through the Python loader and the C++ reader's binding, tests/cpp/test_model_fuzz.cpp
+through the C++ API; a new file that crashed, hung or was misread belongs here, with its
+expectation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SEEDS = os.path.join(HERE, "cpp")
+OUT = os.path.join(HERE, "fuzz")
+
+# the fuzzer's seed files (tests/cpp/test_model_fuzz.cpp)
+SEED_NAMES = ["seq_embedding", "seq_backwards", "lstm_stacked_bidir_proj",
+              "lstm_peephole_nobias_f64", "seq_merge_modes", "seq_gru_last"]
+
+
+def read(name):
+    with open(os.path.join(SEEDS, name + ".safetensors"), "rb") as f:
+        data = f.read()
+    n = struct.unpack("<Q", data[:8])[0]
+    return json.loads(data[8:8 + n]), data[8 + n:]
+
+
+def write(name, header, body, raw_header=None):
+    text = raw_header if raw_header is not None else json.dumps(
+        header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    with open(os.path.join(OUT, name + ".safetensors"), "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text + body)
+
+
+def edit_model(seed, fn):
+    """The seed's header with fn applied to its parsed __metadata__["fastlstm"]."""
+    header, body = read(seed)
+    info = json.loads(header["__metadata__"]["fastlstm"])
+    fn(info)
+    header["__metadata__"]["fastlstm"] = json.dumps(info)
+    return header, body
+
+
+def edit_text(seed, fn):
+    """The seed's header with fn applied to the text of __metadata__["fastlstm"]."""
+    header, body = read(seed)
+    header["__metadata__"]["fastlstm"] = fn(header["__metadata__"]["fastlstm"])
+    return header, body
+
+
+def layer_cfg(i):
+    return lambda info: info["model"]["layers"][i]["config"]
+
+
+def set_key(get, key, value):
+    def fn(info):
+        get(info)[key] = value
+    return fn
+
+
+def rename_key(get, old, new):
+    def fn(info):
+        cfg = get(info)
+        cfg[new] = cfg.pop(old)
+    return fn
+
+
+def bare_cfg(info):
+    return info["model"]["config"]
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    expected = {}
+
+    for name in SEED_NAMES:
+        header, body = read(name)
+        write("seed_" + name, header, body)
+        expected["seed_" + name] = {"outcome": "loads"}
+
+    def refused(name, words, header, body, raw_header=None):
+        write(name, header, body, raw_header)
+        expected[name] = {"outcome": "refused", "words": words}
+
+    # hung the Python reader for a minute and 3.4 GB (it built a table of every claimed layer)
+    refused("huge_num_layers", ["model.config.num_layers", "1073741824"],
+            *edit_model("lstm_stacked_bidir_proj", set_key(bare_cfg, "num_layers", 2**30)))
+    # int64 overflow in the parameter layout (num_params wrapped)
+    refused("huge_hidden_size", ["model.config.hidden_size", str(2**62 + 1)],
+            *edit_model("lstm_peephole_nobias_f64", set_key(bare_cfg, "hidden_size", 2**62 + 1)))
+    # booleans written as strings: Python read "false" as true (112 fuzzed files misread)
+    refused("string_mask_zero", ["model.layers[0].config.mask_zero", "true or false"],
+            *edit_model("seq_embedding", set_key(layer_cfg(0), "mask_zero", "false")))
+    refused("string_bias", ["model.config.bias", "true or false"],
+            *edit_model("lstm_peephole_nobias_f64", set_key(bare_cfg, "bias", "false")))
+    refused("string_use_bias", ["model.layers[2].config.use_bias", "true or false"],
+            *edit_model("seq_gru_last", set_key(layer_cfg(2), "use_bias", "false")))
+    refused("string_return_sequences",
+            ["model.layers[0].config.return_sequences", "true or false"],
+            *edit_model("seq_gru_last", set_key(layer_cfg(0), "return_sequences", "false")))
+    refused("string_go_backwards", ["model.layers[0].config.go_backwards", "true or false"],
+            *edit_model("seq_backwards", set_key(layer_cfg(0), "go_backwards", "false")))
+    refused("string_peephole", ["model.layers[0].config.peephole", "true or false"],
+            *edit_model("seq_backwards", set_key(layer_cfg(0), "peephole", "false")))
+    refused("int_peephole", ["model.config.peephole", "true or false"],
+            *edit_model("lstm_peephole_nobias_f64", set_key(bare_cfg, "peephole", 1)))
+    # unknown or misspelled keys: C++ loaded a linear Dense / the default return_sequences
+    refused("misspelled_activation", ["model.layers[1].config", "unknown key \"activaton\""],
+            *edit_model("seq_gru_last", rename_key(layer_cfg(1), "activation", "activaton")))
+    refused("misspelled_return_sequences",
+            ["model.layers[0].config", "unknown key \"return_sequence\""],
+            *edit_model("seq_gru_last",
+                        rename_key(layer_cfg(0), "return_sequences", "return_sequence")))
+    refused("unknown_top_level_key", ["__metadata__[\"fastlstm\"]", "unknown key \"comment\""],
+            *edit_model("seq_merge_modes", lambda info: info.update(comment="x")))
+    # invalid UTF-8 (C++ accepted it): a raw 0xff inside the activation's name
+    header, body = read("seq_gru_last")
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    assert raw.count(b"tanh") == 1
+    refused("invalid_utf8", ["invalid UTF-8"], header, body,
+            raw_header=raw.replace(b"tanh", b"t\xffnh"))
+    # duplicate keys and over-deep nesting (Python accepted them)
+    refused("duplicate_key", ["duplicate key \"format_version\""],
+            *edit_text("seq_gru_last", lambda t: '{"format_version": 1, ' + t[1:]))
+    refused("deep_nesting", ["nested deeper than 64"],
+            *edit_text("seq_gru_last", lambda t: t[:-1] + ', "x": ' + "[" * 100 + "]" * 100
+                       + "}"))
+    # the weights' dtype must be the model's
+    refused("dtype_mismatch", ["dtype F64, expected F32"],
+            *edit_model("lstm_peephole_nobias_f64",
+                        lambda info: info["model"].update(dtype="float32")))
+
+    with open(os.path.join(OUT, "expected.json"), "w") as f:
+        json.dump(expected, f, indent=1, sort_keys=True)
+        f.write("\n")
+    print(f"wrote {len(expected)} files to {OUT}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""Replays the fuzz corpus (tests/data/fuzz/, made by tests/data/make_fuzz_corpus.py): the
+fuzzer's seed files and every file that once crashed, hung or was misread. Through the Python
+loader here (fastlstm.load / fastlstm.io.load_model: the C++ reader through its binding); the
+C++ API replays the same files in tests/cpp/test_model_fuzz.cpp (ctest, tests/test_cpp.py).
+
+Before issue 14 the Python reader read ``"false"`` as true, hung on ``num_layers`` 2^30 and
+accepted duplicate keys and deep nesting, and the C++ reader accepted unknown keys and invalid
+UTF-8: the two readers disagreed on these files."""
+
+import json
+import os
+
+import pytest
+
+import fastlstm
+from fastlstm import io as fio
+
+DIR = os.path.join(os.path.dirname(__file__), "data", "fuzz")
+with open(os.path.join(DIR, "expected.json")) as _f:
+    EXPECTED = json.load(_f)
+
+
+def test_the_corpus_is_complete():
+    files = {f[:-len(".safetensors")] for f in os.listdir(DIR) if f.endswith(".safetensors")}
+    assert files == set(EXPECTED)
+    assert sum(e["outcome"] == "refused" for e in EXPECTED.values()) >= 15
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_corpus_file(name):
+    path = os.path.join(DIR, name + ".safetensors")
+    want = EXPECTED[name]
+    if want["outcome"] == "loads":
+        cls = fio.read_model_info(path)["model"]["class"]
+        m = (fio.load_model if cls == "Sequential" else fastlstm.load)(path, verify=True)
+        assert m is not None
+        return
+    for load in (fastlstm.load, fio.load_model, fio.read_model_info):
+        with pytest.raises(ValueError) as info:
+            load(path)
+        message = str(info.value)
+        assert name + ".safetensors" in message
+        for word in want["words"]:
+            assert word in message, (word, message)
+

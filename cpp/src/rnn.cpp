@@ -4,7 +4,9 @@
 #include <string>
 #include <vector>
 
+#include "cpu/parallel.hpp"
 #include "engine.hpp"
+#include "stream.hpp"
 
 namespace fastlstm {
 
@@ -54,16 +56,39 @@ bool RNN<T>::has_activations() const {
   return impl_->engine.has_activations();
 }
 
+// Below this many multiply-adds per step a stream runs its dedicated single-threaded step
+// (stream.hpp); above it, with more than one thread allowed, the sequence engine's step, which
+// splits the hidden units over the thread pool. Both give the same bits, so the choice (made
+// per step from the current thread count) never changes a result. Measured with
+// bench/cpp/stream_bench.cpp (README, "Streaming").
+constexpr int64_t kStreamThreadWork = int64_t(1) << 18;
+
 template <typename T>
 struct Stream<T>::Impl {
   Impl(const RNNConfig& c, const T* p, int64_t b)
-      : engine(c), params(p), batch(b), h(c.num_layers * b * c.state_size(), T(0)),
-        c_(c.cell == CellType::LSTM ? c.num_layers * b * c.hidden_size : 0, T(0)) {}
-  detail::Engine<T> engine;
+      : stepper(c, b), params(p), batch(b), h(c.num_layers * b * c.state_size(), T(0)),
+        c_(c.cell == CellType::LSTM ? c.num_layers * b * c.hidden_size : 0, T(0)),
+        threadable(stepper.work_per_step() >= kStreamThreadWork) {}
+  detail::StreamStep<T> stepper;
+  std::unique_ptr<detail::Engine<T>> engine;  // only where threads can pay (threadable)
   const T* params;
   int64_t batch;
   std::vector<T> h;   // [L, B, S]
   std::vector<T> c_;  // [L, B, H]
+  bool threadable;
+
+  void engine_step(const T* x_t, T* y_t) {
+    ForwardArgs<T> in;
+    in.params = params;
+    in.x = x_t;
+    in.h0 = h.data();
+    in.c0 = c_.empty() ? nullptr : c_.data();
+    ForwardOutputs<T> out;
+    out.output = y_t;
+    out.h_n = h.data();  // each layer reads its h0 before it writes its h_n
+    out.c_n = c_.empty() ? nullptr : c_.data();
+    engine->forward(SeqShape{1, batch, false}, in, out);
+  }
 };
 
 template <typename T>
@@ -75,10 +100,17 @@ Stream<T>::Stream(const RNNConfig& config, const T* params, int64_t batch) {
   if (batch < 1) throw Error("batch must be >= 1, got " + std::to_string(batch));
   if (!params) throw Error("params must not be null");
   impl_ = std::make_unique<Impl>(config, params, batch);
-  impl_->engine.set_cache_packed(true);
-  // one warm-up step sizes every workspace, so later steps allocate nothing
+  auto& m = *impl_;
+  m.stepper.pack(params);
+  // Warm-up: one step of each path sizes every workspace, so no step allocates, and the first
+  // step after construction does the same work as any later one.
   std::vector<T> x(batch * config.input_size, T(0)), y(batch * config.state_size());
-  step(x.data(), y.data());
+  m.stepper.step(x.data(), y.data(), m.h.data(), m.c_.empty() ? nullptr : m.c_.data());
+  if (m.threadable) {
+    m.engine = std::make_unique<detail::Engine<T>>(config);
+    m.engine->set_cache_packed(true);
+    m.engine_step(x.data(), y.data());
+  }
   reset();
 }
 template <typename T>
@@ -89,18 +121,10 @@ template <typename T>
 Stream<T>& Stream<T>::operator=(Stream&&) noexcept = default;
 
 template <typename T>
-void Stream<T>::step(const T* x_t, T* y_t) {
+void Stream<T>::step(const T* x_t, T* y_t) noexcept {
   auto& m = *impl_;
-  ForwardArgs<T> in;
-  in.params = m.params;
-  in.x = x_t;
-  in.h0 = m.h.data();
-  in.c0 = m.c_.empty() ? nullptr : m.c_.data();
-  ForwardOutputs<T> out;
-  out.output = y_t;
-  out.h_n = m.h.data();  // each layer reads its h0 before it writes its h_n
-  out.c_n = m.c_.empty() ? nullptr : m.c_.data();
-  m.engine.forward(SeqShape{1, m.batch, false}, in, out);
+  if (m.threadable && detail::max_threads() > 1) m.engine_step(x_t, y_t);
+  else m.stepper.step(x_t, y_t, m.h.data(), m.c_.empty() ? nullptr : m.c_.data());
 }
 
 template <typename T>
@@ -111,7 +135,8 @@ void Stream<T>::reset() {
 
 template <typename T>
 void Stream<T>::reload_params() {
-  impl_->engine.invalidate_packed();
+  impl_->stepper.pack(impl_->params);  // same sizes: no allocation
+  if (impl_->engine) impl_->engine->invalidate_packed();
 }
 
 template <typename T>

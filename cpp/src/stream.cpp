@@ -21,11 +21,13 @@ constexpr int kWideU = int(64 / sizeof(T));
 
 template <typename T, typename Cell, int U>
 void run_layer(const typename StreamStep<T>::Layer& L, const T* x, const T* h_prev, T* c,
-               T* h_out) noexcept {
+               T* h_out, bool reverse) noexcept {
   constexpr int NG = Cell::kGates;
   alignas(64) T xp[2 * NG * U], rec[2 * NG * U], act[NG * U], aux[U];
   const int64_t H = L.H;
-  for (const auto& g : L.groups) {
+  const int64_t ngroups = int64_t(L.groups.size());
+  for (int64_t gi = 0; gi < ngroups; ++gi) {
+    const auto& g = L.groups[reverse ? ngroups - 1 - gi : gi];
     const T* w = L.w.data() + g.w;
     const T* bih = L.b_ih.data() + g.b;
     if (g.nb == 2) stream_gates<T, U, 2, NG>(L.I, L.S, x, h_prev, w, bih, xp, rec);
@@ -172,16 +174,17 @@ void StreamStep<T>::step(const T* x, T* y, T* h, T* c) noexcept {
       T* hl = h + (l * B + j) * S;
       T* cl = c ? c + (l * B + j) * H : nullptr;
       if (P > 0) {
-        run_(ly, in, hl, cl, hraw_.data());
+        run_(ly, in, hl, cl, hraw_.data(), reverse_);
         gemm_packed<T>(1, P, H, hraw_.data(), H, ly.hr.data(), hnew, S, false);
       } else {
-        run_(ly, in, hl, cl, hnew);
+        run_(ly, in, hl, cl, hnew, reverse_);
       }
       std::memcpy(hl, hnew, sizeof(T) * S);
       in = hl;
     }
     std::memcpy(y + j * S, in, sizeof(T) * S);
   }
+  reverse_ = !reverse_;
 }
 
 template class StreamStep<float>;

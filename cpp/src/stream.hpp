@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "aligned.hpp"
 #include "fastlstm/config.hpp"
 
 namespace fastlstm::detail {
@@ -35,10 +36,10 @@ class StreamStep {
   };
   struct Layer {
     int64_t I = 0, H = 0, S = 0;      // input, hidden and state size of the layer
-    std::vector<T> w;                 // the groups' weights
-    std::vector<T> b_ih, b_hh;        // per group [nb][ng][U] (zeros without bias)
+    AlignedVector<T> w;               // the groups' weights
+    AlignedVector<T> b_ih, b_hh;      // per group [nb][ng][U] (zeros without bias)
     std::vector<T> w_ci, w_cf, w_co;  // [H] peepholes (empty without)
-    std::vector<T> hr;                // [P, H] W_hr as panels (kernels/packed_gemm.hpp)
+    AlignedVector<T> hr;              // [P, H] W_hr as panels (kernels/packed_gemm.hpp)
     std::vector<Group> groups;
     // offsets of the layer's tensors in the flat parameters (-1: absent)
     int64_t o_ih = -1, o_hh = -1, o_bih = -1, o_bhh = -1, o_hr = -1, o_ci = -1, o_cf = -1,
@@ -46,8 +47,8 @@ class StreamStep {
   };
   // runs the gate products and the cell pass of one layer and row: c updated in place, the
   // cell's output h (before any projection) into h_out
-  using LayerFn = void (*)(const Layer& L, const T* x, const T* h_prev, T* c,
-                           T* h_out) noexcept;
+  using LayerFn = void (*)(const Layer& L, const T* x, const T* h_prev, T* c, T* h_out,
+                           bool reverse) noexcept;
 
  private:
   RNNConfig cfg_;
@@ -57,6 +58,12 @@ class StreamStep {
   LayerFn run_ = nullptr;
   std::vector<T> hnew_;  // [S] a layer's new h while its old one is still read
   std::vector<T> hraw_;  // [H] LSTMP: the cell output before the projection
+  // Steps alternate the order in which they visit a layer's groups (first to last, then last
+  // to first), so a step starts on the weights the previous one read last, still in L1: a layer
+  // a bit larger than L1 (H = 64: 66 KB) then streams part of its weights from L1, not L2
+  // (measured 0.98x vs 1.15x RTNeural's time at H = 64). The order of the terms inside each
+  // output's sum does not change.
+  bool reverse_ = false;
 };
 
 extern template class StreamStep<float>;

@@ -31,16 +31,19 @@ inline void stream_gates(int64_t I, int64_t S, const T* __restrict x, const T* _
                          const T* __restrict w, const T* __restrict b_ih, T* __restrict xp,
                          T* __restrict rec) {
   constexpr int C = NB * NG * U;  // columns of the group
+  // The first term is fma(a, w, 0), as in a chain started from zero (the same bits, -0 * w
+  // included), without zeroing the accumulators first: the compiler would zero them in memory
+  // (rep stos, tens of cycles on the latency path at small sizes). I, S >= 1.
   T ax[C], ah[C];
-  for (int j = 0; j < C; ++j) ax[j] = T(0);
-  for (int j = 0; j < C; ++j) ah[j] = T(0);
-  for (int64_t k = 0; k < I; ++k) {
+  for (int j = 0; j < C; ++j) ax[j] = std::fma(x[0], w[j], T(0));
+  for (int64_t k = 1; k < I; ++k) {
     const T a = x[k];
     const T* __restrict wk = w + k * C;
     for (int j = 0; j < C; ++j) ax[j] = std::fma(a, wk[j], ax[j]);
   }
   w += I * C;
-  for (int64_t k = 0; k < S; ++k) {
+  for (int j = 0; j < C; ++j) ah[j] = std::fma(h[0], w[j], T(0));
+  for (int64_t k = 1; k < S; ++k) {
     const T a = h[k];
     const T* __restrict wk = w + k * C;
     for (int j = 0; j < C; ++j) ah[j] = std::fma(a, wk[j], ah[j]);

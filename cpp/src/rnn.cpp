@@ -4,7 +4,6 @@
 #include <string>
 #include <vector>
 
-#include "cpu/parallel.hpp"
 #include "engine.hpp"
 #include "stream.hpp"
 
@@ -56,39 +55,16 @@ bool RNN<T>::has_activations() const {
   return impl_->engine.has_activations();
 }
 
-// Below this many multiply-adds per step a stream runs its dedicated single-threaded step
-// (stream.hpp); above it, with more than one thread allowed, the sequence engine's step, which
-// splits the hidden units over the thread pool. Both give the same bits, so the choice (made
-// per step from the current thread count) never changes a result. Measured with
-// bench/cpp/stream_bench.cpp (README, "Streaming").
-constexpr int64_t kStreamThreadWork = int64_t(1) << 18;
-
 template <typename T>
 struct Stream<T>::Impl {
   Impl(const RNNConfig& c, const T* p, int64_t b)
       : stepper(c, b), params(p), batch(b), h(c.num_layers * b * c.state_size(), T(0)),
-        c_(c.cell == CellType::LSTM ? c.num_layers * b * c.hidden_size : 0, T(0)),
-        threadable(stepper.work_per_step() >= kStreamThreadWork) {}
+        c_(c.cell == CellType::LSTM ? c.num_layers * b * c.hidden_size : 0, T(0)) {}
   detail::StreamStep<T> stepper;
-  std::unique_ptr<detail::Engine<T>> engine;  // only where threads can pay (threadable)
   const T* params;
   int64_t batch;
   std::vector<T> h;   // [L, B, S]
   std::vector<T> c_;  // [L, B, H]
-  bool threadable;
-
-  void engine_step(const T* x_t, T* y_t) {
-    ForwardArgs<T> in;
-    in.params = params;
-    in.x = x_t;
-    in.h0 = h.data();
-    in.c0 = c_.empty() ? nullptr : c_.data();
-    ForwardOutputs<T> out;
-    out.output = y_t;
-    out.h_n = h.data();  // each layer reads its h0 before it writes its h_n
-    out.c_n = c_.empty() ? nullptr : c_.data();
-    engine->forward(SeqShape{1, batch, false}, in, out);
-  }
 };
 
 template <typename T>
@@ -100,17 +76,11 @@ Stream<T>::Stream(const RNNConfig& config, const T* params, int64_t batch) {
   if (batch < 1) throw Error("batch must be >= 1, got " + std::to_string(batch));
   if (!params) throw Error("params must not be null");
   impl_ = std::make_unique<Impl>(config, params, batch);
-  auto& m = *impl_;
-  m.stepper.pack(params);
-  // Warm-up: one step of each path sizes every workspace, so no step allocates, and the first
-  // step after construction does the same work as any later one.
+  impl_->stepper.pack(params);
+  // Warm-up: one step (the thread pool started if the step uses it), so that the first step
+  // after construction does what any later one does.
   std::vector<T> x(batch * config.input_size, T(0)), y(batch * config.state_size());
-  m.stepper.step(x.data(), y.data(), m.h.data(), m.c_.empty() ? nullptr : m.c_.data());
-  if (m.threadable) {
-    m.engine = std::make_unique<detail::Engine<T>>(config);
-    m.engine->set_cache_packed(true);
-    m.engine_step(x.data(), y.data());
-  }
+  step(x.data(), y.data());
   reset();
 }
 template <typename T>
@@ -123,8 +93,7 @@ Stream<T>& Stream<T>::operator=(Stream&&) noexcept = default;
 template <typename T>
 void Stream<T>::step(const T* x_t, T* y_t) noexcept {
   auto& m = *impl_;
-  if (m.threadable && detail::max_threads() > 1) m.engine_step(x_t, y_t);
-  else m.stepper.step(x_t, y_t, m.h.data(), m.c_.empty() ? nullptr : m.c_.data());
+  m.stepper.step(x_t, y_t, m.h.data(), m.c_.empty() ? nullptr : m.c_.data());
 }
 
 template <typename T>
@@ -135,8 +104,7 @@ void Stream<T>::reset() {
 
 template <typename T>
 void Stream<T>::reload_params() {
-  impl_->stepper.pack(impl_->params);  // same sizes: no allocation
-  if (impl_->engine) impl_->engine->invalidate_packed();
+  impl_->stepper.pack(impl_->params);  // into the buffers sized at construction
 }
 
 template <typename T>

@@ -1,7 +1,7 @@
 // The dedicated streaming step (Stream<T>, and through it Model::Stream): one time step of a
-// unidirectional stack for a few batch rows, on the calling thread, over weights packed for the
-// step at construction (kernels/stream_step.hpp). No scheduling, no thread pool, no allocation,
-// no lock and no parameter check per step.
+// unidirectional stack for a few batch rows over weights packed for the step at construction
+// (kernels/stream_step.hpp). No scheduling, no allocation and no parameter check per step; below
+// a size where threads pay (stream.cpp) it runs on the calling thread alone, with no lock.
 //
 // A StreamStep is bound to the parameter buffer it was made from: pack() copies what the step
 // reads (weights, biases, peepholes) into its own layout, so later changes to that buffer are
@@ -47,8 +47,9 @@ class StreamStep {
   };
   // runs the gate products and the cell pass of one layer and row: c updated in place, the
   // cell's output h (before any projection) into h_out
+  // (groups [g0, g1) of the layer)
   using LayerFn = void (*)(const Layer& L, const T* x, const T* h_prev, T* c, T* h_out,
-                           bool reverse) noexcept;
+                           bool reverse, int64_t g0, int64_t g1) noexcept;
 
  private:
   RNNConfig cfg_;
@@ -56,8 +57,9 @@ class StreamStep {
   int U_ = 0;  // units per block
   std::vector<Layer> layers_;
   LayerFn run_ = nullptr;
-  std::vector<T> hnew_;  // [S] a layer's new h while its old one is still read
-  std::vector<T> hraw_;  // [H] LSTMP: the cell output before the projection
+  std::vector<T> hnew_;  // [B, S] a layer's new h while its old one is still read
+  std::vector<T> hraw_;  // [B, H] LSTMP: the cell output before the projection
+  bool threadable_ = false;  // large enough for the thread pool to pay
   // Steps alternate the order in which they visit a layer's groups (first to last, then last
   // to first), so a step starts on the weights the previous one read last, still in L1: a layer
   // a bit larger than L1 (H = 64: 66 KB) then streams part of its weights from L1, not L2

@@ -113,6 +113,18 @@ void test_bitwise() {
       stream_is_bitwise_forward<float>(n, B);
       stream_is_bitwise_forward<double>(n, B);
     }
+  // above the threading threshold the groups of units are split over threads: the same bits
+  // for 1 and 2 threads
+  RNNConfig big_gru = make(CellType::GRU, 64, 272);
+  big_gru.num_layers = 2;
+  for (const Net& n : {Net{"lstm I=64 H=256", make(CellType::LSTM, 64, 256)},
+                       Net{"gru I=64 H=272 L=2", big_gru}})
+    for (int threads : {1, 2}) {
+      fastlstm::set_num_threads(threads);
+      stream_is_bitwise_forward<float>(n, 1);
+      stream_is_bitwise_forward<float>(n, 2);
+    }
+  fastlstm::set_num_threads(1);
 }
 
 // In-place changes of the parameter buffer are not seen by step (nothing is checked or repacked
@@ -175,8 +187,22 @@ void test_realtime_calls() {
         ++mt::failures();
       }
     }
-  // the counters do count: a sequence forward large enough for the thread pool wakes it
+  // the counters do count: a stream above the threading threshold, and a sequence forward,
+  // wake the thread pool (and the forward allocates its workspaces)
   const RNNConfig big = make(CellType::LSTM, 64, 256);
+  {
+    const auto p = randoms<float>(fastlstm::num_params(big), 1, 0.1);
+    const auto x1 = randoms<float>(64, 2, 1.0);
+    std::vector<float> y1(256);
+    fastlstm::Stream<float> s(big, p.data(), 1);
+    g_allocs = 0;
+    g_blocking = 0;
+    g_counting = true;
+    s.step(x1.data(), y1.data());
+    g_counting = false;
+    MT_CHECK(g_allocs == 0);
+    MT_CHECK(g_blocking > 0);
+  }
   const auto params = randoms<float>(fastlstm::num_params(big), 1, 0.1);
   const int64_t T = 4, B = 16;
   const auto x = randoms<float>(T * B * 64, 2, 1.0);

@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <new>
 #include <random>
 #include <string>
 #include <vector>
@@ -61,25 +62,30 @@ double fma_latency_ns() {
   return median(t);
 }
 
-// bytes per ns reading a buffer of `bytes` over and over (it stays in the cache level it fits)
+// bytes per ns reading a buffer of `bytes` over and over (it stays in the cache level it fits),
+// 64-byte aligned like the stream's packed weights, with enough independent sums to keep the
+// loads, not the adds, the limit
 double read_bandwidth(int64_t bytes) {
-  const int64_t n = std::max<int64_t>(bytes / 4 / 64 * 64, 64);
-  std::vector<float> buf(n, 1.0f);
+  constexpr int kW = 128;  // floats per iteration
+  const int64_t n = std::max<int64_t>(bytes / 4 / kW * kW, kW);
+  float* buf = static_cast<float*>(::operator new(n * 4, std::align_val_t(64)));
+  std::fill(buf, buf + n, 1.0f);
   const int64_t reps = std::max<int64_t>(1, (int64_t(1) << 20) / (n * 4));
   std::vector<double> t;
   float sink = 0;
   for (int r = 0; r < 21; ++r) {
-    float acc[64] = {};
+    alignas(64) float acc[kW] = {};
     const auto t0 = Clock::now();
     for (int64_t k = 0; k < reps; ++k) {
-      const float* p = buf.data();
-      for (int64_t i = 0; i < n; i += 64)
-        for (int j = 0; j < 64; ++j) acc[j] += p[i + j];
+      const float* p = buf;
+      for (int64_t i = 0; i < n; i += kW)
+        for (int j = 0; j < kW; ++j) acc[j] += p[i + j];
       __asm__ volatile("" ::: "memory");
     }
     t.push_back(double(n) * 4 * double(reps) / (seconds_since(t0) * 1e9));
     for (float a : acc) sink += a;
   }
+  ::operator delete(buf, std::align_val_t(64));
   if (sink == 42.0f) std::printf(" ");
   return median(t);
 }

@@ -178,3 +178,39 @@ def test_readme_case_table_is_the_package_s(repo_root):
         cells = [c.strip() for c in line.strip("|").split("|")]
         rows[cells[0]] = tuple(int(v) for v in cells[1:6])
     assert rows == {n: (c.B, c.T, c.I, c.H, c.layers) for n, c in bench.CASES.items()}
+
+
+# ------------------------------------------------------------------------------ --stream
+def test_stream_bench_reports_every_case(tmp_path, capsys):
+    """The C++ streaming benchmark installed with the package: every case, both streams, the
+    floors, and the same bits from Stream<float> and Model::Stream (checked by the program)."""
+    from fastlstm.bench import stream
+
+    if stream.executable() is None:
+        pytest.fail("stream_bench is not installed with the package (fastlstm/bin)")
+    path = tmp_path / "stream.json"
+    code = bench.main(["--stream", "--quick", "--steps", "200", "--json", str(path)])
+    assert code == 0
+    with open(path) as f:
+        doc = json.load(f)
+    got = {(c["cell"], c["I"], c["H"]) for c in doc["cases"]}
+    want = {(cell, 1, h) for cell in ("lstm", "gru") for h in (1, 8, 16, 32, 64, 128)}
+    want |= {("lstm", 64, 256), ("gru", 64, 256)}
+    assert got == want
+    for c in doc["cases"]:
+        assert c["same_bits"] is True
+        assert c["bare_ns"] > 0 and c["model_ns"] > 0
+        assert c["latency_floor_ns"] > 0 and c["bandwidth_floor_ns"] > 0
+        gates = 4 if c["cell"] == "lstm" else 3
+        assert c["weight_bytes"] == 4 * gates * c["H"] * (c["I"] + c["H"])
+    assert doc["machine"]["cpu_model"] is not None
+    out = capsys.readouterr().out
+    assert "Model::Stream" in out and "lat floor" in out
+
+
+def test_stream_bench_missing_program_is_a_clear_error(monkeypatch, capsys):
+    from fastlstm.bench import stream
+
+    monkeypatch.setattr(stream, "executable", lambda: None)
+    assert bench.main(["--stream"]) == 2
+    assert "stream_bench" in capsys.readouterr().err

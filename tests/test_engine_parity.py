@@ -237,10 +237,13 @@ def test_stream_equals_full_sequence(name, dtype):
     steps = np.stack([stream.step(x[t]) for t in range(T)])  # [T, B, S]
     assert steps.dtype == dt
     assert_close(steps, full, tol, "stream outputs")
+    # the stream's step computes every element with the sequence engine's arithmetic: the same
+    # bits, not just close
+    np.testing.assert_array_equal(steps, full)
     h, c = stream.state
-    assert_close(h, h_n, tol, "stream h")
+    np.testing.assert_array_equal(h, h_n)
     if cell == "lstm":
-        assert_close(c, c_n, tol, "stream c")
+        np.testing.assert_array_equal(c, c_n)
 
     # reset: back to the zero state, the same outputs again
     stream.reset()
@@ -251,6 +254,7 @@ def test_stream_equals_full_sequence(name, dtype):
     stream.set_state(h0, c0 if cell == "lstm" else None)
     with_state = np.stack([stream.step(x[t]) for t in range(T)])
     assert_close(with_state, full_h0, tol, "stream outputs from set_state")
+    np.testing.assert_array_equal(with_state, full_h0)
     h, c = stream.state
     assert_close(h, h_n0, tol, "stream h from set_state")
     if cell == "lstm":

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "engine.hpp"
+#include "stream.hpp"
 
 namespace fastlstm {
 
@@ -57,9 +58,9 @@ bool RNN<T>::has_activations() const {
 template <typename T>
 struct Stream<T>::Impl {
   Impl(const RNNConfig& c, const T* p, int64_t b)
-      : engine(c), params(p), batch(b), h(c.num_layers * b * c.state_size(), T(0)),
+      : stepper(c, b), params(p), batch(b), h(c.num_layers * b * c.state_size(), T(0)),
         c_(c.cell == CellType::LSTM ? c.num_layers * b * c.hidden_size : 0, T(0)) {}
-  detail::Engine<T> engine;
+  detail::StreamStep<T> stepper;
   const T* params;
   int64_t batch;
   std::vector<T> h;   // [L, B, S]
@@ -75,8 +76,9 @@ Stream<T>::Stream(const RNNConfig& config, const T* params, int64_t batch) {
   if (batch < 1) throw Error("batch must be >= 1, got " + std::to_string(batch));
   if (!params) throw Error("params must not be null");
   impl_ = std::make_unique<Impl>(config, params, batch);
-  impl_->engine.set_cache_packed(true);
-  // one warm-up step sizes every workspace, so later steps allocate nothing
+  impl_->stepper.pack(params);
+  // Warm-up: one step (the thread pool started if the step uses it), so that the first step
+  // after construction does what any later one does.
   std::vector<T> x(batch * config.input_size, T(0)), y(batch * config.state_size());
   step(x.data(), y.data());
   reset();
@@ -89,18 +91,9 @@ template <typename T>
 Stream<T>& Stream<T>::operator=(Stream&&) noexcept = default;
 
 template <typename T>
-void Stream<T>::step(const T* x_t, T* y_t) {
+void Stream<T>::step(const T* x_t, T* y_t) noexcept {
   auto& m = *impl_;
-  ForwardArgs<T> in;
-  in.params = m.params;
-  in.x = x_t;
-  in.h0 = m.h.data();
-  in.c0 = m.c_.empty() ? nullptr : m.c_.data();
-  ForwardOutputs<T> out;
-  out.output = y_t;
-  out.h_n = m.h.data();  // each layer reads its h0 before it writes its h_n
-  out.c_n = m.c_.empty() ? nullptr : m.c_.data();
-  m.engine.forward(SeqShape{1, m.batch, false}, in, out);
+  m.stepper.step(x_t, y_t, m.h.data(), m.c_.empty() ? nullptr : m.c_.data());
 }
 
 template <typename T>
@@ -111,7 +104,7 @@ void Stream<T>::reset() {
 
 template <typename T>
 void Stream<T>::reload_params() {
-  impl_->engine.invalidate_packed();
+  impl_->stepper.pack(impl_->params);  // into the buffers sized at construction
 }
 
 template <typename T>

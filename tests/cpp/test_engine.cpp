@@ -228,7 +228,7 @@ void stream_matches_forward() {
     stream.step(x.data() + t * B * 3, y.data());
     for (int64_t i = 0; i < B * 4; ++i) err = std::max(err, double(std::abs(y[i] - out[t * B * 4 + i])));
   }
-  expect(err < 1e-6, "stream equals forward (err " + std::to_string(err) + ")");
+  expect(err == 0, "stream equals forward bit for bit (err " + std::to_string(err) + ")");
 }
 
 // NaN in, NaN out; +-Inf saturate (exp_f32 used to convert NaN to an integer: UB)

@@ -22,76 +22,7 @@
 
 using fastlstm::Model;
 
-// ---------------------------------------------------------------- allocation counter
-// Counts heap allocations while enabled. On glibc, malloc itself is interposed, so Eigen's
-// aligned allocations (which call malloc directly) are counted too.
-static std::atomic<bool> g_counting{false};
-static std::atomic<long> g_allocs{0};
-
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define MT_SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(memory_sanitizer) || \
-    __has_feature(thread_sanitizer)
-#define MT_SANITIZED 1
-#endif
-#endif
-
-#if defined(MT_SANITIZED)
-// sanitizers own the allocator: no counting (the normal build runs the check)
-static constexpr bool kCountsAllocations = false;
-#elif defined(__GLIBC__)
-static constexpr bool kCountsAllocations = true;
-extern "C" {
-void* __libc_malloc(size_t);
-void* __libc_calloc(size_t, size_t);
-void* __libc_realloc(void*, size_t);
-void* __libc_memalign(size_t, size_t);
-void* malloc(size_t n) {
-  if (g_counting.load(std::memory_order_relaxed)) ++g_allocs;
-  return __libc_malloc(n);
-}
-void* calloc(size_t n, size_t s) {
-  if (g_counting.load(std::memory_order_relaxed)) ++g_allocs;
-  return __libc_calloc(n, s);
-}
-void* realloc(void* p, size_t n) {
-  if (g_counting.load(std::memory_order_relaxed)) ++g_allocs;
-  return __libc_realloc(p, n);
-}
-void* memalign(size_t a, size_t n) {
-  if (g_counting.load(std::memory_order_relaxed)) ++g_allocs;
-  return __libc_memalign(a, n);
-}
-void* aligned_alloc(size_t a, size_t n) { return memalign(a, n); }
-int posix_memalign(void** p, size_t a, size_t n) {
-  *p = memalign(a, n);
-  return *p ? 0 : 12;  // ENOMEM
-}
-}
-#else
-// elsewhere only operator new is seen (Eigen's own malloc calls are not)
-static constexpr bool kCountsAllocations = true;
-void* operator new(std::size_t n) {
-  if (g_counting.load(std::memory_order_relaxed)) ++g_allocs;
-  if (void* p = std::malloc(n ? n : 1)) return p;
-  throw std::bad_alloc();
-}
-void* operator new[](std::size_t n) { return operator new(n); }
-void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
-  if (g_counting.load(std::memory_order_relaxed)) ++g_allocs;
-  return std::malloc(n ? n : 1);
-}
-void* operator new[](std::size_t n, const std::nothrow_t& t) noexcept {
-  return operator new(n, t);
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
-void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
-void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
-#endif
+#include "rt_counters.hpp"
 
 // ---------------------------------------------------------------- fixtures
 static const char* kFixtures[] = {

@@ -76,22 +76,25 @@ class RNN {
   std::unique_ptr<Impl> impl_;
 };
 
-// Step-by-step inference of a unidirectional network with the state carried inside: after
-// construction, step() allocates nothing on the heap.
+// Step-by-step inference of a unidirectional network with the state carried inside. step() is
+// real-time safe: it allocates nothing, takes no lock, makes no system call and checks nothing
+// (below the threading threshold it runs on the calling thread only; every buffer is sized and
+// the weights packed at construction, so the first step costs what any later step costs).
 template <typename Scalar>
 class Stream {
  public:
-  // The weights are packed once, here, into the kernels' layout: later changes to params are
-  // not seen until reload_params(). params must outlive the stream.
+  // The stream is bound to params: the weights are packed once, here, into the step's layout,
+  // and later changes to params are not seen until reload_params() repacks them from the same
+  // buffer. params must outlive the stream.
   Stream(const RNNConfig& config, const Scalar* params, int64_t batch);
   ~Stream();
   Stream(Stream&&) noexcept;
   Stream& operator=(Stream&&) noexcept;
 
-  // x_t: [B, I]; y_t: [B, S] (the top layer's new h).
-  void step(const Scalar* x_t, Scalar* y_t);
+  // x_t: [B, I]; y_t: [B, S] (the top layer's new h). Bitwise what forward() gives at that step.
+  void step(const Scalar* x_t, Scalar* y_t) noexcept;
   void reset();                   // state to zeros
-  void reload_params();           // re-reads params (after an in-place update)
+  void reload_params();           // repacks params (after an in-place update); no allocation
   int64_t batch() const;
   const Scalar* h() const;        // [L, B, S]
   const Scalar* c() const;        // [L, B, H] (LSTM; nullptr for GRU)

@@ -5,7 +5,8 @@ peers that are installed (:mod:`~fastlstm.bench.peers`: PyTorch, ONNX Runtime; t
 reference with ``--reference``) at the same thread count, timed interleaved
 (:mod:`~fastlstm.bench.timing`), and reports (:mod:`~fastlstm.bench.report`) the median of the
 repeats, GFLOP/s and the time ratio fastlstm/peer; :mod:`~fastlstm.bench.memory` measures the
-memory of training. This module is the command line.
+memory of training; ``--stream`` runs the C++ streaming benchmark (:mod:`~fastlstm.bench.stream`).
+This module is the command line.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import sys
 import tempfile
 import time
 
-from . import cases, memory, peers, report, timing
+from . import cases, memory, peers, report, stream, timing
 from .cases import CASES, MEMORY_CASE, QUICK_CASES, REFERENCE_CASES, SCAN_CASES, Case
 from .memory import engine_memory_bytes, memory_child, memory_report
 from .peers import default_threads, import_ort, import_torch, set_fastlstm_threads
@@ -25,7 +26,7 @@ from .report import busy_cpus, log, machine_info, print_summary
 from .timing import fit_overhead, run_case, threads_scan
 
 __all__ = ["CASES", "Case", "add_arguments", "run", "main", "engine_memory_bytes", "cases",
-           "peers", "timing", "memory", "report"]
+           "peers", "timing", "memory", "report", "stream"]
 
 
 # ====================================================================================== CLI
@@ -56,6 +57,10 @@ def add_arguments(parser):
     parser.add_argument("--cases", type=_case_list, default=None,
                         help=f"comma-separated cases (default: all): {','.join(CASES)}")
     parser.add_argument("--list", action="store_true", help="list the cases and exit")
+    parser.add_argument("--stream", action="store_true",
+                        help="ns per streaming step in C++ (Stream, Model::Stream, LSTM and GRU, "
+                             "small to large sizes, with each case's floor), one thread; "
+                             "--quick, --steps (most steps per case) and --json apply")
     parser.add_argument("--threads", type=_positive(int), default=None,
                         help="threads for every implementation (default: all available CPUs)")
     parser.add_argument("--repeats", type=_positive(int), default=None,
@@ -120,6 +125,8 @@ def run(args):
                   f"layers={c.layers}  {c.kind}: {c.description}  "
                   f"({c.flop() / 1e9:.3g} GFLOP per {'step' if c.kind == 'step' else 'call'})")
         return 0
+    if getattr(args, "stream", False):
+        return stream.run_stream(args)
     _finish_defaults(args)
     if args.plot:
         try:

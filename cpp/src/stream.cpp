@@ -1,0 +1,217 @@
+#include "stream.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+#include "cpu/parallel.hpp"
+#include "engine.hpp"
+#include "kernels/cells.hpp"
+#include "kernels/packed_gemm.hpp"
+#include "kernels/stream_step.hpp"
+
+namespace fastlstm::detail {
+
+namespace {
+
+// Units per block: one 512-bit register of a gate's pre-activations (16 floats, 8 doubles), or
+// half of one when the whole layer fits in it (H <= 8 floats): a step of a tiny layer is a
+// latency chain, and half-width blocks halve the weights it reads.
+template <typename T>
+constexpr int kWideU = int(64 / sizeof(T));
+
+// From this many multiply-adds per step on, a step splits the groups of units over the thread
+// pool (when more than one thread is allowed): about 1.3 MB of float weights (I = 64, H = 256),
+// some 10 us on one core, against a wake-up of the pool's spinning workers of about 1 us. Below
+// it a step runs on the calling thread alone and touches no lock.
+constexpr int64_t kStreamThreadWork = int64_t(1) << 18;
+
+template <typename T, typename Cell, int U>
+void run_layer(const typename StreamStep<T>::Layer& L, const T* x, const T* h_prev, T* c,
+               T* h_out, bool reverse, int64_t g0, int64_t g1) noexcept {
+  constexpr int NG = Cell::kGates;
+  alignas(64) T xp[2 * NG * U], rec[2 * NG * U], act[NG * U], aux[U];
+  const int64_t H = L.H;
+  for (int64_t gi = g0; gi < g1; ++gi) {
+    const auto& g = L.groups[reverse ? g1 - 1 - (gi - g0) : gi];
+    const T* w = L.w.data() + g.w;
+    const T* bih = L.b_ih.data() + g.b;
+    if (g.nb == 2) stream_gates<T, U, 2, NG>(L.I, L.S, x, h_prev, w, bih, xp, rec);
+    else stream_gates<T, U, 1, NG>(L.I, L.S, x, h_prev, w, bih, xp, rec);
+    for (int b = 0; b < g.nb; ++b) {
+      const int64_t u0 = g.u0 + b * U;
+      if (u0 >= H) break;
+      // the sequence engine's cell pass, on a block whose gate stride is U: the same bits
+      CellRow<T> r;
+      r.xp = xp + b * NG * U;
+      r.rec = rec + b * NG * U;
+      r.b_hh = L.b_hh.data() + g.b + b * NG * U;
+      if (!L.w_ci.empty()) {
+        r.w_ci = L.w_ci.data() + u0;
+        r.w_cf = L.w_cf.data() + u0;
+        r.w_co = L.w_co.data() + u0;
+      }
+      r.c = c ? c + u0 : nullptr;
+      r.h_prev = h_prev + u0;
+      r.h = h_out + u0;
+      r.act = act;
+      r.aux = aux;
+      if (H - u0 >= U) Cell::template forward_units<T>(U, U, U, r);
+      else Cell::template forward_units<T>(H - u0, U, U, r);
+    }
+  }
+}
+
+}  // namespace
+
+template <typename T>
+StreamStep<T>::StreamStep(const RNNConfig& config, int64_t batch) : cfg_(config), B_(batch) {
+  const int64_t L = cfg_.num_layers, H = cfg_.hidden_size, S = cfg_.state_size();
+  const int64_t P = cfg_.proj_size;
+  const bool lstm = cfg_.cell == CellType::LSTM;
+  const bool narrow = H <= kWideU<T> / 2;
+  const int64_t U = U_ = narrow ? kWideU<T> / 2 : kWideU<T>;
+  if (lstm) run_ = narrow ? &run_layer<T, LstmCell, kWideU<T> / 2> : &run_layer<T, LstmCell, kWideU<T>>;
+  else run_ = narrow ? &run_layer<T, GruCell, kWideU<T> / 2> : &run_layer<T, GruCell, kWideU<T>>;
+  hnew_.assign(B_ * S, T(0));
+  hraw_.assign(B_ * H, T(0));
+  threadable_ = work_per_step() >= kStreamThreadWork;
+
+  const int64_t ng = cfg_.gate_size() / H;
+  const int64_t blocks = (H + U - 1) / U;
+  const std::vector<ParamInfo> layout = param_layout(cfg_);
+  // the offset of the tensor of that PyTorch name, or -1 (absent: no bias, no peepholes)
+  auto find = [&](const std::string& name) -> int64_t {
+    for (const ParamInfo& pi : layout)
+      if (pi.name == name) return pi.offset;
+    return -1;
+  };
+  layers_.resize(L);
+  for (int64_t l = 0; l < L; ++l) {
+    Layer& ly = layers_[l];
+    const int64_t I = cfg_.layer_input_size(l);
+    const std::string sfx = "_l" + std::to_string(l);
+    ly.o_ih = find("weight_ih" + sfx);
+    ly.o_hh = find("weight_hh" + sfx);
+    ly.o_bih = find("bias_ih" + sfx);
+    ly.o_bhh = find("bias_hh" + sfx);
+    ly.o_hr = find("weight_hr" + sfx);
+    ly.o_ci = find("weight_ci" + sfx);
+    ly.o_cf = find("weight_cf" + sfx);
+    ly.o_co = find("weight_co" + sfx);
+    ly.I = I;
+    ly.H = H;
+    ly.S = S;
+    int64_t wo = 0, bo = 0;
+    for (int64_t b0 = 0; b0 < blocks;) {
+      Group g;
+      g.nb = blocks - b0 >= 2 ? 2 : 1;
+      g.u0 = b0 * U;
+      g.w = wo;
+      g.b = bo;
+      wo += (I + S) * g.nb * ng * U;
+      bo += g.nb * ng * U;
+      b0 += g.nb;
+      ly.groups.push_back(g);
+    }
+    ly.w.assign(wo, T(0));
+    ly.b_ih.assign(bo, T(0));
+    ly.b_hh.assign(bo, T(0));
+    if (ly.o_ci >= 0) {
+      ly.w_ci.assign(H, T(0));
+      ly.w_cf.assign(H, T(0));
+      ly.w_co.assign(H, T(0));
+    }
+    if (P > 0) ly.hr.assign(num_panels(P) * H * kNC, T(0));
+  }
+}
+
+template <typename T>
+int64_t StreamStep<T>::work_per_step() const {
+  int64_t w = 0;
+  for (int64_t l = 0; l < cfg_.num_layers; ++l)
+    w += cfg_.gate_size() * (cfg_.layer_input_size(l) + cfg_.state_size()) +
+         cfg_.proj_size * cfg_.hidden_size;
+  return w * B_;
+}
+
+template <typename T>
+void StreamStep<T>::pack(const T* params) noexcept {
+  const int64_t H = cfg_.hidden_size, S = cfg_.state_size(), P = cfg_.proj_size, U = U_;
+  const int64_t ng = cfg_.gate_size() / H;
+  for (Layer& ly : layers_) {
+    const int64_t I = ly.I;
+    const T* w_ih = params + ly.o_ih;
+    const T* w_hh = params + ly.o_hh;
+    const T* b_ih = ly.o_bih >= 0 ? params + ly.o_bih : nullptr;
+    const T* b_hh = ly.o_bhh >= 0 ? params + ly.o_bhh : nullptr;
+    for (const Group& g : ly.groups) {
+      const int64_t C = g.nb * ng * U;
+      T* w = ly.w.data() + g.w;
+      for (int64_t b = 0; b < g.nb; ++b)
+        for (int64_t q = 0; q < ng; ++q)
+          for (int64_t j = 0; j < U; ++j) {
+            const int64_t u = g.u0 + b * U + j, col = (b * ng + q) * U + j;
+            if (u >= H) continue;  // padding: zeros from construction
+            const int64_t r = q * H + u;  // row of the gate weights
+            for (int64_t k = 0; k < I; ++k) w[k * C + col] = w_ih[r * I + k];
+            for (int64_t k = 0; k < S; ++k) w[(I + k) * C + col] = w_hh[r * S + k];
+            if (b_ih) ly.b_ih[g.b + col] = b_ih[r];
+            if (b_hh) ly.b_hh[g.b + col] = b_hh[r];
+          }
+    }
+    if (ly.o_ci >= 0) {
+      std::copy_n(params + ly.o_ci, H, ly.w_ci.data());
+      std::copy_n(params + ly.o_cf, H, ly.w_cf.data());
+      std::copy_n(params + ly.o_co, H, ly.w_co.data());
+    }
+    if (P > 0) pack_panels<T>(P, H, params + ly.o_hr, H, 1, ly.hr.data());
+  }
+}
+
+template <typename T>
+void StreamStep<T>::step(const T* x, T* y, T* h, T* c) noexcept {
+  const int64_t L = cfg_.num_layers, H = cfg_.hidden_size, S = cfg_.state_size();
+  const int64_t P = cfg_.proj_size, B = B_;
+  const int nt = threadable_ ? max_threads() : 1;
+  const T* in = x;  // [B, I_l]
+  int64_t ld_in = cfg_.input_size;
+  for (int64_t l = 0; l < L; ++l) {
+    const Layer& ly = layers_[l];
+    T* hl = h + l * B * S;                 // [B, S]
+    T* cl = c ? c + l * B * H : nullptr;   // [B, H]
+    T* out = P > 0 ? hraw_.data() : hnew_.data();
+    const int64_t ld_out = P > 0 ? H : S;
+    const int64_t ng = int64_t(ly.groups.size());
+    // rows x groups [g0, g1): the gate products and cell pass of those units
+    auto part = [&](int64_t g0, int64_t g1) {
+      for (int64_t j = 0; j < B; ++j)
+        run_(ly, in + j * ld_in, hl + j * S, cl ? cl + j * H : nullptr, out + j * ld_out,
+             reverse_, g0, g1);
+    };
+    if (nt <= 1 || ng < 2) {
+      part(0, ng);
+    } else {
+      // above the threading threshold: each thread owns whole groups (its units' weights stay
+      // in its core's cache across steps); the same arithmetic per element, so the same bits
+      parallel_region(int(std::min<int64_t>(nt, ng)), [&](int tid, int n) {
+        part(ng * tid / n, ng * (tid + 1) / n);
+      });
+    }
+    for (int64_t j = 0; j < B; ++j) {
+      if (P > 0)
+        gemm_packed<T>(1, P, H, hraw_.data() + j * H, H, ly.hr.data(), hnew_.data() + j * S, S,
+                       false);
+      std::copy_n(hnew_.data() + j * S, S, hl + j * S);
+    }
+    in = hl;
+    ld_in = S;
+  }
+  std::copy_n(in, B * S, y);
+  reverse_ = !reverse_;
+}
+
+template class StreamStep<float>;
+template class StreamStep<double>;
+
+}  // namespace fastlstm::detail

@@ -1,0 +1,74 @@
+// The dedicated streaming step (Stream<T>, and through it Model::Stream): one time step of a
+// unidirectional stack for a few batch rows over weights packed for the step at construction
+// (kernels/stream_step.hpp). No scheduling, no allocation and no parameter check per step; below
+// a size where threads pay (stream.cpp) it runs on the calling thread alone, with no lock.
+//
+// A StreamStep is bound to the parameter buffer it was made from: pack() copies what the step
+// reads (weights, biases, peepholes) into its own layout, so later changes to that buffer are
+// not seen until pack() runs again (Stream::reload_params()).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "aligned.hpp"
+#include "fastlstm/config.hpp"
+
+namespace fastlstm::detail {
+
+template <typename T>
+class StreamStep {
+ public:
+  // Sizes every buffer (the step's layout depends only on the configuration).
+  StreamStep(const RNNConfig& config, int64_t batch);
+  // Packs (or repacks) the weights of params [num_params(config)]; allocates nothing.
+  void pack(const T* params) noexcept;
+  // x: [B, I]; y: [B, S]; h: [L, B, S] and c: [L, B, H] (LSTM; nullptr for GRU), updated.
+  void step(const T* x, T* y, T* h, T* c) noexcept;
+  // Multiply-adds of one step (all layers, all rows): where threads could pay.
+  int64_t work_per_step() const;
+
+  struct Group {             // NB unit blocks whose gate columns are computed together
+    int64_t w = 0;           // offset of its weights [I + S][nb][ng][U] in Layer::w
+    int64_t b = 0;           // offset of its biases [nb][ng][U] in Layer::b_ih, b_hh
+    int64_t u0 = 0;          // first hidden unit
+    int nb = 0;              // blocks (1 or 2)
+  };
+  struct Layer {
+    int64_t I = 0, H = 0, S = 0;      // input, hidden and state size of the layer
+    AlignedVector<T> w;               // the groups' weights
+    AlignedVector<T> b_ih, b_hh;      // per group [nb][ng][U] (zeros without bias)
+    std::vector<T> w_ci, w_cf, w_co;  // [H] peepholes (empty without)
+    AlignedVector<T> hr;              // [P, H] W_hr as panels (kernels/packed_gemm.hpp)
+    std::vector<Group> groups;
+    // offsets of the layer's tensors in the flat parameters (-1: absent)
+    int64_t o_ih = -1, o_hh = -1, o_bih = -1, o_bhh = -1, o_hr = -1, o_ci = -1, o_cf = -1,
+            o_co = -1;
+  };
+  // runs the gate products and the cell pass of one layer and row: c updated in place, the
+  // cell's output h (before any projection) into h_out
+  // (groups [g0, g1) of the layer)
+  using LayerFn = void (*)(const Layer& L, const T* x, const T* h_prev, T* c, T* h_out,
+                           bool reverse, int64_t g0, int64_t g1) noexcept;
+
+ private:
+  RNNConfig cfg_;
+  int64_t B_ = 1;
+  int U_ = 0;  // units per block
+  std::vector<Layer> layers_;
+  LayerFn run_ = nullptr;
+  std::vector<T> hnew_;  // [B, S] a layer's new h while its old one is still read
+  std::vector<T> hraw_;  // [B, H] LSTMP: the cell output before the projection
+  bool threadable_ = false;  // large enough for the thread pool to pay
+  // Steps alternate the order in which they visit a layer's groups (first to last, then last
+  // to first), so a step starts on the weights the previous one read last, still in L1: a layer
+  // a bit larger than L1 (H = 64: 66 KB) then streams part of its weights from L1, not L2
+  // (measured 0.98x vs 1.15x RTNeural's time at H = 64). The order of the terms inside each
+  // output's sum does not change.
+  bool reverse_ = false;
+};
+
+extern template class StreamStep<float>;
+extern template class StreamStep<double>;
+
+}  // namespace fastlstm::detail

@@ -11,7 +11,8 @@ from . import _core
 from .rnn import GRU, LSTM, LSTMStream
 from . import io
 from .io import from_keras, from_onnx, from_torch, load, load_model
-from .models import Sequential, set_seed
+from .layers import Input
+from .models import Model, Sequential, set_seed
 
 try:
     __version__ = _version("fastlstm")
@@ -52,7 +53,7 @@ def get_num_threads():
 
 
 __all__ = [
-    "LSTM", "GRU", "LSTMStream", "Sequential", "set_seed", "set_num_threads", "get_num_threads",
+    "LSTM", "GRU", "LSTMStream", "Sequential", "Model", "Input", "set_seed", "set_num_threads", "get_num_threads",
     "load", "load_model", "from_torch", "from_keras", "from_onnx", "io", "build_info",
     "cmake_prefix_path", "__version__",
 ]

@@ -1,0 +1,61 @@
+"""Keras-shaped layers on NumPy arrays; the recurrent ones run in fastlstm's C++ engine.
+
+By concern: :mod:`.base` (the Layer class, ``Input`` and the symbolic tensors that graphs are
+built from), :mod:`.core` (Embedding, Dense, Dropout, Masking, RepeatVector, ...),
+:mod:`.recurrent` (LSTM, GRU, Bidirectional), :mod:`.merging` (Concatenate, Add, ...),
+:mod:`.attention` (Attention, AdditiveAttention).
+"""
+
+from .base import InputLayer, KerasTensor, Layer, Input
+from .core import (
+    Activation,
+    Dense,
+    Dropout,
+    Embedding,
+    Flatten,
+    Masking,
+    RepeatVector,
+    Reshape,
+    SpatialDropout1D,
+    TimeDistributed,
+    _TimeDistributed,
+)
+from .merging import Add, Average, Concatenate, Multiply
+from .recurrent import GRU, LSTM, Bidirectional
+
+__all__ = [
+    "Layer", "Input", "InputLayer", "KerasTensor", "Embedding", "LSTM", "GRU", "Bidirectional",
+    "Dense", "Dropout", "SpatialDropout1D", "Activation", "Masking", "RepeatVector", "Flatten",
+    "Reshape", "TimeDistributed", "Concatenate", "Add", "Multiply", "Average",
+    "layer_from_config",
+]
+
+_CLASSES = {
+    "Embedding": Embedding,
+    "LSTM": LSTM,
+    "GRU": GRU,
+    "Bidirectional": Bidirectional,
+    "Dense": Dense,
+    "Dropout": Dropout,
+    "SpatialDropout1D": SpatialDropout1D,
+    "Activation": Activation,
+    "Masking": Masking,
+    "RepeatVector": RepeatVector,
+    "Flatten": Flatten,
+    "Reshape": Reshape,
+    "TimeDistributed": _TimeDistributed,
+    "Concatenate": Concatenate,
+    "Add": Add,
+    "Multiply": Multiply,
+    "Average": Average,
+}
+
+
+def layer_from_config(layer):
+    """A layer (unbuilt) from its model-file description ``{"class": ..., "config": ...}``."""
+    if not isinstance(layer, dict) or "class" not in layer:
+        raise ValueError(f"a layer description must be a dict with 'class' and 'config', got {layer!r}")
+    cls = _CLASSES.get(layer["class"])
+    if cls is None:
+        raise ValueError(f"unknown layer class {layer['class']!r}; expected one of {sorted(_CLASSES)}")
+    return cls.from_config(dict(layer.get("config", {})))

@@ -316,7 +316,7 @@ class Layer:
             if not isinstance(t, KerasTensor):
                 raise TypeError(f"{self._label()}: mixing symbolic tensors with arrays in one "
                                 f"call is not supported, got {type(t).__name__}")
-        dtype = inputs[0].compute_dtype
+        dtype = self._dtype_arg or inputs[0].compute_dtype
         shapes = [t.shape[1:] for t in inputs]
         out_shapes = self._symbolic_shapes(shapes, dtype, kwargs or {})
         if self.name is None:

@@ -226,12 +226,15 @@ class _Recurrent(Layer):
         c = np.ascontiguousarray(np.stack(arrs[1::n])) if n == 2 else None
         return h, c
 
-    def forward(self, x, training=False, lengths=None, mask=None, initial_state=None):
+    def forward(self, x, training=False, lengths=None, mask=None, initial_state=None,
+                _drop=None):
         """Runs the layer; ``mask`` [B, T] bool (True: a real step) or ``lengths`` [B] (right
         padding). Masked steps carry the state through unchanged, as in Keras: the engine
         runs each sequence's real steps packed to the left (gathered when the mask is not
         already a prefix), and the outputs are put back in place."""
         x = self._check_x(x)
+        if training:
+            self._fwd_args = (x, lengths, mask, initial_state)
         B, T, _ = x.shape
         if lengths is not None:
             lm = np.arange(T)[None, :] < np.asarray(lengths)[:, None]
@@ -257,11 +260,12 @@ class _Recurrent(Layer):
                 if (count == 0).any():
                     zero = count == 0
                     eng_len = np.maximum(count, 1)
-        drop = None
-        if training and self.dropout > 0:
+        drop = _drop
+        if training and self.dropout > 0 and drop is None:
             # one mask per sequence reused at every step (Keras's implementation=2)
             keep = 1.0 - self.dropout
             drop = (self._rng.random((B, 1, x.shape[2])) < keep).astype(self.dtype) / self.dtype.type(keep)
+        if drop is not None:
             x = x * drop
         if idx is not None:
             x = np.take_along_axis(x, idx[:, :, None], axis=1)
@@ -426,6 +430,14 @@ class _Recurrent(Layer):
         return d_x if d_states is None else (d_x, d_init)
 
     # --------------------------------------------------------------------------- graphs
+    def _restore_cache(self, cache):
+        # the engine keeps one call's activations: a layer called several times in a graph
+        # runs its forward again (same inputs, same dropout mask) before each backward
+        self.__dict__.update(cache)
+        x, lengths, mask, init = self._fwd_args
+        self.forward(x, training=True, lengths=lengths, mask=mask, initial_state=init,
+                     _drop=self._cache[3])
+
     def _symbolic_shapes(self, shapes, dtype, kwargs):
         out = Layer._symbolic_shapes(self, shapes[:1], dtype, kwargs)[0]
         D, H, n = self._directions, self.units, self._state_count()

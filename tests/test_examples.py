@@ -65,3 +65,14 @@ def test_char_text_generation_learns_the_zen(capsys):
     assert h.history["accuracy"][-1] > 2 * top
     s = cm.sample("Beautiful is ", 80)
     assert s.startswith("Beautiful is ") and len(s) == 93 and set(s) <= set(text)
+
+
+def test_seq2seq_learns_to_reverse_digit_strings():
+    ex = _load("seq2seq")
+    enc, dec_in, dec_out = ex.make_data(4, min_len=3, max_len=5, seed=1)
+    for e, d, t in zip(enc, dec_in, dec_out):  # teacher forcing: the target shifted by one
+        s = e[e > 0]
+        assert d[0] == ex.START and list(d[1 : len(s) + 1]) == list(s[::-1])
+        assert list(t[: len(s)]) == list(s[::-1]) and t[len(s)] == ex.END
+    r = ex.train(n_train=2000, n_test=300, units=48, epochs=6, max_len=5, verbose=0)
+    assert r["test_exact_match"] >= 0.6  # chance: 10**-4 per string of 4 digits

@@ -10,6 +10,7 @@ import os as _os
 from . import _core
 from .rnn import GRU, LSTM, LSTMStream
 from . import io
+from . import callbacks, initializers, losses, metrics, optimizers, regularizers, utils
 from .io import from_keras, from_onnx, from_torch, load, load_model
 from .layers import Input
 from .models import Model, Sequential, set_seed
@@ -55,5 +56,6 @@ def get_num_threads():
 __all__ = [
     "LSTM", "GRU", "LSTMStream", "Sequential", "Model", "Input", "set_seed", "set_num_threads", "get_num_threads",
     "load", "load_model", "from_torch", "from_keras", "from_onnx", "io", "build_info",
-    "cmake_prefix_path", "__version__",
+    "cmake_prefix_path", "__version__", "callbacks", "initializers", "losses", "metrics",
+    "optimizers", "regularizers", "utils",
 ]

@@ -601,7 +601,8 @@ class Trainer:
                 break
         epoch_logs = dict(logs)
         if val is not None:
-            vlogs = self._evaluate_arrays(*val, batch_size=batch_size, cb=None)
+            vlogs = val() if callable(val) else \
+                self._evaluate_arrays(*val, batch_size=batch_size, cb=None)
             epoch_logs.update({"val_" + k: v for k, v in vlogs.items()})
         cb.on_epoch_end(epoch, epoch_logs)
         return epoch_logs

@@ -7,6 +7,8 @@ import pytest
 from fastlstm import Input, Model, Sequential, optim, set_seed
 from fastlstm.layers import (
     GRU,
+    AdditiveAttention,
+    Attention,
     LSTM,
     Activation,
     Add,
@@ -261,3 +263,32 @@ def test_graph_errors_name_the_problem():
         m.predict([np.zeros((1, 3, 2))], verbose=0)
     with pytest.raises(ValueError, match="must be a list or a dict"):
         m.predict(np.zeros((1, 3, 2)), verbose=0)
+
+
+@pytest.mark.parametrize("kind", ["dot", "dot_key_causal", "additive", "additive_noscale"])
+def test_attention_gradients_with_masks(kind):
+    set_seed(12)
+    rng = np.random.default_rng(10)
+    q_in, v_in = Input((4, 3), dtype="float64"), Input((5, 3), dtype="float64")
+    k_in = Input((5, 3), dtype="float64")
+    q, v = Masking(0.0)(q_in), Masking(0.0)(v_in)
+    if kind.startswith("dot"):
+        layer = Attention(use_scale=True)
+    else:
+        layer = AdditiveAttention(use_scale=kind == "additive")
+    args = [q, v, k_in] if kind == "dot_key_causal" else [q, v]
+    att, w = layer(args, return_attention_scores=True, use_causal_mask=kind == "dot_key_causal")
+    model = Model([q_in, v_in, k_in], [Dense(1)(Flatten()(att)), w])
+    model.compile("sgd", ["mse", "mse"])
+    xq, xv, xk = rng.normal(size=(3, 4, 3)), rng.normal(size=(3, 5, 3)), rng.normal(size=(3, 5, 3))
+    xq[0, 3] = 0.0
+    # masked value steps (with the causal mask, late ones: a query row whose keys are all
+    # masked gets Keras's uniform weights over scores shifted by -1e9, no useful gradient)
+    gone = slice(3, 5) if kind == "dot_key_causal" else slice(0, 2)
+    xv[1, gone] = 0.0
+    y = [rng.normal(size=(3, 1)), rng.uniform(size=(3, 4, 5))]
+    _fd_check(model, [xq, xv, xk], y)
+    _, weights = model.predict([xq, xv, xk], verbose=0)
+    assert weights[1, :, gone].max() < 1e-12  # masked value steps get no weight
+    if kind == "dot_key_causal":
+        assert np.triu(weights[0], k=1).max() < 1e-12  # nor future steps

@@ -6,8 +6,9 @@ JAX backend, float64); keras itself is not needed here."""
 import pathlib
 
 import numpy as np
+import pytest
 from fastlstm import Input, Model, optimizers
-from fastlstm.layers import LSTM, Dense, Embedding
+from fastlstm.layers import LSTM, AdditiveAttention, Attention, Dense, Embedding, Flatten, Masking
 
 DATA = pathlib.Path(__file__).resolve().parent / "data"
 # Keras on JAX (XLA's CPU tanh/logistic) lands within ~5e-8 of the exact float64 values; the
@@ -64,4 +65,26 @@ def test_left_padded_masked_classifier_matches_keras():
             np.testing.assert_allclose(pred[i], d[k][0], rtol=RTOL, atol=RTOL)
     model.compile(optimizers.Adam(0.05), "binary_crossentropy")
     got = [model.train_on_batch(tok, d["y"]) for _ in range(3)]
+    np.testing.assert_allclose(got, d["losses"], rtol=RTOL, atol=RTOL)
+
+
+@pytest.mark.parametrize("name,cls", [("keras_fn_attention", Attention),
+                                      ("keras_fn_additive", AdditiveAttention)])
+def test_attention_with_masks_matches_keras(name, cls):
+    d, w = _npz(name)
+    q_in, v_in = Input((4, 3), dtype="float64"), Input((5, 3), dtype="float64")
+    q, v = Masking(0.0)(q_in), Masking(0.0)(v_in)
+    layer = cls(use_scale=True)
+    att, scores = layer([q, v], return_attention_scores=True)
+    out = Dense(1)(Flatten()(att))
+    pred_model = Model([q_in, v_in], [att, scores])
+    model = Model([q_in, v_in], out)
+    model.set_weights([np.reshape(w[0], layer.params["scale"].shape)] + w[1:])
+    x = [d["xq"], d["xv"]]
+    a, s = pred_model.predict(x, verbose=0)
+    np.testing.assert_allclose(a, d["output"], rtol=RTOL, atol=RTOL)
+    np.testing.assert_allclose(s, d["scores"], rtol=RTOL, atol=RTOL)
+    assert not a[0, 3].any() and s[1, :, :2].max() < 1e-6  # the masked steps
+    model.compile(optimizers.Adam(0.05), "mse")
+    got = [model.train_on_batch(x, d["y"]) for _ in range(3)]
     np.testing.assert_allclose(got, d["losses"], rtol=RTOL, atol=RTOL)

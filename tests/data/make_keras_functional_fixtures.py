@@ -14,7 +14,11 @@ outputs Keras computed and the losses of three ``train_on_batch`` steps (Adam, l
   the sequence output with sparse categorical cross-entropy;
 - ``keras_fn_masked``: Embedding(mask_zero) -> LSTM -> Dense(sigmoid) on left-padded tokens
   (``pad_sequences``' default) with a gap and a row of padding only; binary cross-entropy;
-  the outputs also for the same rows unpadded (``unpadded.<i>``).
+  the outputs also for the same rows unpadded (``unpadded.<i>``);
+- ``keras_fn_attention`` / ``keras_fn_additive``: ``Attention(use_scale=True)`` /
+  ``AdditiveAttention()`` on [query, value], both masked by ``Masking`` (query steps and value
+  steps of zeros), with ``return_attention_scores``; the training model is
+  Flatten -> Dense(1) on the attention output, mean squared error.
 """
 
 from __future__ import annotations
@@ -89,6 +93,33 @@ def masked():
          num_weights=len(init), **init, **unpadded)
 
 
+def attention(name, layer_cls, **kw):
+    keras.utils.set_random_seed(3)
+    rng = np.random.default_rng(9)
+    q_in, v_in = keras.Input((4, 3)), keras.Input((5, 3))
+    q = keras.layers.Masking(0.0)(q_in)
+    v = keras.layers.Masking(0.0)(v_in)
+    att, scores = layer_cls(**kw)([q, v], return_attention_scores=True)
+    out = keras.layers.Dense(1)(keras.layers.Flatten()(att))
+    pred_model = keras.Model([q_in, v_in], [att, scores])
+    model = keras.Model([q_in, v_in], out)
+    for w in model.weights:
+        w.assign(rng.normal(0, 0.5, w.shape))
+    xq, xv = rng.normal(size=(3, 4, 3)), rng.normal(size=(3, 5, 3))
+    xq[0, 3] = 0.0  # a masked query step
+    xv[1, :2] = 0.0  # masked value steps (left padding)
+    xv[2, 4] = 0.0
+    y = rng.normal(size=(3, 1))
+    init = weights_dict(model)
+    att_v, scores_v = pred_model.predict([xq, xv], verbose=0)
+    model.compile(keras.optimizers.Adam(0.05), "mse")
+    losses = [float(model.train_on_batch([xq, xv], y)) for _ in range(3)]
+    save(name, xq=xq, xv=xv, y=y, output=att_v, scores=scores_v, losses=np.array(losses),
+         num_weights=len(init), **init)
+
+
 if __name__ == "__main__":
     seq2seq()
     masked()
+    attention("keras_fn_attention", keras.layers.Attention, use_scale=True)
+    attention("keras_fn_additive", keras.layers.AdditiveAttention)

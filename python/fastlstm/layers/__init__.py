@@ -6,6 +6,7 @@ built from), :mod:`.core` (Embedding, Dense, Dropout, Masking, RepeatVector, ...
 :mod:`.attention` (Attention, AdditiveAttention).
 """
 
+from .attention import AdditiveAttention, Attention
 from .base import InputLayer, KerasTensor, Layer, Input
 from .core import (
     Activation,
@@ -26,7 +27,8 @@ from .recurrent import GRU, LSTM, Bidirectional
 __all__ = [
     "Layer", "Input", "InputLayer", "KerasTensor", "Embedding", "LSTM", "GRU", "Bidirectional",
     "Dense", "Dropout", "SpatialDropout1D", "Activation", "Masking", "RepeatVector", "Flatten",
-    "Reshape", "TimeDistributed", "Concatenate", "Add", "Multiply", "Average",
+    "Reshape", "TimeDistributed", "Concatenate", "Add", "Multiply", "Average", "Attention",
+    "AdditiveAttention",
     "layer_from_config",
 ]
 
@@ -48,6 +50,8 @@ _CLASSES = {
     "Add": Add,
     "Multiply": Multiply,
     "Average": Average,
+    "Attention": Attention,
+    "AdditiveAttention": AdditiveAttention,
 }
 
 

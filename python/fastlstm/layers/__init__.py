@@ -22,7 +22,8 @@ from .core import (
     _TimeDistributed,
 )
 from .merging import Add, Average, Concatenate, Multiply
-from .recurrent import GRU, LSTM, Bidirectional
+from .bidirectional import Bidirectional
+from .recurrent import GRU, LSTM
 
 __all__ = [
     "Layer", "Input", "InputLayer", "KerasTensor", "Embedding", "LSTM", "GRU", "Bidirectional",

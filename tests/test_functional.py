@@ -292,3 +292,43 @@ def test_attention_gradients_with_masks(kind):
     assert weights[1, :, gone].max() < 1e-12  # masked value steps get no weight
     if kind == "dot_key_causal":
         assert np.triu(weights[0], k=1).max() < 1e-12  # nor future steps
+
+
+def test_config_round_trip_and_pickle_of_a_graph():
+    import pickle
+
+    set_seed(13)
+    rng = np.random.default_rng(11)
+    enc_in, dec_in = Input((None,), dtype="int64"), Input((None, 2))
+    e = Embedding(9, 3, mask_zero=True)(enc_in)
+    seq, h, c = LSTM(4, return_sequences=True, return_state=True)(e)
+    d, _, _ = LSTM(4, return_sequences=True, return_state=True)(dec_in, initial_state=[h, c])
+    ctx, w = AdditiveAttention()([d, seq], return_attention_scores=True)
+    z = Concatenate()([d, ctx])
+    out = TimeDistributed(Dense(3, activation="softmax"))(z)
+    model = Model([enc_in, dec_in], {"probs": out, "weights": w})
+    x = [np.array([[0, 3, 4, 5], [1, 2, 0, 0]]), rng.normal(size=(2, 3, 2)).astype(np.float32)]
+    want = model.predict(x, verbose=0)
+    clone = Model.from_config(model.get_config())
+    assert [l.name for l in clone.layers] == [l.name for l in model.layers]
+    clone.set_weight_dict(model.get_weight_dict())
+    got = clone.predict(x, verbose=0)
+    for k in ("probs", "weights"):
+        np.testing.assert_array_equal(got[k], want[k])
+    model.compile("adam", {"probs": "sparse_categorical_crossentropy", "weights": None})
+    y = {"probs": rng.integers(0, 3, (2, 3))}
+    model.fit(x, y, epochs=1, verbose=0)
+    again = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(again.predict(x, verbose=0)["probs"],
+                                  model.predict(x, verbose=0)["probs"])
+    assert again.compiled
+
+
+def test_summary_lists_the_graph(capsys):
+    a = Input((4, 2), name="a")
+    z = LSTM(3, name="enc")(a)
+    Model(a, Dense(1, name="out")(z), name="tiny").summary()
+    out = capsys.readouterr().out
+    assert 'Model: "tiny"' in out and "enc (LSTM)" in out and "(None, 3)" in out
+    # LSTM: 4 gates x 3 units x (2 inputs + 3 recurrent) + two biases of 12; Dense: 3 + 1
+    assert "Total params: 88" in out

@@ -507,6 +507,8 @@ class _Recurrent(Layer):
             cfg["dropout"] = self.dropout
         if self.stateful:
             cfg["stateful"] = True
+        if self.return_state:
+            cfg["return_state"] = True
         return cfg
 
     def _extra_config(self):

@@ -363,7 +363,10 @@ class Model(Trainer, Layer):
             k = calls.setdefault(id(node.layer), [])
             for j, t in enumerate(node.outputs):
                 tid[id(t)] = [node.layer.name, len(k), j]
-            k.append([tid[id(t)] for t in node.inputs])
+            call = {"inputs": [tid[id(t)] for t in node.inputs]}
+            if node.kwargs:
+                call["kwargs"] = dict(node.kwargs)
+            k.append(call)
         return {
             "class": "Model",
             "dtype": self.dtype.name,
@@ -400,14 +403,16 @@ class Model(Trainer, Layer):
             else:
                 layer = layer_from_config(spec)
             layer.name = name
-            for k, inputs in enumerate(calls):
+            for k, call in enumerate(calls):
                 args = [ins[i] if ln == "__input__" else outputs_of[(ln, i)][j]
-                        for ln, i, j in inputs]
-                if hasattr(layer, "units") and len(args) > 1 and not hasattr(layer, "_merge"):
+                        for ln, i, j in call["inputs"]]
+                kw = call.get("kwargs", {})
+                if hasattr(layer, "_merge") or hasattr(layer, "_scores"):
+                    out = layer(args, **kw)  # merge and attention layers take a list
+                elif isinstance(layer, Model):
+                    out = layer(args if len(args) > 1 else args[0])
+                elif len(args) > 1:
                     out = layer(args[0], initial_state=args[1:])
-                elif len(args) > 1 or type(layer).__name__ in ("Concatenate", "Add", "Multiply",
-                                                                "Average"):
-                    out = layer(args)
                 else:
                     out = layer(args[0])
                 outputs_of[(name, k)] = out if isinstance(out, list) else [out]
@@ -419,6 +424,28 @@ class Model(Trainer, Layer):
         else:
             outputs = outs[0] if len(outs) == 1 else outs
         return cls(ins[0] if len(ins) == 1 else ins, outputs)
+
+    def __getstate__(self):
+        if not getattr(self, "built", False) or not hasattr(self, "_nodes"):
+            return dict(self.__dict__)
+        return {"_pickled": True, "config": self.get_config(), "name": self.name,
+                "weights": self.get_weight_dict(),
+                "compile": (self.optimizer, self._loss_arg, self._metrics_arg,
+                            self._loss_weights_arg) if self.compiled else None}
+
+    def __setstate__(self, state):
+        if not state.get("_pickled"):
+            self.__dict__.update(state)
+            return
+        other = Model.from_config(state["config"])
+        other.set_weight_dict(state["weights"])
+        other.name = state["name"]
+        self.__dict__.update(other.__dict__)
+        for leaf in self._leaves:
+            leaf._owner = self
+        if state["compile"] is not None:
+            opt, loss, metrics, loss_weights = state["compile"]
+            self.compile(opt, loss, metrics, loss_weights=loss_weights)
 
     # ------------------------------------------------------------------------------ summary
     def summary(self, print_fn=None, line_length=72):

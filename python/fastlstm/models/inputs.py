@@ -125,6 +125,10 @@ class DataMixin:
     def _prepare_y(self, y, n, name="y", xname="x"):
         if y is None:
             raise ValueError(f"{name} is required")
+        if isinstance(y, dict):  # outputs without a loss need no targets
+            y = {k: y.get(k) for k, L in zip(self.output_names, self._losses)
+                 if L is not None or k in y}
+            y.update({k: None for k, L in zip(self.output_names, self._losses) if L is None})
         ys = self._as_list(y, self.output_names, name)
         out = []
         for k, (a, t) in enumerate(zip(ys, self._output_tensors)):

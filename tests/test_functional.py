@@ -332,3 +332,16 @@ def test_summary_lists_the_graph(capsys):
     assert 'Model: "tiny"' in out and "enc (LSTM)" in out and "(None, 3)" in out
     # LSTM: 4 gates x 3 units x (2 inputs + 3 recurrent) + two biases of 12; Dense: 3 + 1
     assert "Total params: 88" in out
+
+
+def test_saving_a_functional_model_to_a_model_file_is_refused(tmp_path):
+    a = Input((3, 2))
+    m = Model(a, Dense(1)(LSTM(2)(a)))
+    with pytest.raises(NotImplementedError, match="Sequential models only"):
+        m.save(tmp_path / "m.safetensors")
+    assert not (tmp_path / "m.safetensors").exists()
+    m.save_weights(tmp_path / "w.npz")  # the weights alone round-trip
+    b = Model(a, Dense(1)(LSTM(2)(a)))
+    b.load_weights(tmp_path / "w.npz")
+    x = np.ones((1, 3, 2), np.float32)
+    np.testing.assert_array_equal(b.predict(x, verbose=0), m.predict(x, verbose=0))

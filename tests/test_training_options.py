@@ -152,6 +152,10 @@ def test_sequence_and_generator_fit_like_arrays():
                                rtol=1e-10)
     np.testing.assert_allclose(b.evaluate(_Batches(x, y, 5), verbose=0),
                                b.evaluate(x, y, verbose=0), rtol=1e-10)
+    np.testing.assert_allclose(b.predict(_Batches(x, y, 5), verbose=0),
+                               b.predict(x, verbose=0), rtol=1e-12)
+    np.testing.assert_allclose(b.predict(forever(), steps=2, verbose=0),
+                               b.predict(x[:8], verbose=0), rtol=1e-12)
     with pytest.raises(ValueError, match="steps_per_epoch is required"):
         b.fit(iter([(x, y)]), epochs=1, verbose=0)
     with pytest.raises(ValueError, match="stopped after 1 batches"):

@@ -5,6 +5,8 @@ keeps its position from one epoch to the next, as in Keras)."""
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..rnn import _positive_int as _int_arg
 
 
@@ -103,3 +105,21 @@ def evaluate_generator(model, x, steps):
     if count:
         logs = {k: v / count for k, v in sums.items()}
     return logs
+
+
+def predict_generator(model, x, steps):
+    source = _source(x, "x")
+    if steps is not None:
+        steps = _int_arg(steps, "steps")
+    parts = []
+    for batch in _batches(source, steps, epoch_end=False):
+        xb = batch[0] if isinstance(batch, tuple) else batch
+        out = model.predict(xb, batch_size=max(len(model._prepare_x(xb)[0]), 1), verbose=0)
+        parts.append(out)
+    if not parts:
+        raise ValueError("the data gave no batches to predict")
+    if isinstance(parts[0], dict):
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    if isinstance(parts[0], list):
+        return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
+    return np.concatenate(parts)

@@ -520,8 +520,14 @@ class Trainer(DataMixin, WeightsMixin):
             return dict(zip(self.output_names, outs))
         return list(outs)
 
-    def predict(self, x, batch_size=None, verbose="auto", callbacks=None, lengths=None):
-        """The model's outputs for ``x`` in batches (inference: no dropout)."""
+    def predict(self, x, batch_size=None, verbose="auto", callbacks=None, lengths=None,
+                steps=None):
+        """The model's outputs for ``x`` in batches (inference: no dropout); ``x`` may also be
+        a :class:`fastlstm.utils.Sequence` or a generator of batches (``steps`` of them)."""
+        if steps is not None or not _is_arrayish(x):
+            from .data import predict_generator
+
+            return predict_generator(self, x, steps)
         batch_size = 32 if batch_size is None else _int_arg(batch_size, "batch_size")
         verbose = self._verbose(verbose)
         xs = self._prepare_x(x)

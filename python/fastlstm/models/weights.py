@@ -83,5 +83,9 @@ class WeightsMixin:
         """Saves architecture and weights as a fastlstm model file (:mod:`fastlstm.io`)."""
         from .. import io as _io
 
+        if self.get_config().get("class") != "Sequential":
+            raise NotImplementedError(
+                "model files hold Sequential models only so far; save a functional Model with "
+                "pickle or model.save_weights(path) (and rebuild it in code)")
         return _io.save_model(self, path, **kwargs)
 

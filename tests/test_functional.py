@@ -345,3 +345,25 @@ def test_saving_a_functional_model_to_a_model_file_is_refused(tmp_path):
     b.load_weights(tmp_path / "w.npz")
     x = np.ones((1, 3, 2), np.float32)
     np.testing.assert_array_equal(b.predict(x, verbose=0), m.predict(x, verbose=0))
+
+
+@pytest.mark.parametrize("padding", ["right", "left"])
+def test_gradients_through_the_outputs_at_masked_steps(padding):
+    """Flatten drops the mask, so the repeated outputs at masked steps reach the loss: their
+    gradient goes to the last real step, or to the initial state (before the first real step,
+    and for an empty row); the initial state comes from Dense layers, whose weights' gradients
+    are checked with the rest."""
+    set_seed(14)
+    rng = np.random.default_rng(12)
+    x_in, s_in = Input((5, 3), dtype="float64"), Input((2,), dtype="float64")
+    h0, c0 = Dense(3, activation="tanh")(s_in), Dense(3)(s_in)
+    seq = LSTM(3, return_sequences=True)(Masking(0.0)(x_in), initial_state=[h0, c0])
+    model = Model([x_in, s_in], Dense(1)(Flatten()(seq)))
+    model.compile("sgd", "mse")
+    x = rng.normal(size=(4, 5, 3))
+    for b, n in enumerate([5, 2, 0, 3]):
+        if padding == "right":
+            x[b, n:] = 0.0
+        else:
+            x[b, : 5 - n] = 0.0
+    _fd_check(model, [x, rng.normal(size=(4, 2))], rng.normal(size=(4, 1)))

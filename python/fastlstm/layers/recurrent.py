@@ -306,6 +306,18 @@ class _Recurrent(Layer):
             if mask is not None:
                 out[~mask] = 0  # go_backwards keeps the right-padded processing order
             return out, None
+        if idx is None:
+            # right padding: the engine's outputs are in place (zeros after each length)
+            if self._directions == 2:
+                if (count == 0).any():
+                    out[count == 0] = 0  # the engine ran one step on empty rows
+                return out, None
+            last = out[np.arange(B), np.maximum(count - 1, 0)]  # [B, H]
+            if hx is not None:
+                last[count == 0] = hx[0][0][count == 0]
+            elif (count == 0).any():
+                last[count == 0] = 0
+            return np.where(mask[:, :, None], out, last[:, None, :]), ("prefix", count)
         k = np.cumsum(mask, axis=1) - 1  # [B, T]: the packed step each step shows
         kc = np.maximum(k, 0)
         full = np.take_along_axis(out, kc[:, :, None], axis=1)
@@ -327,6 +339,17 @@ class _Recurrent(Layer):
             if mask is not None:
                 d = d * mask[:, :, None]
             return d, None
+        if isinstance(carry[0], str):
+            # a padded step repeats the last real output (the initial h for an empty row)
+            count = carry[1]
+            d_out = d_y * mask[:, :, None]
+            d_last = (d_y * ~mask[:, :, None]).sum(axis=1)  # [B, H]
+            real = count > 0
+            d_out[np.flatnonzero(real), count[real] - 1] += d_last[real]
+            d_h0 = None
+            if (~real).any():
+                d_h0 = np.where(real[:, None], 0, d_last).astype(d_y.dtype, copy=False)
+            return d_out, d_h0
         k, before = carry
         d_out = np.zeros_like(d_y)
         valid = mask if before is None else (k >= 0)

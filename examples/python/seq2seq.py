@@ -94,12 +94,14 @@ def load_api(use_keras):
         import keras
 
         return {"Input": keras.Input, "Model": keras.Model, "layers": keras.layers,
-                "optimizer": lambda lr: keras.optimizers.Adam(lr), "seed": keras.utils.set_random_seed}
+                "optimizer": lambda lr: keras.optimizers.Adam(lr), "seed": keras.utils.set_random_seed,
+                "Callback": keras.callbacks.Callback}
     import fastlstm
-    from fastlstm import layers, optimizers, utils
+    from fastlstm import callbacks, layers, optimizers, utils
 
     return {"Input": fastlstm.Input, "Model": fastlstm.Model, "layers": layers,
-            "optimizer": lambda lr: optimizers.Adam(lr), "seed": utils.set_random_seed}
+            "optimizer": lambda lr: optimizers.Adam(lr), "seed": utils.set_random_seed,
+            "Callback": callbacks.Callback}
 
 
 def train(n_train=8000, n_test=1000, units=96, epochs=12, batch_size=64, lr=3e-3, max_len=8,
@@ -111,14 +113,23 @@ def train(n_train=8000, n_test=1000, units=96, epochs=12, batch_size=64, lr=3e-3
     model, encoder, decoder = build(api, units)
     model.compile(optimizer=api["optimizer"](lr), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
+    times = []
+
+    class EpochTimer(api["Callback"]):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            times.append(time.perf_counter() - self.t)
+
     t0 = time.perf_counter()
     hist = model.fit([enc[tr], dec_in[tr]], dec_out[tr], batch_size=batch_size, epochs=epochs,
-                     verbose=verbose)
+                     verbose=verbose, callbacks=[EpochTimer()])
     seconds = time.perf_counter() - t0
     pred = greedy_decode(encoder, decoder, enc[te], max_len)
     acc = exact_match(pred, dec_out[te])
     return {"test_exact_match": acc, "seconds_per_epoch": seconds / max(epochs, 1),
-            "final_loss": float(hist.history["loss"][-1])}
+            "final_loss": float(hist.history["loss"][-1]), "epoch_seconds": times}
 
 
 def main(argv=None):

@@ -253,10 +253,6 @@ class Layer:
         return [self]
 
     # --------------------------------------------------------------------------- calls
-    def compute_lengths(self, x, lengths):
-        """The lengths (mask) this layer hands to the next one."""
-        return lengths
-
     def compute_mask(self, x, mask):
         """The mask of this layer's output given its input ``x`` and the input's mask."""
         return mask

@@ -114,13 +114,21 @@ class Model(Trainer, Layer):
             raise ValueError(f"layer names must be unique within a model, got {dup} twice")
         self.layers = layers
         self.input_names = in_names or [t.name or f"input_{i}" for i, t in enumerate(ins)]
-        self.output_names = out_names or [
-            t.node.layer.name if sum(o.node is not None and o.node.layer is t.node.layer
-                                     for o in outs) == 1 or t.node is None
-            else f"{t.node.layer.name}_{t.index}" if t.node is not None else f"output_{i}"
-            for i, t in enumerate(outs)]
-        self.output_names = [n if n is not None else f"output_{i}"
-                             for i, n in enumerate(self.output_names)]
+        if out_names is None:
+            out_names = []
+            for i, t in enumerate(outs):
+                if t.node is None:
+                    out_names.append(t.name or f"output_{i}")
+                    continue
+                same = sum(o.node is not None and o.node.layer is t.node.layer for o in outs)
+                out_names.append(t.node.layer.name if same == 1 else
+                                 f"{t.node.layer.name}_{t.index}")
+            seen = Counter()
+            for i, n in enumerate(out_names):  # the same layer's same output twice
+                seen[n] += 1
+                if seen[n] > 1:
+                    out_names[i] = f"{n}_{seen[n] - 1}"
+        self.output_names = out_names
         dtypes = {l.dtype.name for l in layers if l.dtype is not None}
         if len(dtypes) > 1:
             raise ValueError(f"the layers of one model must share a dtype, got {sorted(dtypes)}")

@@ -86,3 +86,27 @@ def test_attention_seq2seq_learns_to_sort(kind):
     assert (dec_in[:, 0] == ex.START).all() and (dec_in[:, 1:] == target[:, :-1]).all()
     r = ex.train(n_train=2000, n_test=300, length=6, units=48, epochs=6, kind=kind, verbose=0)
     assert r["test_exact_match"] >= 0.6  # chance: about 10**-6 per string
+
+
+def test_pytorch_style_training_follows_pytorch_s_loss_curve():
+    """examples/python/pytorch_style_training.py from PyTorch's initial weights gives PyTorch's
+    loss at every step (tests/data/pytorch_style_training.npz, written by
+    tests/data/make_pytorch_style_fixture.py from the PyTorch loop the example ports)."""
+    import json
+
+    ex = _load("pytorch_style_training")
+    with np.load(EXAMPLES.parents[1] / "tests" / "data" / "pytorch_style_training.npz") as z:
+        fx = {k: z[k] for k in z.files}
+    cfg = json.loads(str(fx["config"]))
+    x, y = ex.make_data()
+    np.testing.assert_array_equal(x, fx["x"])  # the example's data is the fixture's
+    np.testing.assert_array_equal(y, fx["y"])
+    lstm, head = ex.build(cfg["hidden"], dtype="float64")  # the fixture is float64
+    lstm.load_state_dict({k[5:]: v for k, v in fx.items() if k.startswith("lstm.")})
+    head.load_state_dict({k[5:]: v for k, v in fx.items() if k.startswith("head.")})
+    losses = ex.train(lstm, head, x, y, epochs=cfg["epochs"], batch_size=cfg["batch_size"],
+                      learning_rate=cfg["learning_rate"])
+    torch_losses = fx["losses"]
+    assert len(losses) == len(torch_losses) == 40
+    assert torch_losses[-1] < 0.05 * torch_losses[0]  # the curve falls: it is worth following
+    np.testing.assert_allclose(losses, torch_losses, rtol=1e-9)

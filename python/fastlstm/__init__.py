@@ -1,17 +1,21 @@
 """fastlstm: a fast CPU LSTM/GRU engine (C++/Eigen) with forward and backward.
 
-PyTorch-shaped modules :class:`LSTM` and :class:`GRU` on NumPy arrays, a pure-NumPy oracle in
-:mod:`fastlstm.reference`, and a C++ API for embedding (see ``cmake_prefix_path``).
+PyTorch-shaped modules :class:`LSTM`, :class:`GRU` and :class:`Linear` on NumPy arrays (the
+optimizers of :mod:`fastlstm.optim` take them: ``optim.Adam(params=[lstm, head])``), Keras-shaped
+models, a pure-NumPy oracle in :mod:`fastlstm.reference`, and a C++ API for embedding (see
+``cmake_prefix_path``).
 """
 
 from importlib.metadata import PackageNotFoundError, version as _version
 import os as _os
 
 from . import _core
-from .rnn import GRU, LSTM, LSTMStream
+from .nn import Linear
+from .rnn import GRU, LSTM, LSTMStream, Stream
+from . import optim
 from . import io
 from . import callbacks, initializers, losses, metrics, optimizers, regularizers, utils
-from .io import from_keras, from_onnx, from_torch, load, load_model
+from .io import from_keras, from_onnx, from_torch, load, load_model, save, save_model
 from .layers import Input
 from .models import Model, Sequential, set_seed
 
@@ -54,8 +58,9 @@ def get_num_threads():
 
 
 __all__ = [
-    "LSTM", "GRU", "LSTMStream", "Sequential", "Model", "Input", "set_seed", "set_num_threads", "get_num_threads",
-    "load", "load_model", "from_torch", "from_keras", "from_onnx", "io", "build_info",
-    "cmake_prefix_path", "__version__", "callbacks", "initializers", "losses", "metrics",
-    "optimizers", "regularizers", "utils",
+    "LSTM", "GRU", "Linear", "Stream", "LSTMStream", "optim", "Sequential", "Model", "Input",
+    "set_seed", "set_num_threads", "get_num_threads", "save", "save_model", "load", "load_model",
+    "from_torch", "from_keras", "from_onnx", "io", "build_info", "cmake_prefix_path",
+    "__version__", "callbacks", "initializers", "losses", "metrics", "optimizers",
+    "regularizers", "utils",
 ]

@@ -11,6 +11,6 @@ __all__ = ["Model", "Sequential", "set_seed", "load_model", "NonFiniteLossError"
 
 def load_model(path, **kwargs):
     """Loads a model file (delegates to :func:`fastlstm.io.load_model`)."""
-    from .. import io as _io
+    from ..io import files as _files
 
-    return _io.load_model(path, **kwargs)
+    return _files.load_model(path, **kwargs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..io import files as _files
 from ..layers.base import Input, InputLayer, KerasTensor, Layer, _shape_str
 from .functional import Model
 
@@ -193,3 +194,7 @@ class Sequential(Model):
 
     def __repr__(self):
         return f"<Sequential {self.name!r}: {len(self.layers)} layers>"
+
+
+# model files and the Keras importer build Sequential models through this registration
+_files.register_model_class(Sequential)

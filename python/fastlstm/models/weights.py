@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import os
 
 import numpy as np
+
+from ..io import files as _files
+from ..io.atomic import atomic_write
 
 __all__ = ["WeightsMixin"]
 
@@ -66,14 +70,11 @@ class WeightsMixin:
             views[name][...] = a
 
     def save_weights(self, path):
-        """Writes the weights to a NumPy ``.npz`` file (names as :meth:`get_weight_dict`)."""
-        path = os.fspath(path)
-        tmp = path + ".tmp"
-        with open(tmp, "wb") as f:
-            np.savez(f, **self.get_weight_dict())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        """Writes the weights to a NumPy ``.npz`` file (names as :meth:`get_weight_dict`),
+        atomically: ``path`` keeps its old content if anything fails."""
+        buf = io.BytesIO()
+        np.savez(buf, **self.get_weight_dict())
+        atomic_write(path, [buf.getbuffer()])
 
     def load_weights(self, path):
         with np.load(os.fspath(path)) as data:
@@ -81,11 +82,9 @@ class WeightsMixin:
 
     def save(self, path, **kwargs):
         """Saves architecture and weights as a fastlstm model file (:mod:`fastlstm.io`)."""
-        from .. import io as _io
-
         if self.get_config().get("class") != "Sequential":
             raise NotImplementedError(
                 "model files hold Sequential models only so far; save a functional Model with "
                 "pickle or model.save_weights(path) (and rebuild it in code)")
-        return _io.save_model(self, path, **kwargs)
+        return _files.save_model(self, path, **kwargs)
 

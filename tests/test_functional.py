@@ -367,3 +367,19 @@ def test_gradients_through_the_outputs_at_masked_steps(padding):
         else:
             x[b, : 5 - n] = 0.0
     _fd_check(model, [x, rng.normal(size=(4, 2))], rng.normal(size=(4, 1)))
+
+
+def test_a_keras_file_gets_an_error_that_says_what_to_do(tmp_path):
+    import zipfile
+
+    from fastlstm import load_model
+
+    path = tmp_path / "model.keras"
+    with zipfile.ZipFile(path, "w") as z:  # a .keras file is a zip (config.json, weights)
+        z.writestr("config.json", "{}")
+    with pytest.raises(ValueError, match="from_keras"):
+        load_model(path)
+    renamed = tmp_path / "model.bin"
+    renamed.write_bytes(path.read_bytes())
+    with pytest.raises(ValueError, match="is a Keras file"):
+        load_model(renamed)

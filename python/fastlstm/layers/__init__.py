@@ -7,7 +7,7 @@ built from), :mod:`.core` (Embedding, Dense, Dropout, Masking, RepeatVector, ...
 """
 
 from .attention import AdditiveAttention, Attention
-from .base import InputLayer, KerasTensor, Layer, Input
+from .base import _REGISTRY, Input, InputLayer, KerasTensor, Layer, layer_from_config
 from .core import (
     Activation,
     Dense,
@@ -55,12 +55,4 @@ _CLASSES = {
     "AdditiveAttention": AdditiveAttention,
 }
 
-
-def layer_from_config(layer):
-    """A layer (unbuilt) from its model-file description ``{"class": ..., "config": ...}``."""
-    if not isinstance(layer, dict) or "class" not in layer:
-        raise ValueError(f"a layer description must be a dict with 'class' and 'config', got {layer!r}")
-    cls = _CLASSES.get(layer["class"])
-    if cls is None:
-        raise ValueError(f"unknown layer class {layer['class']!r}; expected one of {sorted(_CLASSES)}")
-    return cls.from_config(dict(layer.get("config", {})))
+_REGISTRY.update(_CLASSES)

@@ -428,3 +428,18 @@ def Input(shape=None, batch_size=None, dtype=None, name=None, batch_shape=None):
     t = KerasTensor((None,) + spec.shape, dt.name, name=name)
     t._spec = spec
     return t
+
+
+# layer classes by their model-file name, filled by fastlstm.layers (its __init__ imports every
+# layer module): wrappers (Bidirectional, TimeDistributed) rebuild their inner layer from here
+_REGISTRY = {}
+
+
+def layer_from_config(layer):
+    """A layer (unbuilt) from its model-file description ``{"class": ..., "config": ...}``."""
+    if not isinstance(layer, dict) or "class" not in layer:
+        raise ValueError(f"a layer description must be a dict with 'class' and 'config', got {layer!r}")
+    cls = _REGISTRY.get(layer["class"])
+    if cls is None:
+        raise ValueError(f"unknown layer class {layer['class']!r}; expected one of {sorted(_REGISTRY)}")
+    return cls.from_config(dict(layer.get("config", {})))

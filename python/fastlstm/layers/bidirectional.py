@@ -106,7 +106,7 @@ class Bidirectional(Layer):
 
     @classmethod
     def from_config(cls, config):
-        from . import layer_from_config
+        from .base import layer_from_config
 
         config = dict(config)
         inner = layer_from_config(config.pop("layer"))

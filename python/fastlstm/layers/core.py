@@ -441,7 +441,7 @@ class _TimeDistributed(Layer):
 
     @classmethod
     def from_config(cls, config):
-        from . import layer_from_config
+        from .base import layer_from_config
 
         return cls(layer_from_config(dict(config)["layer"]))
 

@@ -201,12 +201,31 @@ def test_progress_output_verbose_levels(capsys):
     assert lines[1].startswith("3/3 - ") and "loss: " in lines[1] and "val_mae: " in lines[1]
     m.fit(x, y, epochs=1, batch_size=16, verbose=1)
     out = capsys.readouterr().out
-    assert out.startswith("Epoch 1/1\n") and "\r4/4 [==============================]" in out
+    # stdout is not a terminal here: one line per epoch, no redraws
+    assert out.startswith("Epoch 1/1\n4/4 [==============================]") and "\r" not in out
+    assert out.count("\n") == 2
     assert "ms/step" in out or "us/step" in out
     m.evaluate(x, y, verbose=1)
     assert "2/2 [" in capsys.readouterr().out
     m.predict(x, verbose=0)
     assert capsys.readouterr().out == ""
+
+
+class _Terminal(_io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_bar_redraws_only_on_a_terminal():
+    for stream, lines in ((_Terminal(), None), (_io.StringIO(), 1)):
+        bar = cbm.Progbar(50, stream=stream, interval=0.0)
+        for step in range(1, 51):
+            bar.update(step, {"loss": 1.0}, finalize=step == 50)
+        out = stream.getvalue()
+        if lines is None:
+            assert out.count("\r") == 50  # a redraw per step at interval 0
+        else:
+            assert "\r" not in out and out.count("\n") == lines and "50/50 [" in out
 
 
 def test_progress_bar_redraws_at_most_every_interval(monkeypatch):
@@ -217,7 +236,7 @@ def test_progress_bar_redraws_at_most_every_interval(monkeypatch):
         return clock[0]
 
     monkeypatch.setattr(cbm.time, "perf_counter", fake_clock)
-    stream = _io.StringIO()
+    stream = _Terminal()
     bar = cbm.Progbar(1000, stream=stream, interval=0.1)
     for step in range(1, 1001):
         bar.update(step, {"loss": 1.0 / step}, finalize=step == 1000)

@@ -254,3 +254,27 @@ def test_app_reports_broken_files(app, tmp_path):
     r = subprocess.run([app, str(path)], input="1 2 3\n", capture_output=True, text=True,
                        check=False)
     assert r.returncode == 1 and "2 features per step" in r.stderr
+
+
+def test_left_padding_and_gaps_in_cpp_follow_keras_masks(app, tmp_path):
+    """Token 0 is padding wherever it is (Keras): the C++ runner packs each row's real tokens
+    and gives Python's values; for a per-step output, whose steps would not line up, it
+    refuses instead."""
+    fastlstm.models.set_seed(3)
+    model = Sequential([L.Embedding(12, 4, mask_zero=True), L.LSTM(5), L.Dense(2)])
+    tok = np.array([[0, 0, 5, 7, 9], [5, 0, 7, 9, 0], [5, 7, 9, 0, 0], [3, 1, 4, 1, 5]])
+    want = model.predict(tok, verbose=0)
+    np.testing.assert_allclose(want[0], want[2], rtol=1e-6)  # left padding = right padding
+    np.testing.assert_allclose(want[1], want[2], rtol=1e-6)  # a gap is masked too
+    path = tmp_path / "masked.safetensors"
+    fio.save_model(model, path)
+    rows = _run(app, path, _token_lines(tok, [5, 5, 5, 5]))
+    np.testing.assert_allclose(np.stack(rows), want, rtol=1e-5, atol=1e-6)
+
+    seq = Sequential([L.Embedding(12, 4, mask_zero=True), L.LSTM(5, return_sequences=True)])
+    seq.predict(tok, verbose=0)
+    path = tmp_path / "masked_seq.safetensors"
+    fio.save_model(seq, path)
+    r = subprocess.run([app, str(path)], input="0 0 5 7 9\n", capture_output=True, text=True,
+                       timeout=120, check=False)
+    assert r.returncode == 1 and "left padding" in r.stderr, r.stderr

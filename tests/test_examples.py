@@ -67,6 +67,27 @@ def test_char_text_generation_learns_the_zen(capsys):
     assert s.startswith("Beautiful is ") and len(s) == 93 and set(s) <= set(text)
 
 
+def test_seq2seq_learns_to_reverse_digit_strings():
+    ex = _load("seq2seq")
+    enc, dec_in, dec_out = ex.make_data(4, min_len=3, max_len=5, seed=1)
+    for e, d, t in zip(enc, dec_in, dec_out):  # teacher forcing: the target shifted by one
+        s = e[e > 0]
+        assert d[0] == ex.START and list(d[1 : len(s) + 1]) == list(s[::-1])
+        assert list(t[: len(s)]) == list(s[::-1]) and t[len(s)] == ex.END
+    r = ex.train(n_train=2000, n_test=300, units=48, epochs=6, max_len=5, verbose=0)
+    assert r["test_exact_match"] >= 0.5  # chance: 10**-4 per string of 4 digits
+
+
+@pytest.mark.parametrize("kind", ["dot", "additive"])
+def test_attention_seq2seq_learns_to_sort(kind):
+    ex = _load("attention_seq2seq")
+    enc, dec_in, target = ex.make_data(5, length=6, seed=2)
+    assert (np.diff(target, axis=1) >= 0).all() and (np.sort(enc, 1) == target).all()
+    assert (dec_in[:, 0] == ex.START).all() and (dec_in[:, 1:] == target[:, :-1]).all()
+    r = ex.train(n_train=2000, n_test=300, length=6, units=48, epochs=6, kind=kind, verbose=0)
+    assert r["test_exact_match"] >= 0.6  # chance: about 10**-6 per string
+
+
 def test_pytorch_style_training_follows_pytorch_s_loss_curve():
     """examples/python/pytorch_style_training.py from PyTorch's initial weights gives PyTorch's
     loss at every step (tests/data/pytorch_style_training.npz, written by

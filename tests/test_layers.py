@@ -25,8 +25,8 @@ def _sig(a):
 
 def keras_lstm(x, K, R, b, mask=None, go_backwards=False, return_sequences=False, h0=None,
                c0=None):
-    """Keras's LSTM cell and masking rule (a masked step keeps the state and outputs 0 in the
-    sequence), Keras's weights: kernel [F, 4H], recurrent_kernel [H, 4H], bias [4H] (i,f,c,o)."""
+    """Keras's LSTM cell and masking rule (a masked step keeps the state, and in the sequence
+    repeats the carried h: Keras 3's ``zero_output_for_mask=False``), Keras's weights: kernel [F, 4H], recurrent_kernel [H, 4H], bias [4H] (i,f,c,o)."""
     B, T, _ = x.shape
     H = R.shape[0]
     h = np.zeros((B, H)) if h0 is None else h0
@@ -39,7 +39,7 @@ def keras_lstm(x, K, R, b, mask=None, go_backwards=False, return_sequences=False
         h_new = o * np.tanh(c_new)
         m = np.ones((B, 1), bool) if mask is None else mask[:, t][:, None]
         h, c = np.where(m, h_new, h), np.where(m, c_new, c)
-        outs.append(np.where(m, h_new, 0.0))
+        outs.append(h)
     return (np.stack(outs, 1) if return_sequences else h), h, c
 
 
@@ -57,7 +57,7 @@ def keras_gru(x, K, R, b_in, b_rec, mask=None, return_sequences=False):
         h_new = z * h + (1 - z) * hh
         m = np.ones((B, 1), bool) if mask is None else mask[:, t][:, None]
         h = np.where(m, h_new, h)
-        outs.append(np.where(m, h_new, 0.0))
+        outs.append(h)
     return np.stack(outs, 1) if return_sequences else h
 
 
@@ -162,6 +162,7 @@ def test_bidirectional_merges_forward_and_backward_halves(merge_mode, return_seq
     got = layer(x, lengths=lengths)
     fwd, _, _ = keras_lstm(x, Kf, Rf, bf, mask=mask, return_sequences=return_sequences)
     if return_sequences:
+        fwd = fwd * mask[:, :, None]  # Keras's Bidirectional outputs zeros at masked steps
         # the backward half runs over each valid part reversed and is re-aligned in time
         bwd = np.zeros_like(fwd)
         for i, L in enumerate(lengths):
@@ -188,7 +189,10 @@ def test_peephole_lstm_matches_the_reference_oracle():
     params = {k: v.copy() for k, v in layer.params.items()}
     out = reference.lstm_forward(params, x, peephole=True, lengths=lengths, batch_first=True)[0]
     got = layer(x, lengths=lengths)
-    np.testing.assert_allclose(got, np.asarray(out), rtol=1e-10, atol=1e-12)
+    mask = np.arange(T)[None, :] < lengths[:, None]
+    np.testing.assert_allclose(got[mask], np.asarray(out)[mask], rtol=1e-10, atol=1e-12)
+    for b, L in enumerate(lengths):  # padded steps repeat the last real output (Keras)
+        np.testing.assert_array_equal(got[b, L:], np.broadcast_to(got[b, L - 1], got[b, L:].shape))
 
 
 def test_zero_length_rows_return_the_initial_state():
@@ -278,14 +282,16 @@ def test_bidirectional_halves_get_independent_initial_weights():
 
 
 # ------------------------------------------------------------------------------------ Embedding
-def test_embedding_lookup_and_mask_lengths():
+def test_embedding_lookup_and_mask():
     emb = Embedding(10, 3, mask_zero=True)
     emb.build((None,), "float64")
-    tok = np.array([[1, 2, 0, 0], [0, 0, 0, 0], [3, 0, 4, 0], [5, 6, 7, 8]])
+    tok = np.array([[1, 2, 0, 0], [0, 0, 0, 0], [3, 0, 4, 0], [0, 0, 7, 8]])
     np.testing.assert_array_equal(emb(tok), emb.params["embeddings"][tok])
-    np.testing.assert_array_equal(emb.compute_lengths(tok, None), [2, 0, 3, 4])
-    np.testing.assert_array_equal(emb.compute_lengths(tok, np.array([1, 4, 4, 2])), [1, 0, 3, 2])
-    assert Embedding(10, 3).compute_lengths(tok, None) is None
+    # Keras: every 0 is padding, wherever it is (right, gaps, left)
+    np.testing.assert_array_equal(emb.compute_mask(tok, None), tok != 0)
+    prior = np.arange(4)[None, :] < np.array([1, 4, 4, 2])[:, None]
+    np.testing.assert_array_equal(emb.compute_mask(tok, prior), (tok != 0) & prior)
+    assert Embedding(10, 3).compute_mask(tok, None) is None
 
 
 def test_embedding_rejects_bad_tokens():

@@ -105,6 +105,7 @@ std::vector<int64_t> Model::Impl::run(Workspace& ws, const float* x, const int64
                          std::to_string(min_len) + ", T=" + std::to_string(T) + "]");
   if (ws.rnns.size() != layers.size()) ws.rnns.resize(layers.size());
   const int64_t* lens = lengths;
+  bool packed_rows = false;  // an Embedding's mask moved real steps to the left
   const float* cur = x;
   bool seq = true;
   int which = -1;  // which ws.buf holds cur (-1: the caller's x)
@@ -122,13 +123,24 @@ std::vector<int64_t> Model::Impl::run(Workspace& ws, const float* x, const int64
         float* y = next_buf(static_cast<size_t>(B * T * L.out_dim));
         embed(L, B, T, tok, y, false);
         if (L.mask_zero) {
-          // right padding: a row's length is its last nonzero token + 1 (0 if all padding);
-          // explicit lengths can only shorten it
+          // Keras's mask: every token 0 is padding (right, left or a gap); explicit lengths
+          // can only shorten a row. Masked steps carry the state, so a row's real steps
+          // packed to the left give the same final states: rows that are not right-padded
+          // are packed, and a row's length is its count of real steps.
           ws.lengths.resize(B);
+          const int64_t E = L.out_dim;
           for (int64_t b = 0; b < B; ++b) {
-            int64_t n = T;
-            while (n > 0 && tok[b * T + n - 1] == 0) --n;
-            ws.lengths[b] = lens ? std::min(n, lens[b]) : n;
+            const int64_t limit = lens ? lens[b] : T;
+            int64_t k = 0;
+            for (int64_t t = 0; t < limit; ++t) {
+              if (tok[b * T + t] == 0) continue;
+              if (k != t) {
+                packed_rows = true;
+                std::copy_n(y + (b * T + t) * E, E, y + (b * T + k) * E);
+              }
+              ++k;
+            }
+            ws.lengths[b] = k;
           }
           lens = ws.lengths.data();
         }
@@ -219,6 +231,11 @@ std::vector<int64_t> Model::Impl::run(Workspace& ws, const float* x, const int64
       }
     }
   }
+  if (packed_rows && seq)
+    throw ShapeError(
+        "tokens with padding before a real token (left padding or a 0 inside a sequence) "
+        "need a model whose output is one vector per sequence: this model's output is per "
+        "time step, and its steps would not line up with Keras's (pad on the right)");
   std::vector<int64_t> shape = {B};
   if (seq) shape.push_back(T);
   shape.push_back(output_size);

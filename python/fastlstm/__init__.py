@@ -14,8 +14,10 @@ from .nn import Linear
 from .rnn import GRU, LSTM, LSTMStream, Stream
 from . import optim
 from . import io
+from . import callbacks, initializers, losses, metrics, optimizers, regularizers, utils
 from .io import from_keras, from_onnx, from_torch, load, load_model, save, save_model
-from .models import Sequential, set_seed
+from .layers import Input
+from .models import Model, Sequential, set_seed
 
 try:
     __version__ = _version("fastlstm")
@@ -80,7 +82,9 @@ def __getattr__(name):
 
 
 __all__ = [
-    "LSTM", "GRU", "Linear", "Stream", "LSTMStream", "optim", "Sequential", "set_seed", "set_num_threads",
-    "get_num_threads", "available_cpus", "save", "save_model", "load", "load_model", "from_torch", "from_keras", "from_onnx", "io", "build_info",
-    "cmake_prefix_path", "__version__",
+    "LSTM", "GRU", "Linear", "Stream", "LSTMStream", "optim", "Sequential", "Model", "Input",
+    "set_seed", "set_num_threads", "get_num_threads", "available_cpus", "save", "save_model",
+    "load", "load_model", "from_torch", "from_keras", "from_onnx", "io", "build_info",
+    "cmake_prefix_path", "__version__", "callbacks", "initializers", "losses", "metrics",
+    "optimizers", "regularizers", "utils",
 ]

@@ -173,11 +173,19 @@ class Progbar:
         self._last = 0.0
         self._last_len = 0
 
+    def _interactive(self):
+        isatty = getattr(self.stream, "isatty", None)
+        try:
+            return bool(isatty and isatty())
+        except (ValueError, OSError):  # a closed stream
+            return False
+
     def update(self, current, values=None, finalize=False):
         if self.verbose == 0:
             return
         now = time.perf_counter()
-        if self.verbose == 2 and not finalize:
+        if not finalize and (self.verbose == 2 or not self._interactive()):
+            # verbose=2, or output to a file or pipe: one line when the epoch ends, no redraws
             return
         if not finalize and now - self._last < self.interval:
             return
@@ -209,7 +217,7 @@ class Progbar:
         line = " - ".join(parts)
         pad = max(self._last_len - len(line), 0)
         self._last_len = len(line)
-        if self.verbose == 1:
+        if self.verbose == 1 and self._interactive():
             self.stream.write("\r" + line + " " * pad + ("\n" if finalize else ""))
         else:
             self.stream.write(line + "\n")

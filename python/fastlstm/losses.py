@@ -17,6 +17,7 @@ import numpy as np
 
 __all__ = [
     "Loss",
+    "LossFunction",
     "MeanSquaredError",
     "MeanAbsoluteError",
     "Huber",
@@ -94,13 +95,56 @@ class Loss:
         )
 
     def value_and_grad(self, y_true, y_pred, weights=None, logits=None, need_grad=True):
-        raise NotImplementedError
+        """The mean loss and its gradient w.r.t. ``y_pred``. A subclass either overrides this
+        or defines ``call(y_true, y_pred)`` (per-sample values: ``y_pred.shape[:-1]``) and,
+        for training, ``gradient(y_true, y_pred)`` (d value / d y_pred, ``y_pred``'s shape)."""
+        call = getattr(self, "call", None)
+        if call is None:
+            raise NotImplementedError(f"{type(self).__name__} defines neither call() nor "
+                                      "value_and_grad()")
+        return _custom_value_and_grad(self.name, call, getattr(self, "gradient", None),
+                                      y_true, y_pred, weights, need_grad)
 
     def get_config(self):
         return {"name": self.name}
 
     def __repr__(self):
         return f"{type(self).__name__}()"
+
+
+def _custom_value_and_grad(name, fn, grad_fn, y_true, y_pred, weights, need_grad):
+    v = np.asarray(fn(y_true, y_pred), dtype=np.float64)
+    want = y_pred.shape[:-1]
+    if v.shape != want:
+        raise ValueError(f"loss {name!r} must return one value per sample element, shape "
+                         f"{want}, got {v.shape}")
+    value, f = _reduce(v, weights)
+    if not need_grad:
+        return value, None
+    if grad_fn is None:
+        raise TypeError(
+            f"loss {name!r} has no gradient: training needs d loss / d y_pred. Give the "
+            "function a .gradient(y_true, y_pred) attribute, or subclass fastlstm.losses.Loss "
+            "with call() and gradient()")
+    g = np.asarray(grad_fn(y_true, y_pred), dtype=y_pred.dtype)
+    if g.shape != y_pred.shape:
+        raise ValueError(f"the gradient of loss {name!r} must have y_pred's shape "
+                         f"{y_pred.shape}, got {g.shape}")
+    f = f[..., None] if isinstance(f, np.ndarray) else f
+    return value, g * np.asarray(f, dtype=y_pred.dtype)
+
+
+class LossFunction(Loss):
+    """A Python function ``fn(y_true, y_pred)`` -> per-sample values (NumPy arrays) as a loss;
+    training needs ``fn.gradient(y_true, y_pred)`` -> d value / d y_pred (y_pred's shape)."""
+
+    def __init__(self, fn, name=None):
+        self.fn = fn
+        self.name = name or getattr(fn, "__name__", "custom_loss")
+
+    def value_and_grad(self, y_true, y_pred, weights=None, logits=None, need_grad=True):
+        return _custom_value_and_grad(self.name, self.fn, getattr(self.fn, "gradient", None),
+                                      y_true, y_pred, weights, need_grad)
 
 
 class MeanSquaredError(Loss):
@@ -364,6 +408,8 @@ def get(identifier):
         return identifier()
     if isinstance(identifier, str) and identifier.lower() in _LOSSES:
         return _LOSSES[identifier.lower()]()
+    if callable(identifier) and not isinstance(identifier, (str, type)):
+        return LossFunction(identifier)
     raise ValueError(
         f"unknown loss {identifier!r}; expected one of {sorted(_LOSSES)} or a "
         "fastlstm.losses.Loss instance"

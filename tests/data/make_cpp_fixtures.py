@@ -115,9 +115,12 @@ class Seq:
             tok = state["x"]
             state["x"] = table.astype(np.float64)[tok]
             if mask_zero and state["lengths"] is None:
+                # Keras's mask: every 0 is padding; masked steps carry the state, so each
+                # row's real steps packed to the left give the same final state
                 nz = tok != 0
-                state["lengths"] = np.array(
-                    [tok.shape[1] - np.argmax(r[::-1]) for r in nz], dtype=np.int64)
+                order = np.argsort(~nz, axis=1, kind="stable")
+                state["x"] = np.take_along_axis(state["x"], order[:, :, None], axis=1)
+                state["lengths"] = nz.sum(axis=1).astype(np.int64)
         self._add("Embedding", {"input_dim": vocab, "output_dim": dim, "mask_zero": mask_zero},
                   {"embeddings": table}, fn)
 
@@ -237,7 +240,7 @@ def main():
          bidirectional=True)
     bare("lstm_stream", "LSTM", 3, 5, B=2, T=6, num_layers=2, proj_size=3)
 
-    # Sequential: tokens, mask_zero (row 1 has an inner 0, which is not padding), dropout,
+    # Sequential: tokens, mask_zero (row 1 has an inner 0, which is masked as in Keras), dropout,
     # a bidirectional GRU that returns its final states, softmax
     s = Seq()
     s.embedding(11, 6, mask_zero=True)

@@ -82,8 +82,9 @@ class Model {
   std::vector<int64_t> predict(const float* x, int64_t B, int64_t T, int64_t F,
                                const int64_t* lengths, std::vector<float>& out) const;
   // Token input for models whose first layer is Embedding. tokens: [B, T], each in
-  // [0, input_size()); lengths as above. With mask_zero, a row's length is its last nonzero
-  // token + 1 (the smaller of that and lengths[b] if given).
+  // [0, input_size()); lengths as above. With mask_zero every token 0 is padding, as in Keras
+  // (within the first lengths[b] steps if given): masked steps carry the state. Left padding or
+  // a 0 inside a row needs a model whose output is one vector per row (ShapeError otherwise).
   std::vector<int64_t> predict(const int64_t* tokens, int64_t B, int64_t T,
                                const int64_t* lengths, std::vector<float>& out) const;
 

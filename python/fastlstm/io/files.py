@@ -268,8 +268,24 @@ def save_model(model, path, *, example_input=None, example_lengths=None):
     _write_model(path, config, tensors, selfcheck)
 
 
+def _refuse_keras_file(path):
+    """A Keras 3 ``.keras`` file (a zip) gets an error that says what to do instead."""
+    p = _fspath(path)
+    try:
+        with open(p, "rb") as f:
+            zipped = f.read(4) == b"PK\x03\x04"
+    except OSError:
+        return  # the reader reports a missing or unreadable file
+    if zipped or p.endswith(".keras"):
+        raise ValueError(
+            f"{p!r} is a Keras file, not a fastlstm model file: load it in Keras and import it "
+            "with fastlstm.from_keras(keras_model) (or from_keras(model.to_json(), "
+            "model.get_weights())); reading .keras archives directly is not supported")
+
+
 def load_model(path, verify=False):
     """Loads a Sequential model saved by :func:`save_model` (``verify`` as for :func:`load`)."""
+    _refuse_keras_file(path)
     spec = _read_model(path)
     where = repr(_fspath(path))
     if spec["class"] != "Sequential":

@@ -4,6 +4,7 @@
 
 #include "fastlstm/build_info.hpp"
 #include "fastlstm/config.hpp"
+#include "fastlstm/cpu.hpp"
 #include "fastlstm/threads.hpp"
 
 namespace py = pybind11;
@@ -30,6 +31,25 @@ PYBIND11_MODULE(_core, m) {
     d["build_type"] = b.build_type;
     return d;
   });
+  m.def("cpu_info", []() {
+    auto c = fastlstm::cpu_info();
+    py::dict d;
+    d["vendor"] = c.vendor;
+    d["model"] = c.model;
+    d["features"] = c.features;
+    d["levels"] = c.levels;
+    d["level"] = c.level;
+    return d;
+  });
+  // the CPU is detected and FASTLSTM_CPU checked here, at import: a level this CPU lacks is an
+  // ImportError naming it, never an illegal instruction later
+  {
+    try {
+      fastlstm::cpu_info();
+    } catch (const fastlstm::Error& e) {
+      throw py::import_error(e.what());
+    }
+  }
   m.def("set_num_threads", &fastlstm::set_num_threads, py::arg("n"));
   m.def("get_num_threads", &fastlstm::get_num_threads);
   bind_rnn(m);

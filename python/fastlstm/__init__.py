@@ -36,6 +36,14 @@ def build_info():
     return info
 
 
+def cpu_info():
+    """The CPU and the kernels chosen for it: a dict with ``vendor``, ``model``, ``features``
+    (the relevant instruction sets this CPU and OS support), ``levels`` (the kernel levels
+    compiled in that this CPU runs, lowest first: generic, avx2, avx512, avx512_bf16, amx) and
+    ``level`` (the one in use; ``FASTLSTM_CPU=<level>`` in the environment caps it)."""
+    return dict(_core.cpu_info())
+
+
 def set_num_threads(n):
     """Threads the engine uses per call (default: the CPUs available to this process, or
     FASTLSTM_NUM_THREADS / OMP_NUM_THREADS). Results are bitwise identical for any count."""
@@ -57,6 +65,6 @@ def get_num_threads():
 
 __all__ = [
     "LSTM", "GRU", "Linear", "Stream", "LSTMStream", "optim", "Sequential", "set_seed", "set_num_threads",
-    "get_num_threads", "save", "save_model", "load", "load_model", "from_torch", "from_keras", "from_onnx", "io", "build_info",
+    "get_num_threads", "save", "save_model", "load", "load_model", "from_torch", "from_keras", "from_onnx", "io", "build_info", "cpu_info",
     "cmake_prefix_path", "__version__",
 ]

@@ -174,6 +174,11 @@ class Layer:
         self.flat_params, self.flat_grads = flat_params, flat_grads
         self._make_views()
 
+    def weight_bytes(self):
+        """Bytes of the weights as the engine keeps them (a quantized recurrent layer: its
+        matrices in bf16, or int8 plus a float32 scale per row)."""
+        return sum(v.nbytes for v in self.params.values()) if self.params else 0
+
     def count_params(self):
         return 0 if self.flat_params is None else int(self.flat_params.size)
 
@@ -446,6 +451,28 @@ class _Recurrent(Layer):
         if self._directions == 2 and self.merge_mode == "concat":
             return 2 * self.units
         return self.units
+
+    @property
+    def precision(self):
+        """The weights' precision: the dtype's name, or "bf16"/"int8" after quantization."""
+        return self._module.precision if self._module is not None else self.dtype.name
+
+    def _quantize(self, mode):
+        # the layer's engine module becomes its quantized copy (inference only); the model's
+        # flat buffers no longer hold this layer's parameters
+        self._module = self._module.quantize(mode)
+        self._sync_views()
+
+    def weight_bytes(self):
+        if self.precision not in ("bf16", "int8"):
+            return super().weight_bytes()
+        total = 0
+        for name, v in self.params.items():
+            if name.startswith(("weight_ih", "weight_hh", "weight_hr")):
+                total += v.size * 2 if self.precision == "bf16" else v.size + 4 * v.shape[0]
+            else:
+                total += v.nbytes
+        return total
 
     def _sync_views(self):
         m = self._module
@@ -783,6 +810,17 @@ class Bidirectional(Layer):
         self.flat_params, self.flat_grads = self.layer.flat_params, self.layer.flat_grads
         self.params, self.grads = self.layer.params, self.layer.grads
         self.regularizers = self.layer.regularizers
+
+    @property
+    def precision(self):
+        return self.layer.precision
+
+    def _quantize(self, mode):
+        self.layer._quantize(mode)
+        self._sync()
+
+    def weight_bytes(self):
+        return self.layer.weight_bytes()
 
     def _bind(self, flat_params, flat_grads):
         self.layer._bind(flat_params, flat_grads)

@@ -404,6 +404,7 @@ class Sequential:
         """The training loss of one batch (with regularization; dropout active) and a copy of
         the flat gradient; the weights do not change."""
         self._check_compiled("compute_loss_and_gradients")
+        self._check_trainable("compute_loss_and_gradients")
         x, y, lengths = self._prepare_xy(x, y, lengths)
         self._update_fused()
         self._first_trainable = next(
@@ -452,6 +453,7 @@ class Sequential:
         batch; the weights are those from before that step.
         """
         self._check_compiled("fit")
+        self._check_trainable("fit")
         batch_size = 32 if batch_size is None else _int_arg(batch_size, "batch_size")
         epochs = _int_arg(epochs, "epochs", minimum=0)
         initial_epoch = _int_arg(initial_epoch, "initial_epoch", minimum=0)
@@ -653,6 +655,7 @@ class Sequential:
     def train_on_batch(self, x, y, lengths=None, return_dict=False):
         """One optimizer step on one batch; returns the loss (and metrics) of that batch."""
         self._check_compiled("train_on_batch")
+        self._check_trainable("train_on_batch")
         x, y, lengths = self._prepare_xy(x, y, lengths)
         self._update_fused()
         self._first_trainable = next(
@@ -682,6 +685,36 @@ class Sequential:
             layer.reset_states()
 
     # ------------------------------------------------------------------------------ weights
+    def _check_trainable(self, what):
+        if self.precision not in ("float32", "float64"):
+            raise RuntimeError(f"{what}: the model was quantized to {self.precision} for "
+                               "inference only (predict, evaluate, summary); train a float model")
+
+    @property
+    def precision(self):
+        """"float32"/"float64" (the dtype), or "bf16"/"int8" after :meth:`quantize`."""
+        for layer in self.layers:
+            p = getattr(layer, "precision", None)
+            if p in ("bf16", "int8"):
+                return p
+        return self.dtype.name
+
+    def quantize(self, mode):
+        """Keras 3's ``Model.quantize``, in place: every recurrent layer's weights go to
+        ``mode`` ("bf16" or "int8", see :meth:`fastlstm.LSTM.quantize`); Embedding and Dense
+        layers stay float. Afterwards predict, evaluate, summary and save work; fit raises."""
+        self._require_built("quantize()")
+        layers = [layer for layer in self.layers if hasattr(layer, "_quantize")]
+        if not layers:
+            raise ValueError("quantize(): the model has no recurrent layer to quantize")
+        if self.precision not in ("float32", "float64"):
+            raise ValueError(f"quantize(): the model is already quantized to {self.precision}")
+        from .rnn import _check_precision
+
+        mode = _check_precision(mode)
+        for layer in layers:
+            layer._quantize(mode)
+
     def _require_built(self, what):
         if not self.built:
             raise ValueError(f"{what}: the model has not been built yet; give the first layer "
@@ -805,7 +838,10 @@ class Sequential:
         widths = (int(line_length * 0.45), int(line_length * 0.35))
         rows = []
         for layer in self.layers:
-            rows.append((f"{layer.name} ({type(layer).__name__})",
+            kind = type(layer).__name__
+            if getattr(layer, "precision", None) in ("bf16", "int8"):
+                kind += f", {layer.precision}"
+            rows.append((f"{layer.name} ({kind})",
                          _shape_str((None,) + tuple(layer.output_shape)),
                          f"{layer.count_params():,}"))
         out(f'Model: "{self.name}"')
@@ -821,6 +857,8 @@ class Sequential:
         trainable = sum(l.count_params() - sum(l.params[n].size for n in l.fixed_weights)
                         for l in self.layers if l.trainable)
         out(f"Total params: {total:,}")
+        nbytes = sum(layer.weight_bytes() for layer in self.layers)
+        out(f"Weights: {nbytes:,} bytes ({self.precision})")
         out(f"Trainable params: {trainable:,}")
         out(f"Non-trainable params: {total - trainable:,}")
         out("_" * line_length)

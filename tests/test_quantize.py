@@ -267,3 +267,54 @@ def test_accuracy_at_every_level():
             if line:
                 p, err = line.split()
                 assert float(err) <= BOUNDS[p][0], (lv, p, err)
+
+
+# --------------------------------------------------------------------------- Keras-shaped models
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_model_quantize_in_place(precision, tmp_path, capsys):
+    from fastlstm import Sequential
+    from fastlstm.layers import GRU, LSTM, Bidirectional, Dense, Input
+
+    model = Sequential([Input((7, 5)), LSTM(16, return_sequences=True),
+                        Bidirectional(GRU(8)), Dense(3)])
+    model.compile(loss="mse")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((20, 7, 5)).astype(np.float32)
+    y = rng.standard_normal((20, 3)).astype(np.float32)
+    p_float = model.predict(x, verbose=0)
+    loss_float = model.evaluate(x, y, verbose=0)
+    model.summary()
+    bytes_float = int(capsys.readouterr().out.split("Weights: ")[1].split()[0].replace(",", ""))
+    assert model.precision == "float32"
+    model.quantize(precision)
+    assert model.precision == precision
+    assert [getattr(l, "precision", None) for l in model.layers[:2]] == [precision] * 2
+    p_q = model.predict(x, verbose=0)
+    diff = np.abs(p_q - p_float).max()
+    assert 1e-6 < diff < 0.02
+    assert abs(model.evaluate(x, y, verbose=0) - loss_float) < 0.02
+    model.summary()
+    out = capsys.readouterr().out
+    assert f"(LSTM, {precision})" in out and f"(Bidirectional, {precision})" in out
+    bytes_q = int(out.split("Weights: ")[1].split()[0].replace(",", ""))
+    assert bytes_q < 0.7 * bytes_float
+    with pytest.raises(RuntimeError, match="inference only"):
+        model.fit(x, y, verbose=0)
+    with pytest.raises(RuntimeError, match="inference only"):
+        model.train_on_batch(x, y)
+    with pytest.raises(ValueError, match="already quantized"):
+        model.quantize("int8")
+    with pytest.raises(NotImplementedError, match="not supported yet"):
+        model.save(str(tmp_path / "q.safetensors"))
+    assert not (tmp_path / "q.safetensors").exists()
+
+
+def test_model_quantize_refusals():
+    from fastlstm import Sequential
+    from fastlstm.layers import Dense, Input
+
+    dense_only = Sequential([Input((4,)), Dense(2)])
+    with pytest.raises(ValueError, match="no recurrent layer"):
+        dense_only.quantize("int8")
+    with pytest.raises(ValueError, match="not been built"):
+        Sequential().quantize("int8")

@@ -214,3 +214,28 @@ def test_stream_bench_missing_program_is_a_clear_error(monkeypatch, capsys):
     monkeypatch.setattr(stream, "executable", lambda: None)
     assert bench.main(["--stream"]) == 2
     assert "stream_bench" in capsys.readouterr().err
+
+
+def test_precision_rows(tmp_path):
+    """--precision adds fastlstm's quantized inference rows (no training rows), checked
+    against fastlstm float32 on the same weights."""
+    path = tmp_path / "p.json"
+    code = bench.main(TINY + ["--cases", "stream_b1,train_small,step_py", "--precision",
+                              "int8,bf16", "--threads", "1", "--no-memory", "--json", str(path)])
+    assert code == 0
+    with open(path) as f:
+        doc = json.load(f)
+    impls = {(r["case"], r["impl"]) for r in doc["results"]}
+    for case in ("stream_b1", "step_py"):
+        assert {(case, "fastlstm bf16"), (case, "fastlstm int8")} <= impls
+    assert not any(i.startswith("fastlstm ") for c, i in impls if c == "train_small")
+    assert doc["settings"]["precision"] == ["float32", "bf16", "int8"]
+    for r in doc["results"]:
+        if r["impl"] in ("fastlstm bf16", "fastlstm int8"):
+            assert r["ratio_to_torch_float32"] is None  # --no-peers
+            assert r["median_ms"] > 0
+
+
+def test_precision_argument_checked():
+    with pytest.raises(SystemExit):
+        bench.main(TINY + ["--precision", "fp16"])

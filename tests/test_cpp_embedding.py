@@ -148,6 +148,24 @@ def test_bare_module_in_cpp_matches_python(app, tmp_path, name, cls, kwargs):
     _compare(rows, y, lengths, True, _tol(module.dtype))
 
 
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_app_quantizes_on_load(app, tmp_path, precision):
+    """--precision quantizes a float file's recurrent layers on load (C++ LoadOptions): the
+    app gives what Python's module.quantize gives, and not the float model's output."""
+    rng = np.random.default_rng(7)
+    module = fastlstm.LSTM(5, 24, num_layers=2, proj_size=7, batch_first=True, seed=2)
+    x = rng.standard_normal((3, 8, 5)).astype(np.float32)
+    lengths = np.array([8, 5, 2])
+    path = tmp_path / "lstm.safetensors"
+    fio.save(module, path, example_input=x, example_lengths=lengths)
+    rows = _run(app, path, _feature_lines(x, lengths), "--verify", "--precision", precision)
+    q = module.quantize(precision)
+    _compare(rows, q(x, lengths=lengths)[0], lengths, True, 1e-4)
+    y_float = module(x, lengths=lengths)[0]
+    assert max(np.max(np.abs(r - y_float[b, :lengths[b]].ravel()))
+               for b, r in enumerate(rows)) > 1e-5
+
+
 def test_trained_lstm_same_lengths(app, tmp_path):
     """All sequences of the same length: the app passes no lengths at all."""
     rng = np.random.default_rng(0)

@@ -21,6 +21,8 @@ def test_forecast_sine_mixture_beats_naive(capsys):
     results = ex.main(["--series", "sine", "--epochs", "8", "--units", "16", "--verbose", "0"])
     r = results["sine"]
     assert r["rmse"] < 0.8 * r["naive_rmse"]
+    # quantized for inference: the RMSE grows by at most 5%
+    assert r["rmse_bf16"] <= 1.05 * r["rmse"] and r["rmse_int8"] <= 1.05 * r["rmse"]
     assert "sine: test RMSE" in capsys.readouterr().out
 
 
@@ -32,6 +34,7 @@ def test_forecast_real_series_beats_naive():
     assert series.shape == (3000,) and np.isfinite(series).all()
     r = ex.forecast(series, window=24, units=16, epochs=8, verbose=0)
     assert r["rmse"] < 0.85 * r["naive_rmse"]
+    assert r["rmse_bf16"] <= 1.05 * r["rmse"] and r["rmse_int8"] <= 1.05 * r["rmse"]
 
 
 def test_sequence_classification_needs_and_has_memory():
@@ -49,6 +52,10 @@ def test_digits_rows_reach_95_percent():
     ex = _load("digits_rows")
     r = ex.main(["--verbose", "0"])  # the full example: ~10 s
     assert r["test_accuracy"] >= 0.95
+    # quantized for inference: int8 loses at most 0.5 points, bf16 nothing measurable (at most
+    # one of the 450 test images)
+    assert r["int8_accuracy"] >= r["test_accuracy"] - 0.005
+    assert abs(r["bf16_accuracy"] - r["test_accuracy"]) <= 1 / r["n_test"] + 1e-9
 
 
 def test_char_text_generation_learns_the_zen(capsys):

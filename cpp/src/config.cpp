@@ -5,6 +5,21 @@
 
 namespace fastlstm {
 
+const char* precision_name(Precision p) {
+  switch (p) {
+    case Precision::BF16: return "bf16";
+    case Precision::Int8: return "int8";
+    default: return "float32";
+  }
+}
+
+Precision parse_precision(const std::string& name) {
+  if (name == "float32") return Precision::Float32;
+  if (name == "bf16") return Precision::BF16;
+  if (name == "int8") return Precision::Int8;
+  throw Error("precision must be one of 'float32', 'bf16', 'int8', got '" + name + "'");
+}
+
 void RNNConfig::validate() const {
   auto fail = [](const std::string& msg) { throw Error(msg); };
   auto range = [&](const char* name, int64_t v, int64_t lo, int64_t hi) {
@@ -21,6 +36,9 @@ void RNNConfig::validate() const {
     fail("proj_size must be smaller than hidden_size (" + std::to_string(hidden_size) +
          "), got " + std::to_string(proj_size));
   if (peephole && cell != CellType::LSTM) fail("peephole is only supported for LSTM, not GRU");
+  if (precision != Precision::Float32 && precision != Precision::BF16 &&
+      precision != Precision::Int8)
+    fail("precision must be Float32, BF16 or Int8");
   if (!(dropout >= 0.0 && dropout < 1.0))
     fail("dropout must be in [0, 1), got " + std::to_string(dropout));
   // With the bounds above every product below fits in int64 (a layer's weight_ih has at most

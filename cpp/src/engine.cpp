@@ -4,10 +4,10 @@
 #include <cstring>
 #include <numeric>
 #include <string>
+#include <type_traits>
 
-#include "kernels/cells.hpp"
 #include "cpu/parallel.hpp"
-#include "kernels/packed_gemm.hpp"
+#include "kernels/dispatch.hpp"
 
 namespace fastlstm::detail {
 
@@ -40,7 +40,12 @@ inline uint64_t mix(uint64_t z) {
 }  // namespace
 
 template <typename T>
-Engine<T>::Engine(const RNNConfig& config) : cfg_(config), layout_(param_layout(config)) {}
+Engine<T>::Engine(const RNNConfig& config) : cfg_(config), layout_(param_layout(config)) {
+  if (lowp() && !std::is_same_v<T, float>)
+    throw Error(std::string("a ") + precision_name(cfg_.precision) +
+                " network runs in float32: quantize a float64 network's parameters as float32");
+  kernels();  // detects the CPU (and reports a bad FASTLSTM_CPU) before any work
+}
 
 template <typename T>
 DirParams<T> Engine<T>::dir_params(T* base, int64_t l, int64_t d) const {
@@ -174,6 +179,31 @@ void Engine<T>::pack_weights(const T* params, bool backward) {
                            dst.data() + (t * tile_cols + pnl * kTile) * K);
           }
       };
+      if (lowp()) {
+        // the same column order, quantized (kernels/lowp.hpp): the low precision is a property
+        // of the packed weights and of the product kernel only
+        if constexpr (std::is_same_v<T, float>) {
+          auto tile_rows = [&](const T* w, int64_t K) {
+            std::vector<const float*> rows(size_t(tiles * tile_cols), nullptr);
+            for (int64_t t = 0; t < tiles; ++t)
+              for (int64_t pnl = 0; pnl < ng; ++pnl)
+                for (int64_t u = 0; u < std::min(kTile, H - t * kTile); ++u)
+                  rows[t * tile_cols + pnl * kTile + u] = w + (pnl * H + t * kTile + u) * K;
+            return rows;
+          };
+          q_ih_.resize(L * D);
+          q_hh_.resize(L * D);
+          q_hr_.resize(L * D);
+          quantize_pack(cfg_.precision, I_l, tile_rows(p.w_ih, I_l), q_ih_[k]);
+          quantize_pack(cfg_.precision, S, tile_rows(p.w_hh, S), q_hh_[k]);
+          if (P > 0) {
+            std::vector<const float*> rows(static_cast<size_t>(P), nullptr);
+            for (int64_t r = 0; r < P; ++r) rows[r] = p.w_hr + r * H;
+            quantize_pack(cfg_.precision, H, rows, q_hr_[k]);
+          }
+        }
+        continue;
+      }
       pack_tiles(p.w_ih, I_l, A[k]);
       pack_tiles(p.w_hh, S, B[k]);
       if (P > 0) {
@@ -212,6 +242,20 @@ void Engine<T>::forward_direction(int64_t l, int64_t d, const DirParams<T>& p, c
   // and each thread reads the same part of W_ih on every step, which stays in its core's cache.
   const int64_t Gp = tiles * tile_cols;
   const T* pk_ih = pk_ih_[k].data();
+  const TypedKernels<T>& kern = typed_kernels<T>();
+  // C[M, ncols] = A[M, depth] W^T for the columns [col0, col0 + ncols) of a packed weight
+  // (0: W_ih, 1: W_hh, 2: W_hr), in the network's precision
+  auto product = [&](int which, int64_t M, int64_t ncols, int64_t depth, const T* A, int64_t lda,
+                     const T* pk, int64_t col0, T* C, int64_t ldc) {
+    if constexpr (std::is_same_v<T, float>) {
+      if (lowp()) {
+        const QPacked& w = which == 0 ? q_ih_[k] : which == 1 ? q_hh_[k] : q_hr_[k];
+        kernels().gemm_lowp(M, ncols, A, lda, w, col0, C, ldc);
+        return;
+      }
+    }
+    kern.gemm_packed(M, ncols, depth, A, lda, pk + col0 * depth, C, ldc, false);
+  };
   bx_.assign(Gp, T(0));
   if (p.b_ih)
     for (int64_t t = 0; t < tiles; ++t)
@@ -223,7 +267,7 @@ void Engine<T>::forward_direction(int64_t l, int64_t d, const DirParams<T>& p, c
   // rows [r0, r1) and columns [c0, c1) of it, into dst (its row r0, column c0) at stride ldd
   auto project = [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1, const T* x, int64_t ldx,
                      T* dst, int64_t ldd) {
-    gemm_packed<T>(r1 - r0, c1 - c0, I_l, x + r0 * ldx, ldx, pk_ih + c0 * I_l, dst, ldd, false);
+    product(0, r1 - r0, c1 - c0, I_l, x + r0 * ldx, ldx, pk_ih, c0, dst, ldd);
     if (p.b_ih)
       for (int64_t r = 0; r < r1 - r0; ++r)
         for (int64_t g = c0; g < c1; ++g) dst[r * ldd + g - c0] += bx_[g];
@@ -333,7 +377,7 @@ void Engine<T>::forward_direction(int64_t l, int64_t d, const DirParams<T>& p, c
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t u0 = t * kTile, nu = std::min(kTile, H - u0);
         // the recurrent product of the running rows for this tile: [nb, ng*kTile]
-        gemm_packed<T>(nb, tile_cols, S, hp, S, pk_hh + t * tile_cols * S, rec, tile_cols, false);
+        product(1, nb, tile_cols, S, hp, S, pk_hh, t * tile_cols, rec, tile_cols);
         if (per_step) project(0, nb, t * tile_cols, (t + 1) * tile_cols, xs, ldx, xrec, tile_cols);
         for (int64_t j = 0; j < nb; ++j) {
           CellRow<T> r;
@@ -351,7 +395,7 @@ void Engine<T>::forward_direction(int64_t l, int64_t d, const DirParams<T>& p, c
           r.h = (P > 0 ? hraw_s + j * H : hnext + j * S) + u0;
           r.act = act_s + j * G + u0;
           r.aux = aux_s + j * H + u0;
-          Cell::template forward_units<T>(nu, H, kTile, r);
+          kern.cell_forward[Cell::kIndex](nu, H, kTile, r);
         }
         if (st && Cell::kHasC)
           for (int64_t j = 0; j < nb; ++j)
@@ -362,7 +406,7 @@ void Engine<T>::forward_direction(int64_t l, int64_t d, const DirParams<T>& p, c
         barrier.wait();
         for (int64_t q = q0; q < q1; ++q) {
           const int64_t c0_ = q * kNC, w = std::min(kNC, P - c0_);
-          gemm_packed<T>(nb, w, H, hraw_s, H, pk_hr + q * H * kNC, hnext + c0_, S, false);
+          product(2, nb, w, H, hraw_s, H, pk_hr, c0_, hnext + c0_, S);
           publish(s, nb, hnext, c0_, c0_ + w);
         }
       }
@@ -379,6 +423,9 @@ template <typename T>
 void Engine<T>::forward(const SeqShape& shape, const ForwardArgs<T>& in,
                         const ForwardOutputs<T>& out) {
   has_acts_ = false;
+  if (in.train && lowp())
+    throw Error(std::string("a ") + precision_name(cfg_.precision) +
+                " network is inference-only: forward(train=True) needs float weights");
   shape_ = shape;
   seed_ = in.dropout_seed;
   schedule(in.lengths);
@@ -411,10 +458,10 @@ void Engine<T>::forward(const SeqShape& shape, const ForwardArgs<T>& in,
       const T* c0 = in.c0 ? in.c0 + k * B * H : nullptr;
       T* cn = out.c_n ? out.c_n + k * B * H : nullptr;
       if (lstm)
-        forward_direction<LstmCell>(l, d, p, layer_input, cfg_.layer_input_size(l), layer_out,
+        forward_direction<LstmKind>(l, d, p, layer_input, cfg_.layer_input_size(l), layer_out,
                                     h0, c0, out.h_n + k * B * S, cn, in.train);
       else
-        forward_direction<GruCell>(l, d, p, layer_input, cfg_.layer_input_size(l), layer_out,
+        forward_direction<GruKind>(l, d, p, layer_input, cfg_.layer_input_size(l), layer_out,
                                    h0, nullptr, out.h_n + k * B * S, nullptr, in.train);
     }
     if (!top && in.train && cfg_.dropout > 0) apply_dropout(l + 1, layer_out, N * DS);
@@ -434,6 +481,7 @@ void Engine<T>::backward_direction(int64_t l, int64_t d, const DirParams<T>& p,
   const int64_t P = cfg_.proj_size, DS = cfg_.num_directions() * S;
   const int64_t k = l * cfg_.num_directions() + d;
   const DirStore<T>& st = store_[k];
+  const TypedKernels<T>& kern = typed_kernels<T>();
   const int64_t tiles = (H + kTile - 1) / kTile;
   const int64_t s_panels = num_panels(S);
 
@@ -479,7 +527,7 @@ void Engine<T>::backward_direction(int64_t l, int64_t d, const DirParams<T>& p,
                     d_hout_.begin() + (s * B + j) * S + sc0);
         barrier.wait();
         for (int64_t t = t0; t < t1; ++t)
-          gemm_packed<T>(nb, std::min(kTile, H - t * kTile), P, dh_.data(), S,
+          kern.gemm_packed(nb, std::min(kTile, H - t * kTile), P, dh_.data(), S,
                          pk_hr_t + t * P * kNC, dhraw_.data() + t * kTile, H, false);
         dcell = dhraw_.data();
       }
@@ -511,13 +559,13 @@ void Engine<T>::backward_direction(int64_t l, int64_t d, const DirParams<T>& p,
             r.d_bx = dp.b_ih + u0;
             r.d_bh = dp.b_hh + u0;
           }
-          Cell::template backward_units<T>(nu, H, r);
+          kern.cell_backward[Cell::kIndex](nu, H, r);
         }
       }
       barrier.wait();
       // dL/dh_{t-1} [nb, S] (+)= d_rec [nb, G] W_hh [G, S]; the GRU adds to its z * dh
       if (q1 > q0)
-        gemm_packed<T>(nb, std::min(S, q1 * kNC) - q0 * kNC, G, d_rec_.data() + s * B * G, G,
+        kern.gemm_packed(nb, std::min(S, q1 * kNC) - q0 * kNC, G, d_rec_.data() + s * B * G, G,
                        pk_hh_t + q0 * G * kNC, dh_.data() + q0 * kNC, S, !Cell::kHasC);
     }
   });
@@ -546,7 +594,7 @@ void Engine<T>::backward_direction(int64_t l, int64_t d, const DirParams<T>& p,
     parallel_for(M, kDwGrain, [&](int64_t m0, int64_t m1) {
       thread_local std::vector<T> work;
       work.resize(kKC * kDwGrain);
-      gemm_atb<T>(m1 - m0, Nc, K, A + m0, lda, pk, C + m0 * Nc, Nc, work.data());
+      kern.gemm_atb(m1 - m0, Nc, K, A + m0, lda, pk, C + m0 * Nc, Nc, work.data());
     });
   };
   atb(G, I_l, N, d_x_.data(), G, pk_in_.data(), dp.w_ih);
@@ -556,7 +604,7 @@ void Engine<T>::backward_direction(int64_t l, int64_t d, const DirParams<T>& p,
   // the reverse one adds
   const T* pk_ih_t = pk_ih_t_[k].data();
   parallel_for(N, kRowGrain, [&](int64_t r0, int64_t r1) {
-    gemm_packed<T>(r1 - r0, I_l, G, d_x_.data() + r0 * G, G, pk_ih_t, d_in + r0 * I_l, I_l,
+    kern.gemm_packed(r1 - r0, I_l, G, d_x_.data() + r0 * G, G, pk_ih_t, d_in + r0 * I_l, I_l,
                    d > 0);
   });
 }
@@ -564,6 +612,9 @@ void Engine<T>::backward_direction(int64_t l, int64_t d, const DirParams<T>& p,
 template <typename T>
 void Engine<T>::backward(const T* params, const BackwardArgs<T>& in,
                          const BackwardOutputs<T>& out) {
+  if (lowp())
+    throw Error(std::string("a ") + precision_name(cfg_.precision) +
+                " network is inference-only: it has no backward()");
   if (!has_acts_)
     throw Error("backward() needs a preceding forward(..., train=True) on this module");
   const int64_t L = cfg_.num_layers, D = cfg_.num_directions();
@@ -592,10 +643,10 @@ void Engine<T>::backward(const T* params, const BackwardArgs<T>& in,
       T* dh0 = out.d_h0 ? out.d_h0 + k * B * S : nullptr;
       T* dc0 = out.d_c0 ? out.d_c0 + k * B * H : nullptr;
       if (lstm)
-        backward_direction<LstmCell>(l, d, p, dp, layer_in_[l].data(), I_l, d_out, dhn, dcn,
+        backward_direction<LstmKind>(l, d, p, dp, layer_in_[l].data(), I_l, d_out, dhn, dcn,
                                      d_in, dh0, dc0);
       else
-        backward_direction<GruCell>(l, d, p, dp, layer_in_[l].data(), I_l, d_out, dhn, nullptr,
+        backward_direction<GruKind>(l, d, p, dp, layer_in_[l].data(), I_l, d_out, dhn, nullptr,
                                     d_in, dh0, nullptr);
     }
     // the dropout mask of layer l's input is regenerated from the seed of the forward

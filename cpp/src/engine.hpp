@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "fastlstm/rnn.hpp"
+#include "kernels/lowp.hpp"
 
 namespace fastlstm::detail {
 
@@ -57,6 +58,7 @@ class Engine {
                           const T* in, int64_t I_l, const T* d_out, const T* dhn, const T* dcn,
                           T* d_in, T* dh0, T* dc0);
   DirParams<T> dir_params(T* base, int64_t l, int64_t d) const;
+  bool lowp() const { return cfg_.precision != Precision::Float32; }
   void schedule(const int64_t* lengths);
   void apply_dropout(int64_t l, T* buf, int64_t n) const;
   int64_t row(int64_t t, int64_t b) const {
@@ -86,6 +88,7 @@ class Engine {
   std::vector<std::vector<T>> pk_hr_;                  // W_hr: panels over P                 (forward)
   std::vector<std::vector<T>> pk_ih_t_;                // W_ih^T: panels over I_l             (backward)
   std::vector<std::vector<T>> pk_hh_t_;                // W_hh^T: panels over S               (backward)
+  std::vector<QPacked> q_ih_, q_hh_, q_hr_;  // low precision: the forward weights quantized
   std::vector<std::vector<T>> pk_hr_t_;                // W_hr^T: panels over H               (backward)
   std::vector<T> zeros_;                  // [G] stands in for absent biases
   bool cache_packed_ = false;             // Stream: pack once, reuse on every step

@@ -359,6 +359,12 @@ bool Model::can_stream() const {
   return true;
 }
 
+Precision Model::precision() const {
+  for (const Layer& L : impl_->layers)
+    if (L.kind == LayerKind::Recurrent) return L.rnn.precision;
+  return Precision::Float32;
+}
+
 void Model::release_workspaces() const {
   std::lock_guard<std::mutex> lock(impl_->pool_mutex);
   impl_->pool.clear();
@@ -382,6 +388,7 @@ std::string Model::summary() const {
         os << ", merge=" << (L.merge == Merge::Concat ? "concat" : L.merge == Merge::Sum ? "sum"
                              : L.merge == Merge::Mul ? "mul" : "ave");
       if (L.go_backwards) os << ", go_backwards";
+      if (L.rnn.precision != Precision::Float32) os << ", " << precision_name(L.rnn.precision);
     }
     os << "\n";
   }

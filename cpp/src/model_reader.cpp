@@ -504,19 +504,42 @@ ModelSpec load_spec(std::vector<char> bytes, const std::string& path) {
 
 Model::Model(std::shared_ptr<const Impl> impl) : impl_(std::move(impl)) {}
 
+// verify at the file's own precision, then quantize (the workspaces made by the check hold
+// engines of the old precision: dropped)
+Model Model::finish_load(std::shared_ptr<Impl> impl, const LoadOptions& o) {
+  if (o.verify) impl->self_check();
+  if (o.precision != Precision::Float32) {
+    for (detail::Layer& L : impl->layers)
+      if (L.kind == detail::LayerKind::Recurrent) L.rnn.precision = o.precision;
+    impl->pool.clear();
+  }
+  return Model(std::move(impl));
+}
+
 Model Model::load(const std::string& path, bool verify) {
-  Model m(std::make_shared<const Impl>(detail::load_spec(detail::read_file(path), path)));
-  if (verify) m.verify();
-  return m;
+  LoadOptions o;
+  o.verify = verify;
+  return load(path, o);
+}
+
+Model Model::load(const std::string& path, const LoadOptions& options) {
+  return finish_load(std::make_shared<Impl>(detail::load_spec(detail::read_file(path), path)),
+                     options);
 }
 
 Model Model::load_from_memory(const void* data, size_t size, bool verify,
                               const std::string& name) {
+  LoadOptions o;
+  o.verify = verify;
+  return load_from_memory(data, size, o, name);
+}
+
+Model Model::load_from_memory(const void* data, size_t size, const LoadOptions& options,
+                              const std::string& name) {
   if (!data && size) throw Error("load_from_memory: data is null");
   const char* p = static_cast<const char*>(data);
-  Model m(std::make_shared<const Impl>(detail::load_spec(std::vector<char>(p, p + size), name)));
-  if (verify) m.verify();
-  return m;
+  return finish_load(
+      std::make_shared<Impl>(detail::load_spec(std::vector<char>(p, p + size), name)), options);
 }
 
 }  // namespace fastlstm

@@ -1,6 +1,7 @@
 // The public RNN and Stream classes: thin owners of a detail::Engine.
 #include "fastlstm/rnn.hpp"
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -58,9 +59,19 @@ bool RNN<T>::has_activations() const {
 template <typename T>
 struct Stream<T>::Impl {
   Impl(const RNNConfig& c, const T* p, int64_t b)
-      : stepper(c, b), params(p), batch(b), h(c.num_layers * b * c.state_size(), T(0)),
-        c_(c.cell == CellType::LSTM ? c.num_layers * b * c.hidden_size : 0, T(0)) {}
-  detail::StreamStep<T> stepper;
+      : params(p), batch(b), h(c.num_layers * b * c.state_size(), T(0)),
+        c_(c.cell == CellType::LSTM ? c.num_layers * b * c.hidden_size : 0, T(0)) {
+    if (c.precision == Precision::Float32) {
+      stepper = std::make_unique<detail::StreamStep<T>>(c, b);
+    } else {
+      // bf16/int8: the quantized products live in the engine's packed weights and kernels, so
+      // a low-precision stream runs the engine one step at a time (its packed weights cached)
+      engine = std::make_unique<detail::Engine<T>>(c);
+      engine->set_cache_packed(true);
+    }
+  }
+  std::unique_ptr<detail::StreamStep<T>> stepper;  // float32/float64: the dedicated step
+  std::unique_ptr<detail::Engine<T>> engine;       // bf16/int8
   const T* params;
   int64_t batch;
   std::vector<T> h;   // [L, B, S]
@@ -76,7 +87,7 @@ Stream<T>::Stream(const RNNConfig& config, const T* params, int64_t batch) {
   if (batch < 1) throw Error("batch must be >= 1, got " + std::to_string(batch));
   if (!params) throw Error("params must not be null");
   impl_ = std::make_unique<Impl>(config, params, batch);
-  impl_->stepper.pack(params);
+  if (impl_->stepper) impl_->stepper->pack(params);
   // Warm-up: one step (the thread pool started if the step uses it), so that the first step
   // after construction does what any later one does.
   std::vector<T> x(batch * config.input_size, T(0)), y(batch * config.state_size());
@@ -93,7 +104,20 @@ Stream<T>& Stream<T>::operator=(Stream&&) noexcept = default;
 template <typename T>
 void Stream<T>::step(const T* x_t, T* y_t) noexcept {
   auto& m = *impl_;
-  m.stepper.step(x_t, y_t, m.h.data(), m.c_.empty() ? nullptr : m.c_.data());
+  if (m.stepper) {
+    m.stepper->step(x_t, y_t, m.h.data(), m.c_.empty() ? nullptr : m.c_.data());
+    return;
+  }
+  ForwardArgs<T> in;
+  in.params = m.params;
+  in.x = x_t;
+  in.h0 = m.h.data();
+  in.c0 = m.c_.empty() ? nullptr : m.c_.data();
+  ForwardOutputs<T> out;
+  out.output = y_t;
+  out.h_n = m.h.data();  // each layer reads its h0 before it writes its h_n
+  out.c_n = m.c_.empty() ? nullptr : m.c_.data();
+  m.engine->forward(SeqShape{1, m.batch, false}, in, out);  // sized by the warm-up step
 }
 
 template <typename T>
@@ -104,7 +128,8 @@ void Stream<T>::reset() {
 
 template <typename T>
 void Stream<T>::reload_params() {
-  impl_->stepper.pack(impl_->params);  // into the buffers sized at construction
+  if (impl_->stepper) impl_->stepper->pack(impl_->params);  // into the buffers sized at construction
+  else impl_->engine->invalidate_packed();
 }
 
 template <typename T>

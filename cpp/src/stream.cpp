@@ -6,61 +6,19 @@
 
 #include "cpu/parallel.hpp"
 #include "engine.hpp"
-#include "kernels/cells.hpp"
+#include "kernels/dispatch.hpp"
 #include "kernels/packed_gemm.hpp"
-#include "kernels/stream_step.hpp"
 
 namespace fastlstm::detail {
 
 namespace {
 
-// Units per block: one 512-bit register of a gate's pre-activations (16 floats, 8 doubles), or
-// half of one when the whole layer fits in it (H <= 8 floats): a step of a tiny layer is a
-// latency chain, and half-width blocks halve the weights it reads.
-template <typename T>
-constexpr int kWideU = int(64 / sizeof(T));
 
 // From this many multiply-adds per step on, a step splits the groups of units over the thread
 // pool (when more than one thread is allowed): about 1.3 MB of float weights (I = 64, H = 256),
 // some 10 us on one core, against a wake-up of the pool's spinning workers of about 1 us. Below
 // it a step runs on the calling thread alone and touches no lock.
 constexpr int64_t kStreamThreadWork = int64_t(1) << 18;
-
-template <typename T, typename Cell, int U>
-void run_layer(const typename StreamStep<T>::Layer& L, const T* x, const T* h_prev, T* c,
-               T* h_out, bool reverse, int64_t g0, int64_t g1) noexcept {
-  constexpr int NG = Cell::kGates;
-  alignas(64) T xp[2 * NG * U], rec[2 * NG * U], act[NG * U], aux[U];
-  const int64_t H = L.H;
-  for (int64_t gi = g0; gi < g1; ++gi) {
-    const auto& g = L.groups[reverse ? g1 - 1 - (gi - g0) : gi];
-    const T* w = L.w.data() + g.w;
-    const T* bih = L.b_ih.data() + g.b;
-    if (g.nb == 2) stream_gates<T, U, 2, NG>(L.I, L.S, x, h_prev, w, bih, xp, rec);
-    else stream_gates<T, U, 1, NG>(L.I, L.S, x, h_prev, w, bih, xp, rec);
-    for (int b = 0; b < g.nb; ++b) {
-      const int64_t u0 = g.u0 + b * U;
-      if (u0 >= H) break;
-      // the sequence engine's cell pass, on a block whose gate stride is U: the same bits
-      CellRow<T> r;
-      r.xp = xp + b * NG * U;
-      r.rec = rec + b * NG * U;
-      r.b_hh = L.b_hh.data() + g.b + b * NG * U;
-      if (!L.w_ci.empty()) {
-        r.w_ci = L.w_ci.data() + u0;
-        r.w_cf = L.w_cf.data() + u0;
-        r.w_co = L.w_co.data() + u0;
-      }
-      r.c = c ? c + u0 : nullptr;
-      r.h_prev = h_prev + u0;
-      r.h = h_out + u0;
-      r.act = act;
-      r.aux = aux;
-      if (H - u0 >= U) Cell::template forward_units<T>(U, U, U, r);
-      else Cell::template forward_units<T>(H - u0, U, U, r);
-    }
-  }
-}
 
 }  // namespace
 
@@ -69,10 +27,10 @@ StreamStep<T>::StreamStep(const RNNConfig& config, int64_t batch) : cfg_(config)
   const int64_t L = cfg_.num_layers, H = cfg_.hidden_size, S = cfg_.state_size();
   const int64_t P = cfg_.proj_size;
   const bool lstm = cfg_.cell == CellType::LSTM;
-  const bool narrow = H <= kWideU<T> / 2;
-  const int64_t U = U_ = narrow ? kWideU<T> / 2 : kWideU<T>;
-  if (lstm) run_ = narrow ? &run_layer<T, LstmCell, kWideU<T> / 2> : &run_layer<T, LstmCell, kWideU<T>>;
-  else run_ = narrow ? &run_layer<T, GruCell, kWideU<T> / 2> : &run_layer<T, GruCell, kWideU<T>>;
+  const bool narrow = H <= kStreamU<T> / 2;
+  const int64_t U = U_ = narrow ? kStreamU<T> / 2 : kStreamU<T>;
+  run_ = typed_kernels<T>().stream_layer[lstm ? LstmKind::kIndex : GruKind::kIndex][narrow ? 1 : 0];
+  gemm_ = typed_kernels<T>().gemm_packed;
   hnew_.assign(B_ * S, T(0));
   hraw_.assign(B_ * H, T(0));
   threadable_ = work_per_step() >= kStreamThreadWork;
@@ -200,7 +158,7 @@ void StreamStep<T>::step(const T* x, T* y, T* h, T* c) noexcept {
     }
     for (int64_t j = 0; j < B; ++j) {
       if (P > 0)
-        gemm_packed<T>(1, P, H, hraw_.data() + j * H, H, ly.hr.data(), hnew_.data() + j * S, S,
+        gemm_(1, P, H, hraw_.data() + j * H, H, ly.hr.data(), hnew_.data() + j * S, S,
                        false);
       std::copy_n(hnew_.data() + j * S, S, hl + j * S);
     }

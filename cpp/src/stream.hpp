@@ -16,6 +16,12 @@
 
 namespace fastlstm::detail {
 
+// Units per block of a stream step: one 512-bit register of a gate's pre-activations (16 floats,
+// 8 doubles), or half of one when the whole layer fits in it (H <= 8 floats): a step of a tiny
+// layer is a latency chain, and half-width blocks halve the weights it reads.
+template <typename T>
+constexpr int kStreamU = int(64 / sizeof(T));
+
 template <typename T>
 class StreamStep {
  public:
@@ -56,7 +62,9 @@ class StreamStep {
   int64_t B_ = 1;
   int U_ = 0;  // units per block
   std::vector<Layer> layers_;
-  LayerFn run_ = nullptr;
+  LayerFn run_ = nullptr;  // the kernel table's stream_layer for this cell and block width
+  void (*gemm_)(int64_t, int64_t, int64_t, const T*, int64_t, const T*, T*, int64_t,
+                bool) = nullptr;  // the table's gemm_packed (LSTMP's projection)
   std::vector<T> hnew_;  // [B, S] a layer's new h while its old one is still read
   std::vector<T> hraw_;  // [B, H] LSTMP: the cell output before the projection
   bool threadable_ = false;  // large enough for the thread pool to pay

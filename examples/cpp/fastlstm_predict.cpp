@@ -28,7 +28,7 @@ namespace {
 [[noreturn]] void usage(const char* msg) {
   std::fprintf(stderr,
                "fastlstm_predict: %s\nusage: fastlstm_predict MODEL.safetensors [INPUT.txt] "
-               "[--verify] [--summary] [--repeat N]\n",
+               "[--verify] [--summary] [--repeat N] [--precision float32|bf16|int8]\n",
                msg);
   std::exit(2);
 }
@@ -66,10 +66,15 @@ int main(int argc, char** argv) {
   std::string model_path, input_path;
   bool verify = false, summary = false;
   int repeat = 0;
+  std::string precision = "float32";
   for (int k = 1; k < argc; ++k) {
     const std::string a = argv[k];
     if (a == "--verify") verify = true;
     else if (a == "--summary") summary = true;
+    else if (a == "--precision") {  // quantize the recurrent layers on load
+      if (++k >= argc) usage("--precision needs float32, bf16 or int8");
+      precision = argv[k];
+    }
     else if (a == "--repeat") {
       if (++k >= argc) usage("--repeat needs a count");
       repeat = std::atoi(argv[k]);
@@ -83,7 +88,10 @@ int main(int argc, char** argv) {
   if (model_path.empty()) usage("no model file given");
 
   try {
-    const fastlstm::Model model = fastlstm::Model::load(model_path, verify);
+    fastlstm::LoadOptions options;
+    options.verify = verify;
+    options.precision = fastlstm::parse_precision(precision);
+    const fastlstm::Model model = fastlstm::Model::load(model_path, options);
     if (summary) std::fputs(model.summary().c_str(), stderr);
 
     std::vector<std::vector<double>> rows;

@@ -37,7 +37,27 @@ def train(epochs=40, units=64, seed=0, verbose=2):
     model.fit(x_train, y_train, epochs=epochs, batch_size=32, validation_split=0.1,
               verbose=verbose, callbacks=[ReduceLROnPlateau(factor=0.5, patience=3)])
     loss, acc = model.evaluate(x_test, y_test, verbose=0)
-    return {"test_accuracy": acc, "test_loss": loss, "n_test": len(y_test)}
+    r = {"test_accuracy": acc, "test_loss": loss, "n_test": len(y_test)}
+    # the same trained model with its LSTM quantized for inference (Keras's model.quantize)
+    for precision, q in quantized_copies(model):
+        r[f"{precision}_accuracy"] = float(np.mean(q.predict(x_test, verbose=0).argmax(1) == y_test))
+    return r
+
+
+def quantized_copies(model, precisions=("bf16", "int8")):
+    """(precision, copy of the trained model quantized in place), through a model file."""
+    import os
+    import tempfile
+
+    from fastlstm import load_model
+
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "model.safetensors")
+        model.save(path)
+        for precision in precisions:
+            q = load_model(path)
+            q.quantize(precision)
+            yield precision, q
 
 
 def main(argv=None):
@@ -49,7 +69,8 @@ def main(argv=None):
     t0 = time.perf_counter()
     r = train(epochs=args.epochs, units=args.units, verbose=args.verbose)
     print(f"test accuracy {r['test_accuracy']:.4f} on {r['n_test']} images, "
-          f"{time.perf_counter() - t0:.1f}s")
+          f"{time.perf_counter() - t0:.1f}s; quantized: bf16 {r['bf16_accuracy']:.4f}, "
+          f"int8 {r['int8_accuracy']:.4f}")
     return r
 
 

@@ -66,7 +66,28 @@ def forecast(series, window=32, units=32, epochs=30, batch_size=64, seed=0, verb
     pred = model.predict(x_test.astype(np.float32), verbose=0).astype(np.float64)
     rmse = float(np.sqrt(np.mean((pred - y_test) ** 2))) * std
     naive = float(np.sqrt(np.mean((x_test[:, -1] - y_test) ** 2))) * std
-    return {"rmse": rmse, "naive_rmse": naive, "test_points": len(y_test)}
+    r = {"rmse": rmse, "naive_rmse": naive, "test_points": len(y_test)}
+    # the same trained model with its LSTM quantized for inference (Keras's model.quantize)
+    for precision, q in quantized_copies(model):
+        pq = q.predict(x_test.astype(np.float32), verbose=0).astype(np.float64)
+        r[f"rmse_{precision}"] = float(np.sqrt(np.mean((pq - y_test) ** 2))) * std
+    return r
+
+
+def quantized_copies(model, precisions=("bf16", "int8")):
+    """(precision, copy of the trained model quantized in place), through a model file."""
+    import os
+    import tempfile
+
+    from fastlstm import load_model
+
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "model.safetensors")
+        model.save(path)
+        for precision in precisions:
+            q = load_model(path)
+            q.quantize(precision)
+            yield precision, q
 
 
 def main(argv=None):

@@ -8,6 +8,7 @@
 
 #include "fastlstm/build_info.hpp"
 #include "fastlstm/config.hpp"
+#include "fastlstm/cpu.hpp"
 #include "fastlstm/threads.hpp"
 
 namespace py = pybind11;
@@ -48,6 +49,25 @@ PYBIND11_MODULE(_core, m) {
     d["build_type"] = b.build_type;
     return d;
   });
+  m.def("cpu_info", []() {
+    auto c = fastlstm::cpu_info();
+    py::dict d;
+    d["vendor"] = c.vendor;
+    d["model"] = c.model;
+    d["features"] = c.features;
+    d["levels"] = c.levels;
+    d["level"] = c.level;
+    return d;
+  });
+  // the CPU is detected and FASTLSTM_CPU checked here, at import: a level this CPU lacks is an
+  // ImportError naming it, never an illegal instruction later
+  {
+    try {
+      fastlstm::cpu_info();
+    } catch (const fastlstm::Error& e) {
+      throw py::import_error(e.what());
+    }
+  }
   // int64, saturated to int: values past int's range still reach the C++ range check (the
   // Python wrapper checks first, quoting the value as given)
   m.def("set_num_threads", [](int64_t n) {

@@ -68,8 +68,9 @@ py::array_t<T> empty(const std::vector<int64_t>& shape) {
 
 RNNConfig make_config(const std::string& cell, int64_t input_size, int64_t hidden_size,
                       int64_t num_layers, bool bidirectional, bool bias, int64_t proj_size,
-                      bool peephole, double dropout) {
+                      bool peephole, double dropout, const std::string& precision) {
   RNNConfig c;
+  c.precision = fastlstm::parse_precision(precision);
   if (cell == "lstm") c.cell = fastlstm::CellType::LSTM;
   else if (cell == "gru") c.cell = fastlstm::CellType::GRU;
   else throw py::value_error("cell must be 'lstm' or 'gru', got '" + cell + "'");
@@ -287,13 +288,15 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
   py::class_<PyRNN<T>>(m, ("RNN_" + suffix).c_str())
       .def(py::init([](const std::string& cell, int64_t input_size, int64_t hidden_size,
                        int64_t num_layers, bool bidirectional, bool bias, int64_t proj_size,
-                       bool peephole, double dropout) {
+                       bool peephole, double dropout, const std::string& precision) {
              return new PyRNN<T>(make_config(cell, input_size, hidden_size, num_layers,
-                                             bidirectional, bias, proj_size, peephole, dropout));
+                                             bidirectional, bias, proj_size, peephole, dropout,
+                                             precision));
            }),
            py::arg("cell"), py::arg("input_size"), py::arg("hidden_size"),
            py::arg("num_layers"), py::arg("bidirectional"), py::arg("bias"),
-           py::arg("proj_size"), py::arg("peephole"), py::arg("dropout"))
+           py::arg("proj_size"), py::arg("peephole"), py::arg("dropout"),
+           py::arg("precision") = "float32")
       .def("forward", &PyRNN<T>::forward, py::arg("params"), py::arg("x"),
            py::arg("lengths") = py::none(), py::arg("h0") = py::none(),
            py::arg("c0") = py::none(), py::arg("train") = false, py::arg("batch_first") = false,
@@ -306,14 +309,14 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
   py::class_<PyStream<T>>(m, ("Stream_" + suffix).c_str())
       .def(py::init([](const std::string& cell, int64_t input_size, int64_t hidden_size,
                        int64_t num_layers, bool bias, int64_t proj_size, bool peephole,
-                       py::array params, int64_t batch) {
+                       py::array params, int64_t batch, const std::string& precision) {
              return new PyStream<T>(make_config(cell, input_size, hidden_size, num_layers,
-                                                false, bias, proj_size, peephole, 0.0),
+                                                false, bias, proj_size, peephole, 0.0, precision),
                                     params, batch);
            }),
            py::arg("cell"), py::arg("input_size"), py::arg("hidden_size"),
            py::arg("num_layers"), py::arg("bias"), py::arg("proj_size"), py::arg("peephole"),
-           py::arg("params"), py::arg("batch"))
+           py::arg("params"), py::arg("batch"), py::arg("precision") = "float32")
       .def("step", &PyStream<T>::step, py::arg("x_t"))
       .def("reset", &PyStream<T>::reset)
       .def("reload_params", &PyStream<T>::reload_params)
@@ -335,7 +338,7 @@ void bind_rnn(py::module_& m) {
         py::list out;
         for (const auto& e : fastlstm::param_layout(make_config(
                  cell, input_size, hidden_size, num_layers, bidirectional, bias, proj_size,
-                 peephole, 0.0)))
+                 peephole, 0.0, "float32")))
           out.append(py::make_tuple(e.name, py::tuple(py::cast(e.shape)), e.offset));
         return out;
       },

@@ -38,6 +38,14 @@ def build_info():
     return info
 
 
+def cpu_info():
+    """The CPU and the kernels chosen for it: a dict with ``vendor``, ``model``, ``features``
+    (the relevant instruction sets this CPU and OS support), ``levels`` (the kernel levels
+    compiled in that this CPU runs, lowest first: generic, avx2, avx512, avx512_bf16, amx) and
+    ``level`` (the one in use; ``FASTLSTM_CPU=<level>`` in the environment caps it)."""
+    return dict(_core.cpu_info())
+
+
 def set_num_threads(n):
     """Threads the engine uses per call (default: FASTLSTM_NUM_THREADS, else OMP_NUM_THREADS,
     else :func:`available_cpus`). ``n`` must be in ``[1, 4 * available_cpus()]``. Results are
@@ -84,7 +92,7 @@ def __getattr__(name):
 __all__ = [
     "LSTM", "GRU", "Linear", "Stream", "LSTMStream", "optim", "Sequential", "Model", "Input",
     "set_seed", "set_num_threads", "get_num_threads", "available_cpus", "save", "save_model",
-    "load", "load_model", "from_torch", "from_keras", "from_onnx", "io", "build_info",
+    "load", "load_model", "from_torch", "from_keras", "from_onnx", "io", "build_info", "cpu_info",
     "cmake_prefix_path", "__version__", "callbacks", "initializers", "losses", "metrics",
     "optimizers", "regularizers", "utils",
 ]

@@ -79,14 +79,19 @@ class _nullcontext:
 
 
 def _cmd_info(args):
-    from . import build_info
+    from . import build_info, cpu_info
 
     info = build_info()
+    cpu = cpu_info()
     if args.json:
-        print(json.dumps(info, indent=2))
+        print(json.dumps(dict(info, cpu=cpu), indent=2))
     else:
         for k, v in info.items():
             print(f"{k:14s} {v}")
+        print(f"{'cpu':14s} {cpu['model']} ({cpu['vendor']})")
+        print(f"{'cpu features':14s} {' '.join(cpu['features'])}")
+        print(f"{'kernel levels':14s} {' '.join(cpu['levels'])} (runnable here, lowest first)")
+        print(f"{'kernel level':14s} {cpu['level']} (FASTLSTM_CPU=<level> caps it)")
     return 0
 
 
@@ -102,7 +107,7 @@ def _cmd_demo(args):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="fastlstm", description="fastlstm: a fast CPU LSTM")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("info", help="how the C++ core was built")
+    p = sub.add_parser("info", help="how the C++ core was built, the CPU and the kernel level in use")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_info)
     p = sub.add_parser("demo", help="train an LSTM on the adding problem")

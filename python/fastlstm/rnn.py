@@ -77,25 +77,79 @@ class _RNNBase(Module):
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.dropout = dropout
         self.dtype = _as_dtype(dtype)
-        # the engine validates the combination (proj_size < hidden_size, peephole for LSTM, ...)
-        cls = _core.RNN_float32 if self.dtype == np.float32 else _core.RNN_float64
-        self._engine = cls(
-            self._cell,
-            self.input_size,
-            self.hidden_size,
-            self.num_layers,
-            self.bidirectional,
-            self.bias,
-            self.proj_size,
-            self.peephole,
-            self.dropout,
-        )
+        #: "float32"/"float64" (the dtype), or "bf16"/"int8" for a module made by quantize()
+        self.precision = self.dtype.name
+        self._engine = self._make_engine()
         self._init_buffers(param_layout(self._cell, self.input_size, self.hidden_size,
                                         self.num_layers, self.bidirectional, self.bias,
                                         self.proj_size, self.peephole))
         assert self.flat_params.size == self._engine.num_params
         self._rng = np.random.default_rng(seed)
         self.reset_parameters()
+
+    def _make_engine(self):
+        # the engine validates the combination (proj_size < hidden_size, peephole for LSTM, ...)
+        cls = _core.RNN_float32 if self.dtype == np.float32 else _core.RNN_float64
+        lowp = self.precision in _LOW_PRECISIONS
+        return cls(self._cell, self.input_size, self.hidden_size, self.num_layers,
+                   self.bidirectional, self.bias, self.proj_size, self.peephole, self.dropout,
+                   self.precision if lowp else "float32")
+
+    def _options(self):
+        """The constructor's arguments that describe this module (for copies)."""
+        return dict(input_size=self.input_size, hidden_size=self.hidden_size,
+                    num_layers=self.num_layers, bias=self.bias, batch_first=self.batch_first,
+                    dropout=self.dropout, bidirectional=self.bidirectional)
+
+    # ----------------------------------------------------------------------------- precision
+    @property
+    def quantized(self):
+        """True for an inference-only module made by :meth:`quantize`."""
+        return self.precision in _LOW_PRECISIONS
+
+    def quantize(self, precision):
+        """A new inference-only module of the same kind and options, with its weights in
+        ``precision``: ``"bf16"`` (bf16 weights, activations rounded to bf16 for the products,
+        float32 accumulation and cell state) or ``"int8"`` (symmetric int8 weights with one
+        scale per row, i.e. per gate and unit; inputs and hidden states quantized per step and
+        per row; int32 accumulation). This module is left untouched; a float64 module quantizes
+        too (the result computes in float32). ``q(x, hx, lengths=...)`` and ``q.stream(batch)``
+        return float32; ``q.forward(..., train=True)`` and ``q.backward`` raise (the module is
+        in eval mode).
+
+        ``q.params`` hold the quantized weights' values (dequantized, as float32); biases and
+        peepholes stay float32.
+        """
+        precision = _check_precision(precision)
+        if self.quantized:
+            raise ValueError(
+                f"this module is already quantized to {self.precision}; quantize the float "
+                "module it was made from")
+        flat = self.flat_params.astype(np.float32)
+        if not np.all(np.isfinite(flat)):
+            raise ValueError("cannot quantize: the parameters hold a NaN or infinity")
+        opts = self._options()
+        opts["dtype"] = "float32"
+        q = type(self)(**opts)
+        q.precision = precision
+        q._engine = q._make_engine()
+        q.eval()
+        q.flat_params[...] = flat
+        for name, w in q.params.items():
+            if name.startswith(_MATRIX_PREFIXES):
+                w[...] = quantize_rows(w, precision)[0]
+        return q
+
+    def _check_trainable(self, what):
+        if self.quantized:
+            raise RuntimeError(
+                f"{what}: this module is quantized to {self.precision} for inference only; "
+                "train the float module it was quantized from")
+
+    def train(self, mode=True):
+        if mode:
+            self._check_trainable("train()")
+        return super().train(mode)
 
     @property
     def num_directions(self):
@@ -186,6 +240,8 @@ class _RNNBase(Module):
 
     def _run(self, x, hx, lengths, train):
         train = self._train_flag(train)
+        if train:
+            self._check_trainable("forward(..., train=True)")
         x = self._prepare_x(x)
         batch = self._batch_of(x)
         h0, c0 = self._split_hx(hx, batch)
@@ -197,6 +253,7 @@ class _RNNBase(Module):
         return out, h_n, c_n
 
     def _backward(self, d_output, d_h_n, d_c_n, accumulate):
+        self._check_trainable("backward()")
         # The engine binding checks, under the module's lock, that this thread ran the last
         # forward(..., train=True) (else RuntimeError "... is being trained by another thread")
         # and the shapes of the gradients against it.
@@ -237,7 +294,38 @@ class _RNNBase(Module):
             if getattr(self, name, default) != default:
                 opts.append(f"{name}={getattr(self, name)!r}")
         opts.append(f"dtype='{self.dtype.name}'")
+        if self.quantized:
+            opts.append(f"precision='{self.precision}'")
         return f"{type(self).__name__}({', '.join(opts)})"
+
+
+_LOW_PRECISIONS = ("bf16", "int8")
+_MATRIX_PREFIXES = ("weight_ih", "weight_hh", "weight_hr")
+
+
+def _check_precision(precision):
+    if precision not in _LOW_PRECISIONS:
+        raise ValueError(f"precision must be 'bf16' or 'int8', got {precision!r}")
+    return precision
+
+
+def quantize_rows(w, precision):
+    """The engine's weight quantization of a 2-D float32 matrix, row by row: returns
+    ``(values, stored, scales)`` where ``values`` are the quantized weights as float32 (what
+    the products compute with), ``stored`` what a file keeps (bf16: the upper 16 bits as
+    uint16; int8: int8) and ``scales`` the int8 per-row scales (None for bf16)."""
+    w = np.ascontiguousarray(w, dtype=np.float32)
+    if precision == "bf16":
+        u = w.view(np.uint32).astype(np.uint64)
+        r = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)  # round to nearest even
+        values = (r.astype(np.uint32) << 16).view(np.float32)
+        return values, r, None
+    mx = np.abs(w).max(axis=1) if w.shape[1] else np.zeros(w.shape[0], np.float32)
+    scale = (mx / np.float32(127)).astype(np.float32)
+    with np.errstate(divide="ignore"):
+        inv = np.where(mx > 0, np.float32(127) / mx, np.float32(0)).astype(np.float32)
+    q = np.clip(np.rint(w * inv[:, None]), -127, 127).astype(np.int8)
+    return (q.astype(np.float32) * scale[:, None]).astype(np.float32), q, scale
 
 
 class LSTM(_RNNBase):
@@ -252,6 +340,9 @@ class LSTM(_RNNBase):
     """
 
     _cell = "lstm"
+
+    def _options(self):
+        return dict(super()._options(), proj_size=self.proj_size, peephole=self.peephole)
 
     def _split_hx(self, hx, batch):
         if hx is None:
@@ -335,7 +426,8 @@ class Stream:
         cls = _core.Stream_float32 if module.dtype == np.float32 else _core.Stream_float64
         self._stream = cls(module._cell, module.input_size, module.hidden_size,
                            module.num_layers, module.bias, module.proj_size, module.peephole,
-                           module.flat_params, self.batch)
+                           module.flat_params, self.batch,
+                           module.precision if module.quantized else "float32")
 
     def step(self, x_t):
         # fast path for the real-time loop: a C-contiguous [B, I] array of the module's dtype

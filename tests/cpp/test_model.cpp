@@ -553,6 +553,56 @@ static void test_stream_allocates_nothing() {
   MT_CHECK(g_allocs > 0);
 }
 
+// ---------------------------------------------------------------- low precision
+// Load-time quantization: predict stays close to the float model but is not the same, the
+// summary and precision() say so, and a stream of the quantized model gives what its predict
+// gives, step by step, without allocating.
+static void test_load_time_quantization() {
+  using fastlstm::Precision;
+  for (const char* name : {"lstm_stream", "seq_stream", "lstm_stacked_bidir_proj"}) {
+    const Model f = Model::load(mt::data_path(name));
+    const Check c = read_check(name);
+    std::vector<float> yf;
+    predict(f, c, yf);
+    for (Precision p : {Precision::BF16, Precision::Int8}) {
+      fastlstm::LoadOptions o;
+      o.verify = true;  // the file's self-check, at the file's precision
+      o.precision = p;
+      const Model q = Model::load(mt::data_path(name), o);
+      MT_CHECK(q.precision() == p);
+      MT_CHECK(f.precision() == Precision::Float32);
+      MT_CHECK(q.summary().find(fastlstm::precision_name(p)) != std::string::npos);
+      std::vector<float> yq;
+      MT_CHECK(predict(q, c, yq) == c.out_shape);
+      double worst = 0;
+      for (size_t k = 0; k < yq.size(); ++k) worst = std::max(worst, double(std::abs(yq[k] - yf[k])));
+      if (!(worst > 1e-6 && worst < 0.05)) {
+        std::fprintf(stderr, "%s %s: max |quantized - float| = %g\n", name,
+                     fastlstm::precision_name(p), worst);
+        ++mt::failures();
+      }
+      if (!q.can_stream() || q.takes_tokens() || !c.lengths.empty()) continue;
+      const int64_t B = c.in_shape[0], T = c.in_shape[1], F = c.in_shape[2];
+      const int64_t U = q.output_size();
+      Model::Stream s(q, B);
+      std::vector<float> xt(B * F), yt(B * U);
+      g_allocs = 0;
+      for (int64_t t = 0; t < T; ++t) {
+        for (int64_t b = 0; b < B; ++b)
+          std::copy_n(c.x.data() + (b * T + t) * F, F, xt.data() + b * F);
+        g_counting = kCountsAllocations;
+        s.step(xt.data(), yt.data());
+        g_counting = false;
+        if (q.returns_sequences())
+          for (int64_t b = 0; b < B; ++b)
+            for (int64_t u = 0; u < U; ++u)
+              MT_CHECK(std::abs(yt[b * U + u] - yq[(b * T + t) * U + u]) < 1e-4f);
+      }
+      MT_CHECK(g_allocs == 0);
+    }
+  }
+}
+
 // ---------------------------------------------------------------- threads
 static void test_concurrent_predict() {
   for (const char* name : {"seq_backwards", "lstm_stacked_bidir_proj", "seq_embedding"}) {
@@ -699,6 +749,7 @@ int main() {
                {"stream_allocates_nothing", test_stream_allocates_nothing},
                {"concurrent_predict", test_concurrent_predict},
                {"pool_limits_and_fork", test_pool_limits_and_fork},
+               {"load_time_quantization", test_load_time_quantization},
                {"json", test_json}};
   int failed_tests = 0;
   for (const auto& t : tests) {

@@ -24,6 +24,16 @@ inline constexpr int64_t kMaxSize = int64_t(1) << 24;     // 16,777,216
 inline constexpr int64_t kMaxLayers = 1024;
 inline constexpr int64_t kMaxParams = int64_t(1) << 40;  // 4 TiB of float32
 
+// The precision of the weights in the matrix products (inference only below float32):
+//   Float32  the Scalar type of the network (float or double)
+//   BF16     bf16 weights, activations rounded to bf16, float32 accumulation and cell state
+//   Int8     int8 weights with one scale per row (per gate and unit), inputs and states
+//            quantized per step and per row (dynamic), int32 accumulation
+// Low precision runs in RNN<float> / Stream<float>: forward without train only.
+enum class Precision { Float32, BF16, Int8 };
+const char* precision_name(Precision p);  // "float32", "bf16", "int8"
+Precision parse_precision(const std::string& name);  // throws fastlstm::Error on others
+
 // The architecture of a (stacked, possibly bidirectional) recurrent network.
 struct RNNConfig {
   CellType cell = CellType::LSTM;
@@ -35,6 +45,7 @@ struct RNNConfig {
   int64_t proj_size = 0;    // P: LSTMP projection (0 = none); LSTM only, P < H
   bool peephole = false;    // diagonal peepholes (ONNX semantics); LSTM only
   double dropout = 0.0;     // between stacked layers, training only, in [0, 1)
+  Precision precision = Precision::Float32;  // of the weights in the products (see above)
 
   int64_t num_directions() const { return bidirectional ? 2 : 1; }
   // S: size of the recurrent state h and of each direction's output.

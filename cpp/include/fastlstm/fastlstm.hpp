@@ -3,6 +3,7 @@
 
 #include "fastlstm/build_info.hpp"
 #include "fastlstm/config.hpp"
+#include "fastlstm/cpu.hpp"
 #include "fastlstm/model.hpp"
 #include "fastlstm/rnn.hpp"
 #include "fastlstm/threads.hpp"

@@ -6,7 +6,8 @@
 //
 // A model file holds either a bare recurrent module (class LSTM or GRU: stacked, bidirectional,
 // projection, peephole) or a Sequential stack of Embedding, LSTM, GRU, Bidirectional, Dense and
-// Dropout layers. Everything runs in float32 (float64 files are converted on load). The file
+// Dropout layers. Everything runs in float32 (float64 files are converted on load); the
+// recurrent layers' products can run in bf16 or int8 (LoadOptions::precision). The file
 // format, and what a reader refuses, is specified in docs/model-format.md.
 #pragma once
 
@@ -61,6 +62,14 @@ class ShapeError : public Error {
 // use from several threads at once: every predict call takes a workspace from a small pool
 // (guarded by a mutex, grown to the number of concurrent callers, reused afterwards), so the
 // steady state allocates only the output vector's growth.
+// How Model::load reads a file.
+struct LoadOptions {
+  bool verify = false;  // run the file's self-check (at the precision the file was saved in)
+  // Float32: run at the file's precision. BF16 / Int8: quantize every recurrent layer's
+  // weights on load (inference at that precision, see fastlstm/config.hpp's Precision).
+  Precision precision = Precision::Float32;
+};
+
 class Model {
  public:
   class Stream;
@@ -71,6 +80,12 @@ class Model {
   // The same from bytes in memory (e.g. a model compiled into the binary); name is used in
   // error messages in place of the path. The bytes are copied.
   static Model load_from_memory(const void* data, size_t size, bool verify = false,
+                                const std::string& name = "<memory>");
+  // With options, e.g. load-time quantization:
+  //   fastlstm::LoadOptions o;  o.precision = fastlstm::Precision::Int8;
+  //   auto model = fastlstm::Model::load("model.safetensors", o);
+  static Model load(const std::string& path, const LoadOptions& options);
+  static Model load_from_memory(const void* data, size_t size, const LoadOptions& options,
                                 const std::string& name = "<memory>");
 
   // Batch-first float input. x: [B, T, F] with F == input_size(); lengths: [B] valid steps of
@@ -100,6 +115,7 @@ class Model {
   int64_t output_size() const;            // U: the last axis of the output
   bool returns_sequences() const;         // output [B, T, U] (true) or [B, U] (false)
   bool can_stream() const;                // unidirectional, no go_backwards: see Stream
+  Precision precision() const;            // of the recurrent layers' weights
   std::string summary() const;            // one line per layer with its shapes
 
   // Frees the pooled predict workspaces (they are re-created on demand).
@@ -108,6 +124,7 @@ class Model {
  private:
   struct Impl;
   explicit Model(std::shared_ptr<const Impl> impl);
+  static Model finish_load(std::shared_ptr<Impl> impl, const LoadOptions& options);
   std::shared_ptr<const Impl> impl_;
 };
 

@@ -7,7 +7,11 @@
 #include <cstdint>
 #include <cstring>
 
-namespace fastlstm::detail {
+#ifndef FASTLSTM_ISA_NS
+#error "kernels/activations.hpp belongs to the per-ISA kernel sources (kernels/isa_kernels.cpp)"
+#endif
+
+namespace fastlstm::detail::FASTLSTM_ISA_NS {
 
 // exp(x) for float: range reduction x = n ln2 + r with |r| <= ln2/2 (+ rounding slack) (ln2 split in two parts for
 // an exact n ln2), then the degree-6 minimax polynomial of Cephes' expf (S. Moshier); relative
@@ -48,4 +52,4 @@ inline float tanh_act(float x) { return 1.0f - 2.0f / (1.0f + exp_f32(2.0f * x))
 inline double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 inline double tanh_act(double x) { return std::tanh(x); }
 
-}  // namespace fastlstm::detail
+}  // namespace fastlstm::detail::FASTLSTM_ISA_NS

@@ -11,22 +11,20 @@
 
 #include <cstdint>
 
-#include "kernels/activations.hpp"
-
 namespace fastlstm::detail {
 
-// y[u] += v[u]; (and z[u] += v[u]): the bias gradients, summed row by row as the pass goes
-template <typename T>
-inline void add_to(int64_t n, const T* __restrict v, T* __restrict y) {
-  for (int64_t u = 0; u < n; ++u) y[u] += v[u];
-}
-template <typename T>
-inline void add_both(int64_t n, const T* __restrict v, T* __restrict y, T* __restrict z) {
-  for (int64_t u = 0; u < n; ++u) {
-    y[u] += v[u];
-    z[u] += v[u];
-  }
-}
+// What the engine knows of a cell: its number of gates, whether it has a cell state c, and its
+// index in the kernel table (the gate math itself is per ISA level, below).
+struct LstmKind {
+  static constexpr int kGates = 4;
+  static constexpr bool kHasC = true;
+  static constexpr int kIndex = 0;
+};
+struct GruKind {
+  static constexpr int kGates = 3;
+  static constexpr bool kHasC = false;
+  static constexpr int kIndex = 1;
+};
 
 template <typename T>
 struct CellRow {
@@ -64,6 +62,26 @@ struct CellGradRow {
   T* d_bh = nullptr;   // accumulated dL/d b_hh
 };
 
+}  // namespace fastlstm::detail
+
+#ifdef FASTLSTM_ISA_NS
+#include "kernels/activations.hpp"
+
+namespace fastlstm::detail::FASTLSTM_ISA_NS {
+
+// y[u] += v[u]; (and z[u] += v[u]): the bias gradients, summed row by row as the pass goes
+template <typename T>
+inline void add_to(int64_t n, const T* __restrict v, T* __restrict y) {
+  for (int64_t u = 0; u < n; ++u) y[u] += v[u];
+}
+template <typename T>
+inline void add_both(int64_t n, const T* __restrict v, T* __restrict y, T* __restrict z) {
+  for (int64_t u = 0; u < n; ++u) {
+    y[u] += v[u];
+    z[u] += v[u];
+  }
+}
+
 // LSTM, PyTorch's gate order (i, f, g, o), peepholes as ONNX:
 //   i = s(W_ii x + b_ii + W_hi h + b_hi [+ w_ci * c_{t-1}])
 //   f = s(W_if x + b_if + W_hf h + b_hf [+ w_cf * c_{t-1}])
@@ -71,10 +89,7 @@ struct CellGradRow {
 //   c_t = f * c_{t-1} + i * g
 //   o = s(W_io x + b_io + W_ho h + b_ho [+ w_co * c_t])
 //   h_t = o * tanh(c_t)
-struct LstmCell {
-  static constexpr int kGates = 4;
-  static constexpr bool kHasC = true;
-
+struct LstmCell : LstmKind {
   template <typename T>
   static void forward_units(int64_t n, int64_t H, int64_t rs, const CellRow<T>& r) {
     if (r.w_ci) forward_impl<T, true>(n, H, rs, r);
@@ -179,10 +194,7 @@ struct LstmCell {
 //   z = s(W_iz x + b_iz + W_hz h + b_hz)
 //   n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
 //   h_t = (1 - z) * n + z * h_{t-1}
-struct GruCell {
-  static constexpr int kGates = 3;
-  static constexpr bool kHasC = false;
-
+struct GruCell : GruKind {
   template <typename T>
   static void forward_units(int64_t n, int64_t H, int64_t rs, const CellRow<T>& r) {
     forward_loop<T>(n, H, rs, r.xp, r.rec, r.b_hh, r.h_prev, r.h, r.act, r.act + H,
@@ -240,4 +252,5 @@ struct GruCell {
   }
 };
 
-}  // namespace fastlstm::detail
+}  // namespace fastlstm::detail::FASTLSTM_ISA_NS
+#endif  // FASTLSTM_ISA_NS

@@ -37,6 +37,11 @@ void pack_panels(int64_t N, int64_t K, const T* b, int64_t sn, int64_t sk, T* ou
   }
 }
 
+#ifdef FASTLSTM_ISA_NS
+// The products themselves: compiled once per ISA level (kernels/isa_kernels.cpp), each copy in
+// its own namespace fastlstm::detail::<level>, reached through the kernel table (dispatch.hpp).
+namespace FASTLSTM_ISA_NS {
+
 // MR rows x NP panels: acc[r][p][j] = sum_k A[r, k] * panel_p[k, j], k in order, one fma each.
 // A[r, k] is at A[r * lda + k * ka] (ka = 1 but in gemm_atb's packed row blocks).
 template <typename T, int MR, int NP>
@@ -108,6 +113,9 @@ void gemm_packed(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const
   }
 }
 
+}  // namespace FASTLSTM_ISA_NS
+#endif  // FASTLSTM_ISA_NS
+
 // C[M, N] += A^T B for A [K, M] and B [K, N], both row-major, K the long axis (the weight
 // gradients: K = time steps x batch rows). B comes packed (pack_panels(N, K, B, 1, ldb)); A is
 // packed per block of kKC rows into row blocks [M / kMR][kc][kMR] in `work` (kKC * M elements).
@@ -116,6 +124,8 @@ void gemm_packed(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const
 // how M is split over threads.
 constexpr int64_t kKC = 256;
 
+#ifdef FASTLSTM_ISA_NS
+namespace FASTLSTM_ISA_NS {
 template <typename T>
 void gemm_atb(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* packed_b, T* C,
               int64_t ldc, T* work) {
@@ -142,5 +152,8 @@ void gemm_atb(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T*
     }
   }
 }
+
+}  // namespace FASTLSTM_ISA_NS
+#endif  // FASTLSTM_ISA_NS
 
 }  // namespace fastlstm::detail

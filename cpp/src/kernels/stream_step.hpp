@@ -17,13 +17,22 @@
 // there are 2 * NB * ng chains in flight, enough to cover the FMA latency at small sizes.
 //
 // Pure function over raw pointers; no allocation, no threads. Plain loops over fixed trip
-// counts that the compiler vectorizes for whatever ISA the translation unit targets.
+// counts that the compiler vectorizes for the ISA level of the translation unit: compiled once
+// per level (kernels/isa_kernels.cpp, namespace fastlstm::detail::<level>) and reached through
+// the kernel table (dispatch.hpp: stream_layer), as every other kernel.
 #pragma once
 
 #include <cmath>
 #include <cstdint>
 
-namespace fastlstm::detail {
+#ifndef FASTLSTM_ISA_NS
+#error "kernels/stream_step.hpp is compiled per ISA level (kernels/isa_kernels.cpp) only"
+#endif
+
+#include "kernels/cells.hpp"
+#include "stream.hpp"
+
+namespace fastlstm::detail::FASTLSTM_ISA_NS {
 
 // xp [NB][ng][U] = x W_ih^T + b_ih ; rec [NB][ng][U] = h W_hh^T, for the group at w
 template <typename T, int U, int NB, int NG>
@@ -52,4 +61,43 @@ inline void stream_gates(int64_t I, int64_t S, const T* __restrict x, const T* _
   for (int j = 0; j < C; ++j) rec[j] = ah[j];
 }
 
-}  // namespace fastlstm::detail
+// One layer and batch row of a stream step: the gate products of the groups [g0, g1) and the
+// sequence engine's own cell pass (kernels/cells.hpp) on each block, so the same bits as
+// forward(); c updated in place, the cell's output h (before any projection) into h_out.
+template <typename T, typename Cell, int U>
+void run_layer(const typename StreamStep<T>::Layer& L, const T* x, const T* h_prev, T* c,
+               T* h_out, bool reverse, int64_t g0, int64_t g1) noexcept {
+  constexpr int NG = Cell::kGates;
+  alignas(64) T xp[2 * NG * U], rec[2 * NG * U], act[NG * U], aux[U];
+  const int64_t H = L.H;
+  for (int64_t gi = g0; gi < g1; ++gi) {
+    const auto& g = L.groups[reverse ? g1 - 1 - (gi - g0) : gi];
+    const T* w = L.w.data() + g.w;
+    const T* bih = L.b_ih.data() + g.b;
+    if (g.nb == 2) stream_gates<T, U, 2, NG>(L.I, L.S, x, h_prev, w, bih, xp, rec);
+    else stream_gates<T, U, 1, NG>(L.I, L.S, x, h_prev, w, bih, xp, rec);
+    for (int b = 0; b < g.nb; ++b) {
+      const int64_t u0 = g.u0 + b * U;
+      if (u0 >= H) break;
+      // the sequence engine's cell pass, on a block whose gate stride is U: the same bits
+      CellRow<T> r;
+      r.xp = xp + b * NG * U;
+      r.rec = rec + b * NG * U;
+      r.b_hh = L.b_hh.data() + g.b + b * NG * U;
+      if (!L.w_ci.empty()) {
+        r.w_ci = L.w_ci.data() + u0;
+        r.w_cf = L.w_cf.data() + u0;
+        r.w_co = L.w_co.data() + u0;
+      }
+      r.c = c ? c + u0 : nullptr;
+      r.h_prev = h_prev + u0;
+      r.h = h_out + u0;
+      r.act = act;
+      r.aux = aux;
+      if (H - u0 >= U) Cell::template forward_units<T>(U, U, U, r);
+      else Cell::template forward_units<T>(H - u0, U, U, r);
+    }
+  }
+}
+
+}  // namespace fastlstm::detail::FASTLSTM_ISA_NS

@@ -39,6 +39,15 @@ def _case_list(text):
     return names
 
 
+def _precision_list(text):
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    bad = [n for n in names if n not in ("float32", "bf16", "int8")]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(
+            f"--precision must be a comma-separated subset of float32,bf16,int8, got {text!r}")
+    return ["float32"] + [n for n in ("bf16", "int8") if n in names]
+
+
 def _positive(kind):
     def parse(text):
         try:
@@ -78,6 +87,10 @@ def add_arguments(parser):
     parser.add_argument("--budget", type=_positive(float), default=45.0,
                         help="seconds per case: fewer repeats (>= 3) where all would not fit; "
                              "the output says so (default 45)")
+    parser.add_argument("--precision", type=_precision_list, default=["float32"],
+                        help="comma-separated precisions of fastlstm's inference rows: float32 "
+                             "(always), bf16, int8 (module.quantize), side by side with "
+                             "PyTorch's own bf16 (autocast) and int8 (quantize_dynamic) paths")
     parser.add_argument("--no-peers", dest="peers", action="store_false",
                         help="fastlstm only (no PyTorch, no ONNX Runtime)")
     parser.add_argument("--reference", action="store_true",
@@ -184,7 +197,7 @@ def run(args):
             "machine": machine_info(threads),
             "settings": {k: getattr(args, k) for k in (
                 "repeats", "warmup", "quick", "steps", "min_sample", "budget", "peers",
-                "reference", "scale", "threads")} | {"cases": order},
+                "reference", "scale", "threads", "precision")} | {"cases": order},
             "results": results,
             "skipped": skipped,
             "notes": notes,

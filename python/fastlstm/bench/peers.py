@@ -15,7 +15,8 @@ from .. import set_num_threads as _set_num_threads
 from ..rnn import LSTM
 
 __all__ = ["Runner", "default_threads", "set_fastlstm_threads", "import_torch", "import_ort",
-           "make_models", "fastlstm_runner", "torch_runner", "ort_runner", "reference_runner"]
+           "make_models", "fastlstm_runner", "torch_runner", "torch_lowp_runner", "ort_runner",
+           "reference_runner"]
 
 
 def default_threads():
@@ -141,6 +142,50 @@ def torch_runner(case, torch, tmod, data, threads):
         return h
 
     return Runner(run_steps, units=xs.shape[0], check=lambda: [run_steps().numpy()])
+
+
+def torch_lowp_runner(case, torch, tmod, data, threads, precision):
+    """PyTorch's own low-precision inference on the same weights: bf16 by
+    ``torch.autocast("cpu", dtype=torch.bfloat16)`` (oneDNN; AMX where the CPU has it), int8
+    by ``torch.ao.quantization.quantize_dynamic`` (int8 weights, dynamic activations)."""
+    torch.set_num_threads(threads)
+    if precision == "int8":
+        # quantize_dynamic swaps submodules: the module goes into a container
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            box = torch.ao.quantization.quantize_dynamic(
+                torch.nn.ModuleList([tmod]), {type(tmod)}, dtype=torch.qint8)
+        model = box[0]
+        ctx = _null_context
+    else:
+        model = tmod
+        ctx = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
+    if case.kind == "inference":
+        x = torch.from_numpy(data["x"])
+
+        def call():
+            with torch.no_grad(), ctx():
+                return model(x)
+
+        return Runner(call, check=lambda: [call()[0].float().numpy()])
+    xs = torch.from_numpy(data["x_steps"])
+
+    def run_steps():
+        with torch.no_grad(), ctx():
+            h, c = model(xs[0])
+            for t in range(1, xs.shape[0]):
+                h, c = model(xs[t], (h, c))
+        return h
+
+    return Runner(run_steps, units=xs.shape[0], check=lambda: [run_steps().float().numpy()])
+
+
+class _null_context:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
 
 
 def ort_runner(case, torch, ort, tmod, data, threads, tmpdir):

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from .. import __version__, build_info
+from .. import __version__, build_info, cpu_info
 from .cases import CASES, NOISY_SPREAD
 from .peers import default_threads, import_ort, import_torch
 
@@ -105,6 +105,7 @@ def machine_info(threads):
         "numpy": np.__version__,
         "fastlstm": __version__,
         "build_info": build_info(),
+        "cpu": cpu_info(),  # features, the kernel levels it runs, the level in use
         "torch": None,
         "onnxruntime": None,
         "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_CORETYPE",
@@ -175,6 +176,15 @@ def print_summary(results, skipped, order, notes, busy_warning, threads, scan, f
             what = "output, d_x, d_W_hh" if r["kind"] == "training" else "output"
             vals = ", ".join("shape?" if v is None else f"{v:.2g}" for v in d)
             print(f"check {r['case']} {r['impl']}: max |fastlstm - {r['impl']}| ({what}) = {vals}")
+    lowp = [r for r in results if "ratio_to_torch_same_precision" in r]
+    if lowp:
+        print("low precision (time ratios, below 1: fastlstm is faster):")
+        for r in lowp:
+            a, b = r["ratio_to_torch_float32"], r["ratio_to_torch_same_precision"]
+            prec = r["impl"].split()[1]
+            print(f"  {r['case']} {r['impl']}: / torch float32 "
+                  f"{'-' if a is None else f'{a:.2f}'}, / torch {prec} "
+                  f"{'-' if b is None else f'{b:.2f}'}")
     if scan:
         print(f"threads scan ({scan['method']}):")
         for name, e in scan["cases"].items():

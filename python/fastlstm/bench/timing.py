@@ -13,7 +13,7 @@ import numpy as np
 
 from .cases import REFERENCE_CASES
 from .peers import (LSTM, Runner, fastlstm_runner, make_models, ort_runner, reference_runner,
-                    set_fastlstm_threads, torch_runner)
+                    set_fastlstm_threads, torch_lowp_runner, torch_runner)
 from .report import fmt_ms, log
 
 __all__ = ["measure", "run_case", "threads_scan", "fit_overhead"]
@@ -147,6 +147,18 @@ def run_case(case, args, threads, tmpdir, torch, ort, progress=True):
                 except Exception as e:  # noqa: BLE001 - a failed export is reported, not fatal
                     skipped.append({"case": case.name, "impl": "onnxruntime",
                                     "reason": f"export failed: {type(e).__name__}: {e}"})
+    # low precision (inference only): fastlstm's quantized module and PyTorch's own path
+    for prec in getattr(args, "precision", ["float32"])[1:]:
+        if case.kind == "training":
+            continue
+        runners[f"fastlstm {prec}"] = fastlstm_runner(case, lstm.quantize(prec), data)
+        if use_torch is not None:
+            try:
+                runners[f"torch {prec}"] = torch_lowp_runner(case, torch, tmod, data, threads,
+                                                             prec)
+            except Exception as e:  # noqa: BLE001 - a peer path that fails is reported
+                skipped.append({"case": case.name, "impl": f"torch {prec}",
+                                "reason": f"{type(e).__name__}: {e}"})
     if args.reference and case.name in REFERENCE_CASES:
         runners["reference"] = reference_runner(case, lstm, data)
 
@@ -156,9 +168,16 @@ def run_case(case, args, threads, tmpdir, torch, ort, progress=True):
     results = [_result(case, impl, times[impl], number[impl], threads, diffs.get(impl))
                for impl in runners]
     base = next(r["median_ms"] for r in results if r["impl"] == "fastlstm")
+    med = {r["impl"]: r["median_ms"] for r in results}
     for r in results:
         r["ratio_fastlstm_to_impl"] = base / r["median_ms"]
         r["note"] = note
+        if r["impl"] in ("fastlstm bf16", "fastlstm int8"):
+            prec = r["impl"].split()[1]
+            r["ratio_to_torch_float32"] = (r["median_ms"] / med["torch"]) if "torch" in med \
+                else None
+            r["ratio_to_torch_same_precision"] = (
+                r["median_ms"] / med[f"torch {prec}"] if f"torch {prec}" in med else None)
     return results, skipped, note
 
 

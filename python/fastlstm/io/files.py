@@ -76,6 +76,13 @@ def _write_model(path, model_dict, tensors, selfcheck):
     save_safetensors(path, tensors, metadata)
 
 
+def _refuse_quantized(precision):
+    if precision in ("bf16", "int8"):
+        raise NotImplementedError(
+            f"saving a model quantized to {precision} is not supported yet: save the float "
+            "model and quantize after loading (Python: quantize(); C++: LoadOptions::precision)")
+
+
 def save(module, path, *, example_input=None, example_lengths=None):
     """Saves a bare :class:`~fastlstm.LSTM`/:class:`~fastlstm.GRU` to ``path`` (atomically).
 
@@ -88,6 +95,7 @@ def save(module, path, *, example_input=None, example_lengths=None):
                 if hasattr(module, "get_weight_dict") else "")
         raise TypeError(f"module must be a fastlstm.LSTM or fastlstm.GRU, got "
                         f"{type(module).__name__}{hint}")
+    _refuse_quantized(getattr(module, "precision", "float32"))
     model = {"class": type(module).__name__, "config": _module_config(module),
              "dtype": module.dtype.name}
     tensors = {name: np.array(v) for name, v in module.params.items()}
@@ -247,6 +255,7 @@ def save_model(model, path, *, example_input=None, example_lengths=None):
     if not (hasattr(model, "get_config") and hasattr(model, "get_weight_dict")):
         raise TypeError(f"model must be a fastlstm.models.Sequential, got "
                         f"{type(model).__name__}")
+    _refuse_quantized(getattr(model, "precision", "float32"))
     config = dict(model.get_config())
     config.setdefault("class", "Sequential")
     dtype = np.dtype(config.get("dtype", "float32"))

@@ -243,6 +243,11 @@ class Layer:
     def count_params(self):
         return 0 if self.flat_params is None else int(self.flat_params.size)
 
+    def weight_bytes(self):
+        """Bytes of the weights as the engine keeps them (a quantized recurrent layer: its
+        matrices in bf16, or int8 plus a float32 scale per row)."""
+        return sum(v.nbytes for v in self.params.values()) if self.params else 0
+
     @property
     def fixed_weights(self):
         """Names of weights that training leaves unchanged (see LSTM)."""

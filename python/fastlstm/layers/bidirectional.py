@@ -54,6 +54,17 @@ class Bidirectional(Layer):
         self.params, self.grads = self.layer.params, self.layer.grads
         self.regularizers = self.layer.regularizers
 
+    @property
+    def precision(self):
+        return self.layer.precision
+
+    def _quantize(self, mode):
+        self.layer._quantize(mode)
+        self._sync()
+
+    def weight_bytes(self):
+        return self.layer.weight_bytes()
+
     def _bind(self, flat_params, flat_grads):
         self.layer._bind(flat_params, flat_grads)
         self._sync()

@@ -134,6 +134,28 @@ class _Recurrent(Layer):
             return 2 * self.units
         return self.units
 
+    @property
+    def precision(self):
+        """The weights' precision: the dtype's name, or "bf16"/"int8" after quantization."""
+        return self._module.precision if self._module is not None else self.dtype.name
+
+    def _quantize(self, mode):
+        # the layer's engine module becomes its quantized copy (inference only); the model's
+        # flat buffers no longer hold this layer's parameters
+        self._module = self._module.quantize(mode)
+        self._sync_views()
+
+    def weight_bytes(self):
+        if self.precision not in ("bf16", "int8"):
+            return super().weight_bytes()
+        total = 0
+        for name, v in self.params.items():
+            if name.startswith(("weight_ih", "weight_hh", "weight_hr")):
+                total += v.size * 2 if self.precision == "bf16" else v.size + 4 * v.shape[0]
+            else:
+                total += v.nbytes
+        return total
+
     def _sync_views(self):
         m = self._module
         self.flat_params, self.flat_grads = m.flat_params, m.flat_grads

@@ -465,7 +465,10 @@ class Model(Trainer, Layer):
         for layer in self.layers:
             shapes = [n.outputs for n in self._nodes if n.layer is layer][0]
             shape = ", ".join(_shape_str(t.shape) for t in shapes)
-            rows.append((f"{layer.name} ({type(layer).__name__})", shape,
+            kind = type(layer).__name__
+            if getattr(layer, "precision", None) in ("bf16", "int8"):
+                kind += f", {layer.precision}"
+            rows.append((f"{layer.name} ({kind})", shape,
                          f"{layer.count_params():,}"))
         out(f'Model: "{self.name}"')
         out("_" * line_length)
@@ -480,6 +483,8 @@ class Model(Trainer, Layer):
         trainable = sum(l.count_params() - sum(l.params[n].size for n in l.fixed_weights)
                         for l in self._leaves if l.trainable)
         out(f"Total params: {total:,}")
+        nbytes = sum(layer.weight_bytes() for layer in self._leaves)
+        out(f"Weights: {nbytes:,} bytes ({self.precision})")
         out(f"Trainable params: {trainable:,}")
         out(f"Non-trainable params: {total - trainable:,}")
         out("_" * line_length)

@@ -252,6 +252,7 @@ class Trainer(DataMixin, WeightsMixin):
         """The training loss of one batch (with regularization; dropout active) and a copy of
         the flat gradient; the weights do not change."""
         self._check_compiled("compute_loss_and_gradients")
+        self._check_trainable("compute_loss_and_gradients")
         xs, ys, masks, sw = self._prepare_all(x, y, lengths, sample_weight, None)
         self._update_fused()
         value = self._train_step(xs, ys, masks, sw)[0]
@@ -314,6 +315,7 @@ class Trainer(DataMixin, WeightsMixin):
         batch; the weights are those from before that step.
         """
         self._check_compiled("fit")
+        self._check_trainable("fit")
         if steps_per_epoch is not None or not _is_arrayish(x):
             from .data import fit_generator
 
@@ -569,6 +571,7 @@ class Trainer(DataMixin, WeightsMixin):
                        class_weight=None):
         """One optimizer step on one batch; returns the loss (and metrics) of that batch."""
         self._check_compiled("train_on_batch")
+        self._check_trainable("train_on_batch")
         xs, ys, masks, sw = self._prepare_all(x, y, lengths, sample_weight, class_weight)
         self._acquire()
         self._update_fused()

@@ -14,6 +14,38 @@ __all__ = ["WeightsMixin"]
 
 
 class WeightsMixin:
+    # ------------------------------------------------------------------------------ precision
+    def _check_trainable(self, what):
+        if self.precision not in ("float32", "float64"):
+            raise RuntimeError(f"{what}: the model was quantized to {self.precision} for "
+                               "inference only (predict, evaluate, summary); train a float model")
+
+    @property
+    def precision(self):
+        """"float32"/"float64" (the dtype), or "bf16"/"int8" after :meth:`quantize`."""
+        for layer in getattr(self, "_leaves", ()):
+            p = getattr(layer, "precision", None)
+            if p in ("bf16", "int8"):
+                return p
+        return self.dtype.name
+
+    def quantize(self, mode):
+        """Keras 3's ``Model.quantize``, in place: every recurrent layer's weights go to
+        ``mode`` ("bf16" or "int8", see :meth:`fastlstm.LSTM.quantize`); Embedding, Dense and
+        the other layers stay float. Afterwards predict, evaluate and summary work; fit raises."""
+        self._require_built("quantize()")
+        layers = [layer for layer in self._leaves if hasattr(layer, "_quantize")]
+        if not layers:
+            raise ValueError("quantize(): the model has no recurrent layer to quantize")
+        if self.precision not in ("float32", "float64"):
+            raise ValueError(f"quantize(): the model is already quantized to {self.precision}")
+        from ..rnn import _check_precision
+
+        mode = _check_precision(mode)
+        self._acquire()
+        for layer in layers:
+            layer._quantize(mode)
+
     def _require_built(self, what):
         if not self.built:
             raise ValueError(f"{what}: the model has not been built yet; give the first layer "

@@ -1,0 +1,66 @@
+// The kernel table: every ISA-dependent function the engine calls, as function pointers filled
+// once from the best level this CPU runs (capped by FASTLSTM_CPU). The kernels are compiled once
+// per level from kernels/isa_kernels.cpp, each copy in its own namespace
+// (fastlstm::detail::generic, ::avx2, ...), so the linker cannot mix them; the engine and
+// everything else is compiled for the baseline and never names an ISA.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "kernels/cells.hpp"
+#include "kernels/lowp.hpp"
+#include "stream.hpp"
+
+namespace fastlstm::detail {
+
+template <typename T>
+struct TypedKernels {
+  // C[M, N] (+)= A[M, K] B^T over weights packed by pack_panels (kernels/packed_gemm.hpp)
+  void (*gemm_packed)(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* packed,
+                      T* C, int64_t ldc, bool accumulate) = nullptr;
+  // C[M, N] += A^T B (weight gradients), see gemm_atb
+  void (*gemm_atb)(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* packed_b,
+                   T* C, int64_t ldc, T* work) = nullptr;
+  // the gate math of a slice of units, per cell kind (index LstmKind::kIndex, GruKind::kIndex)
+  void (*cell_forward[2])(int64_t n, int64_t H, int64_t rs, const CellRow<T>& r) = {};
+  void (*cell_backward[2])(int64_t n, int64_t H, const CellGradRow<T>& r) = {};
+  // one layer and row of a stream step (kernels/stream_step.hpp), per cell kind and block
+  // width ([0]: kStreamU<T> units, [1]: half as many)
+  typename StreamStep<T>::LayerFn stream_layer[2][2] = {};
+};
+
+struct KernelTable {
+  const char* level = nullptr;
+  TypedKernels<float> f32;
+  TypedKernels<double> f64;
+  // C[M, N] = q(A[M, K]) Wq^T for the columns [col0, col0 + N) of weights quantized by
+  // quantize_pack (kernels/lowp.hpp); A's rows are quantized inside (bf16: rounded; int8: per
+  // row, dynamic)
+  void (*gemm_lowp)(int64_t M, int64_t N, const float* A, int64_t lda, const QPacked& W,
+                    int64_t col0, float* C, int64_t ldc) = nullptr;
+};
+
+// The table in use; the first call detects the CPU and reads FASTLSTM_CPU (throws
+// fastlstm::Error when it names an unknown level or one this CPU or build lacks).
+const KernelTable& kernels();
+
+template <typename T>
+inline const TypedKernels<T>& typed_kernels() {
+  if constexpr (sizeof(T) == 4) return kernels().f32;
+  else return kernels().f64;
+}
+
+// One per compiled level: fills every entry of the table with that level's kernels.
+#define FASTLSTM_DECLARE_LEVEL(ns) \
+  namespace ns {                   \
+  void fill_kernels(KernelTable& t); \
+  }
+FASTLSTM_DECLARE_LEVEL(generic)
+FASTLSTM_DECLARE_LEVEL(avx2)
+FASTLSTM_DECLARE_LEVEL(avx512)
+FASTLSTM_DECLARE_LEVEL(avx512_bf16)
+FASTLSTM_DECLARE_LEVEL(amx)
+#undef FASTLSTM_DECLARE_LEVEL
+
+}  // namespace fastlstm::detail

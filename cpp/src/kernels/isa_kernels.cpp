@@ -1,0 +1,366 @@
+// The kernels of one ISA level. CMake compiles this file once per level, with that level's
+// instruction-set flags and -DFASTLSTM_ISA_NS=<level>: every function here (and in the kernel
+// headers it includes) lands in namespace fastlstm::detail::<level>, so copies for different
+// levels never mix at link time. fill_kernels() puts this level's functions in the table.
+//
+// float32/float64: the same source at every level, with -ffp-contract=off and one std::fma per
+// term (an FMA instruction where the level has one, the C library's correctly rounded fma on the
+// baseline): every element is the same fixed-order chain of correctly rounded operations, so
+// the results are bitwise identical at every level.
+#ifndef FASTLSTM_ISA_NS
+#error "compile with -DFASTLSTM_ISA_NS=<level>"
+#endif
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#if defined(__AVX512BF16__) || defined(__AVX512VNNI__) || defined(__AMX_TILE__)
+#include <immintrin.h>
+#endif
+#if defined(__AMX_TILE__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+#include "kernels/cells.hpp"
+#include "kernels/dispatch.hpp"
+#include "kernels/lowp.hpp"
+#include "kernels/packed_gemm.hpp"
+#include "kernels/stream_step.hpp"
+
+namespace fastlstm::detail::FASTLSTM_ISA_NS {
+
+namespace {
+
+template <typename T, typename Cell>
+void cell_forward(int64_t n, int64_t H, int64_t rs, const CellRow<T>& r) {
+  Cell::template forward_units<T>(n, H, rs, r);
+}
+template <typename T, typename Cell>
+void cell_backward(int64_t n, int64_t H, const CellGradRow<T>& r) {
+  Cell::template backward_units<T>(n, H, r);
+}
+
+template <typename T>
+void fill_typed(TypedKernels<T>& k) {
+  k.gemm_packed = &gemm_packed<T>;
+  k.gemm_atb = &gemm_atb<T>;
+  k.cell_forward[LstmKind::kIndex] = &cell_forward<T, LstmCell>;
+  k.cell_forward[GruKind::kIndex] = &cell_forward<T, GruCell>;
+  k.cell_backward[LstmKind::kIndex] = &cell_backward<T, LstmCell>;
+  k.cell_backward[GruKind::kIndex] = &cell_backward<T, GruCell>;
+  k.stream_layer[LstmKind::kIndex][0] = &run_layer<T, LstmCell, kStreamU<T>>;
+  k.stream_layer[LstmKind::kIndex][1] = &run_layer<T, LstmCell, kStreamU<T> / 2>;
+  k.stream_layer[GruKind::kIndex][0] = &run_layer<T, GruCell, kStreamU<T>>;
+  k.stream_layer[GruKind::kIndex][1] = &run_layer<T, GruCell, kStreamU<T> / 2>;
+}
+
+// ---- low precision --------------------------------------------------------------------------
+
+// The activation rows, quantized: [Mp, Kp] bf16 or u8 (rows past M and depth past K: zero, or
+// the u8 zero point 128), and the int8 per-row scales. Mp = M, or whole AMX tiles of rows.
+struct QRows {
+  std::vector<uint16_t> bf;
+  std::vector<uint8_t> u8;
+  std::vector<float> scale;
+};
+
+constexpr int64_t kRowPad = 16;  // an AMX tile's rows
+
+void quantize_rows(Precision p, int64_t M, int64_t Mp, int64_t K, int64_t Kp, const float* A,
+                   int64_t lda, QRows& q) {
+  if (p == Precision::BF16) {
+    q.bf.resize(size_t(Mp * Kp));
+    for (int64_t m = 0; m < Mp; ++m) {
+      uint16_t* dst = q.bf.data() + m * Kp;
+      if (m >= M) {
+        std::fill_n(dst, Kp, uint16_t(0));
+        continue;
+      }
+      const float* a = A + m * lda;
+      for (int64_t k = 0; k < K; ++k) dst[k] = to_bf16(a[k]);
+      std::fill(dst + K, dst + Kp, uint16_t(0));
+    }
+    return;
+  }
+  q.u8.resize(size_t(Mp * Kp));
+  q.scale.resize(size_t(Mp));
+  for (int64_t m = 0; m < Mp; ++m) {
+    uint8_t* dst = q.u8.data() + m * Kp;
+    if (m >= M) {
+      std::fill_n(dst, Kp, uint8_t(128));
+      q.scale[m] = 0.0f;
+      continue;
+    }
+    const float* a = A + m * lda;
+    float mx = 0.0f;
+    for (int64_t k = 0; k < K; ++k) mx = std::max(mx, std::fabs(a[k]));
+    const float inv = mx > 0.0f ? 127.0f / mx : 0.0f;
+    q.scale[m] = mx / 127.0f;
+    for (int64_t k = 0; k < K; ++k) {
+      const float v = std::min(127.0f, std::max(-127.0f, std::nearbyint(a[k] * inv)));
+      dst[k] = uint8_t(int32_t(v) + 128);
+    }
+    std::fill(dst + K, dst + Kp, uint8_t(128));
+  }
+}
+
+// Writes a block of accumulators (rows mr, columns [0, w) of one panel) to C.
+// (row r of the block at acc + r * ld)
+inline void store_bf16(int64_t mr, int64_t w, const float* acc, int64_t ld, float* C,
+                       int64_t ldc) {
+  for (int64_t r = 0; r < mr; ++r)
+    for (int64_t j = 0; j < w; ++j) C[r * ldc + j] = acc[r * ld + j];
+}
+inline void store_i8(int64_t mr, int64_t w, const int32_t* acc, int64_t ld, const float* sa,
+                     const float* sw, const int32_t* wsum, float* C, int64_t ldc) {
+  for (int64_t r = 0; r < mr; ++r)
+    for (int64_t j = 0; j < w; ++j)
+      C[r * ldc + j] = float(acc[r * ld + j] - wsum[j]) * (sa[r] * sw[j]);
+}
+
+#if defined(__AVX512BF16__) && defined(__AVX512VNNI__)
+// MR rows x NP panels with the AVX512_BF16 / AVX512_VNNI dot products: per k pair (quad), one
+// 32-bit broadcast of a row's pair and two 16-column registers per panel.
+template <int MR, int NP>
+void tile_bf16(int64_t Kp, const uint16_t* a, const uint16_t* const* panels, float (*out)[NP][kNC]) {
+  __m512 acc[MR][NP][2];
+  for (int r = 0; r < MR; ++r)
+    for (int q = 0; q < NP; ++q) acc[r][q][0] = acc[r][q][1] = _mm512_setzero_ps();
+  for (int64_t kp = 0; kp < Kp / 2; ++kp) {
+    __m512i b[NP][2];
+    for (int q = 0; q < NP; ++q) {
+      b[q][0] = _mm512_loadu_si512(panels[q] + kp * 2 * kNC);
+      b[q][1] = _mm512_loadu_si512(panels[q] + kp * 2 * kNC + 32);
+    }
+    for (int r = 0; r < MR; ++r) {
+      int32_t pair;
+      std::memcpy(&pair, a + r * Kp + 2 * kp, 4);
+      const __m512i av = _mm512_set1_epi32(pair);
+      for (int q = 0; q < NP; ++q) {
+        acc[r][q][0] = _mm512_dpbf16_ps(acc[r][q][0], (__m512bh)av, (__m512bh)b[q][0]);
+        acc[r][q][1] = _mm512_dpbf16_ps(acc[r][q][1], (__m512bh)av, (__m512bh)b[q][1]);
+      }
+    }
+  }
+  for (int r = 0; r < MR; ++r)
+    for (int q = 0; q < NP; ++q) {
+      _mm512_storeu_ps(out[r][q], acc[r][q][0]);
+      _mm512_storeu_ps(out[r][q] + 16, acc[r][q][1]);
+    }
+}
+template <int MR, int NP>
+void tile_i8(int64_t Kp, const uint8_t* a, const int8_t* const* panels, int32_t (*out)[NP][kNC]) {
+  __m512i acc[MR][NP][2];
+  for (int r = 0; r < MR; ++r)
+    for (int q = 0; q < NP; ++q) acc[r][q][0] = acc[r][q][1] = _mm512_setzero_si512();
+  for (int64_t kq = 0; kq < Kp / 4; ++kq) {
+    __m512i b[NP][2];
+    for (int q = 0; q < NP; ++q) {
+      b[q][0] = _mm512_loadu_si512(panels[q] + kq * 4 * kNC);
+      b[q][1] = _mm512_loadu_si512(panels[q] + kq * 4 * kNC + 64);
+    }
+    for (int r = 0; r < MR; ++r) {
+      int32_t quad;
+      std::memcpy(&quad, a + r * Kp + 4 * kq, 4);
+      const __m512i av = _mm512_set1_epi32(quad);
+      for (int q = 0; q < NP; ++q) {
+        acc[r][q][0] = _mm512_dpbusd_epi32(acc[r][q][0], av, b[q][0]);
+        acc[r][q][1] = _mm512_dpbusd_epi32(acc[r][q][1], av, b[q][1]);
+      }
+    }
+  }
+  for (int r = 0; r < MR; ++r)
+    for (int q = 0; q < NP; ++q) {
+      _mm512_storeu_si512(out[r][q], acc[r][q][0]);
+      _mm512_storeu_si512(out[r][q] + 16, acc[r][q][1]);
+    }
+}
+#else
+// Without the dot-product instructions: the same arithmetic in plain loops (bf16: the two
+// products of a pair added to the float32 accumulator in vdpbf16ps's order; int8: exact int32).
+template <int MR, int NP>
+void tile_bf16(int64_t Kp, const uint16_t* a, const uint16_t* const* panels, float (*out)[NP][kNC]) {
+  for (int r = 0; r < MR; ++r)
+    for (int q = 0; q < NP; ++q) {
+      float acc[kNC] = {};
+      float wl[kNC], wh[kNC];
+      const uint16_t* pn = panels[q];
+      for (int64_t kp = 0; kp < Kp / 2; ++kp) {
+        const float a0 = from_bf16(a[r * Kp + 2 * kp]), a1 = from_bf16(a[r * Kp + 2 * kp + 1]);
+        const uint16_t* b = pn + kp * 2 * kNC;
+        for (int j = 0; j < kNC; ++j) {
+          wl[j] = from_bf16(b[2 * j]);
+          wh[j] = from_bf16(b[2 * j + 1]);
+        }
+        for (int j = 0; j < kNC; ++j) acc[j] = std::fma(a0, wl[j], std::fma(a1, wh[j], acc[j]));
+      }
+      for (int j = 0; j < kNC; ++j) out[r][q][j] = acc[j];
+    }
+}
+template <int MR, int NP>
+void tile_i8(int64_t Kp, const uint8_t* a, const int8_t* const* panels, int32_t (*out)[NP][kNC]) {
+  for (int r = 0; r < MR; ++r)
+    for (int q = 0; q < NP; ++q) {
+      int32_t acc[kNC] = {};
+      const int8_t* pn = panels[q];
+      for (int64_t kq = 0; kq < Kp / 4; ++kq) {
+        const uint8_t* ak = a + r * Kp + 4 * kq;
+        const int32_t a0 = ak[0], a1 = ak[1], a2 = ak[2], a3 = ak[3];
+        const int8_t* b = pn + kq * 4 * kNC;
+        for (int j = 0; j < kNC; ++j)
+          acc[j] += a0 * b[4 * j] + a1 * b[4 * j + 1] + a2 * b[4 * j + 2] + a3 * b[4 * j + 3];
+      }
+      for (int j = 0; j < kNC; ++j) out[r][q][j] = acc[j];
+    }
+}
+#endif
+
+// rows [0, mr) x panels [p0, p0 + NP) into C (columns from panel p0 on, ncols in all from C)
+template <int MR, int NP>
+void block(const QPacked& W, const QRows& q, int64_t m0, int64_t mr, int64_t p0, int64_t cbase,
+           int64_t N, float* C, int64_t ldc) {
+  const int64_t Kp = W.Kp;
+  alignas(64) float accf[MR][NP][kNC];
+  alignas(64) int32_t acci[MR][NP][kNC];
+  const bool bf = W.precision == Precision::BF16;
+  if (bf) {
+    const uint16_t* panels[NP];
+    for (int t = 0; t < NP; ++t) panels[t] = W.bf16.data() + (p0 + t) * Kp * kNC;
+    tile_bf16<MR, NP>(Kp, q.bf.data() + m0 * Kp, panels, accf);
+  } else {
+    const int8_t* panels[NP];
+    for (int t = 0; t < NP; ++t) panels[t] = W.i8.data() + (p0 + t) * Kp * kNC;
+    tile_i8<MR, NP>(Kp, q.u8.data() + m0 * Kp, panels, acci);
+  }
+  for (int t = 0; t < NP; ++t) {
+    const int64_t c0 = (p0 + t) * kNC - cbase;  // column of C
+    const int64_t w = std::min<int64_t>(kNC, N - c0);
+    if (w <= 0) break;
+    if (bf)
+      store_bf16(mr, w, &accf[0][t][0], NP * kNC, C + m0 * ldc + c0, ldc);
+    else
+      store_i8(mr, w, &acci[0][t][0], NP * kNC, q.scale.data() + m0,
+               W.scale.data() + (p0 + t) * kNC,
+               W.wsum.data() + (p0 + t) * kNC, C + m0 * ldc + c0, ldc);
+  }
+}
+
+template <int R = 7>
+void block_tail(const QPacked& W, const QRows& q, int64_t m0, int64_t mr, int64_t p0,
+                int64_t cbase, int64_t N, float* C, int64_t ldc) {
+  if constexpr (R >= 1) {
+    if (mr == R) block<R, 1>(W, q, m0, mr, p0, cbase, N, C, ldc);
+    else block_tail<R - 1>(W, q, m0, mr, p0, cbase, N, C, ldc);
+  }
+}
+
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AMX_INT8__)
+// AMX: for each block of 16 rows and each panel, two 16 x 16 float32 (int32) accumulator tiles
+// (the panel's two column halves); A tiles of 16 rows x 64 bytes, B tiles of 16 k-pair (quad)
+// rows x 64 bytes read from the panel at a 128-byte stride. Linux grants the tile data state
+// per process on request (cpu/cpu_info.cpp asks before this level is chosen); the tile
+// configuration is per thread, loaded on each call.
+struct alignas(64) TileConfig {
+  uint8_t palette_id = 1;
+  uint8_t start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+
+void amx_product(const QPacked& W, const QRows& q, int64_t M, int64_t N, int64_t col0, float* C,
+                 int64_t ldc) {
+  TileConfig cfg;
+  for (int t = 0; t < 6; ++t) {
+    cfg.rows[t] = 16;
+    cfg.colsb[t] = 64;
+  }
+  _tile_loadconfig(&cfg);
+  const bool bf = W.precision == Precision::BF16;
+  const int64_t Kp = W.Kp, esz = bf ? 2 : 1, kstep = 64 / esz;  // elements of k per tile
+  const int64_t p_first = col0 / kNC, p_last = (col0 + N - 1) / kNC;
+  alignas(64) float outf[16][kNC];
+  alignas(64) int32_t outi[16][kNC];
+  for (int64_t m0 = 0; m0 < M; m0 += 16) {
+    const int64_t mr = std::min<int64_t>(16, M - m0);
+    for (int64_t p = p_first; p <= p_last; ++p) {
+      _tile_zero(0);
+      _tile_zero(1);
+      for (int64_t k0 = 0; k0 < Kp; k0 += kstep) {
+        if (bf) {
+          const uint16_t* pb = W.bf16.data() + p * Kp * kNC + (k0 / 2) * 2 * kNC;
+          _tile_loadd(2, q.bf.data() + m0 * Kp + k0, Kp * 2);
+          _tile_loadd(3, pb, 2 * kNC * 2);
+          _tile_loadd(4, pb + 32, 2 * kNC * 2);
+          _tile_dpbf16ps(0, 2, 3);
+          _tile_dpbf16ps(1, 2, 4);
+        } else {
+          const int8_t* pb = W.i8.data() + p * Kp * kNC + (k0 / 4) * 4 * kNC;
+          _tile_loadd(2, q.u8.data() + m0 * Kp + k0, Kp);
+          _tile_loadd(3, pb, 4 * kNC);
+          _tile_loadd(4, pb + 64, 4 * kNC);
+          _tile_dpbusd(0, 2, 3);
+          _tile_dpbusd(1, 2, 4);
+        }
+      }
+      const int64_t c0 = p * kNC - col0, w = std::min<int64_t>(kNC, N - c0);
+      if (bf) {
+        _tile_stored(0, &outf[0][0], kNC * 4);
+        _tile_stored(1, &outf[0][16], kNC * 4);
+        store_bf16(mr, w, &outf[0][0], kNC, C + m0 * ldc + c0, ldc);
+      } else {
+        _tile_stored(0, &outi[0][0], kNC * 4);
+        _tile_stored(1, &outi[0][16], kNC * 4);
+        store_i8(mr, w, &outi[0][0], kNC, q.scale.data() + m0, W.scale.data() + p * kNC,
+                 W.wsum.data() + p * kNC, C + m0 * ldc + c0, ldc);
+      }
+    }
+  }
+  _tile_release();
+}
+constexpr int64_t kAmxMinRows = 8;  // fewer rows: the dot-product kernel is as fast
+#endif
+
+void gemm_lowp(int64_t M, int64_t N, const float* A, int64_t lda, const QPacked& W, int64_t col0,
+               float* C, int64_t ldc) {
+  if (M <= 0 || N <= 0) return;
+  thread_local QRows q;
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AMX_INT8__)
+  if (M >= kAmxMinRows) {
+    // whole tiles of rows: the rows past M are zero (u8: the zero point)
+    quantize_rows(W.precision, M, (M + kRowPad - 1) / kRowPad * kRowPad, W.K, W.Kp, A, lda, q);
+    amx_product(W, q, M, N, col0, C, ldc);
+    return;
+  }
+#endif
+  quantize_rows(W.precision, M, M, W.K, W.Kp, A, lda, q);
+  const int64_t p_first = col0 / kNC, p_end = (col0 + N + kNC - 1) / kNC;
+  if (M <= 2) {
+    // batch-1 streaming: four panels at a time keep enough independent accumulators busy
+    int64_t p = p_first;
+    for (; p + 4 <= p_end; p += 4)
+      for (int64_t m = 0; m < M; ++m) block<1, 4>(W, q, m, 1, p, col0, N, C, ldc);
+    for (; p < p_end; ++p)
+      for (int64_t m = 0; m < M; ++m) block<1, 1>(W, q, m, 1, p, col0, N, C, ldc);
+    return;
+  }
+  for (int64_t p = p_first; p < p_end; ++p) {
+    int64_t m = 0;
+    for (; m + 8 <= M; m += 8) block<8, 1>(W, q, m, 8, p, col0, N, C, ldc);
+    if (m < M) block_tail(W, q, m, M - m, p, col0, N, C, ldc);
+  }
+}
+
+}  // namespace
+
+void fill_kernels(KernelTable& t) {
+  fill_typed(t.f32);
+  fill_typed(t.f64);
+  t.gemm_lowp = &gemm_lowp;
+}
+
+}  // namespace fastlstm::detail::FASTLSTM_ISA_NS

@@ -61,9 +61,11 @@ def test_two_threads_training_one_module(batches):
     past the other thread's d_output (heap overflow) and equal ones returned wrong d_x."""
     rng = np.random.default_rng(7)
     m = fastlstm.LSTM(8, 16, batch_first=True, seed=1)
-    inputs = [rng.standard_normal((b, 5, 8)).astype(np.float32) for b in batches]
+    # T=30 and 1000 rounds: about 10 overlapping calls per run here (measured), each of which
+    # went wrong before the fix
+    inputs = [rng.standard_normal((b, 30, 8)).astype(np.float32) for b in batches]
     expected = [_reference_dx(m, x) for x in inputs]
-    results, refused, errors = _hammer(m, inputs, rounds=400)
+    results, refused, errors = _hammer(m, inputs, rounds=1000)
     assert not errors, errors[0]
     for k, got in enumerate(results):
         for d_x in got:

@@ -779,6 +779,10 @@ def add_arguments(parser):
                         help=f"report forward+backward memory on {MEMORY_CASE} (default: on "
                              "unless --quick)")
     parser.add_argument("--no-memory", dest="memory", action="store_false")
+    parser.add_argument("--kernels", action="store_true",
+                        help="instead of the cases: the machine's FMA peak and L2/memory "
+                             "bandwidth, and the float32 kernels' GFLOP/s on each case's "
+                             "product shapes against them (single thread)")
     parser.add_argument("--json", metavar="FILE", help="write every result and machine info")
     parser.add_argument("--plot", metavar="FILE.png", help="grouped bar chart (matplotlib)")
     parser.add_argument("--scale", type=_positive(float), default=1.0,
@@ -841,6 +845,31 @@ def _finish_defaults(args):
     args.threads = args.threads or default_threads()
 
 
+def run_kernels(args):
+    """``--kernels``: the kernel table (fastlstm.bench_kernels) for the kernel cases among
+    ``--cases`` (default all), optionally as JSON."""
+    from .bench_kernels import KERNEL_CASES, format_kernel_table, kernel_report
+
+    cases = [c for c in (args.cases or KERNEL_CASES) if c in KERNEL_CASES]
+    if not cases:
+        print(f"error: --kernels measures the cases {', '.join(KERNEL_CASES)}", file=sys.stderr)
+        return 2
+    seconds = 0.05 if args.quick else 0.2
+    rep = kernel_report(seconds * args.scale if args.scale < 1 else seconds, cases)
+    print(format_kernel_table(rep))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"schema": "fastlstm-bench-kernels/1", "report": rep,
+                       "build_info": _core_build_info()}, f, indent=1)
+    return 0
+
+
+def _core_build_info():
+    from . import _core
+
+    return _core.build_info()
+
+
 def run(args):
     """Runs the suite as ``args`` (from :func:`add_arguments`) says; returns an exit code."""
     if getattr(args, "memory_child", None):
@@ -853,6 +882,8 @@ def run(args):
                   f"layers={c.layers}  {c.kind}: {c.description}  "
                   f"({c.flop() / 1e9:.3g} GFLOP per {'step' if c.kind == 'step' else 'call'})")
         return 0
+    if getattr(args, "kernels", False):
+        return run_kernels(args)
     _finish_defaults(args)
     if args.plot:
         try:

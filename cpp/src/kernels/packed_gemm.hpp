@@ -15,6 +15,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
+
+#include "kernels/simd_tile.hpp"
 
 namespace fastlstm::detail {
 
@@ -77,11 +80,102 @@ inline void panel_tail(int64_t rows, int64_t K, const T* A, int64_t lda, const T
   }
 }
 
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+// The float products with the register tiles of kernels/simd_tile.hpp. A tile spans kTileV
+// vectors of columns (AVX-512: one panel, 32 columns in 2 registers; AVX2: half a panel, 16
+// columns in 2 registers) and kTileM rows, as many as the register file holds next to the
+// loaded panel row and the broadcast: 14 x 2 = 28 accumulators of 32 (AVX-512), 6 x 2 of 16
+// (AVX2).
+namespace simd {
+constexpr int kVpp = int(kNC) / kW;  // vectors per panel row
+constexpr int kTileV = 2;
+#ifndef FASTLSTM_TILE_M
+constexpr int kTileM = (kRegs - kTileV - 2) / kTileV;
+#else
+constexpr int kTileM = FASTLSTM_TILE_M;
+#endif
+
+// rows [0, rows) with rows < R, one tile of that many rows
+template <int R, int NV>
+inline void tile_rows(int rows, int64_t K, const float* a, int64_t lda, int64_t ka,
+                      const float* b, int64_t bstride, float* c, int64_t ldc, int64_t nc,
+                      bool accumulate, bool resume = false) {
+  if constexpr (R >= 1) {
+    if (rows == R)
+      tile<R, NV>(K, a, lda, ka, b, kNC, bstride, kVpp, c, ldc, nc, accumulate, resume);
+    else
+      tile_rows<R - 1, NV>(rows, K, a, lda, ka, b, bstride, c, ldc, nc, accumulate, resume);
+  }
+}
+
+// K block of the products: a panel's block (kKB x 128 bytes) stays in L1 while every row tile
+// passes over it. Only products that overwrite C are cut (the chains continue from C).
+#ifndef FASTLSTM_KB
+constexpr int64_t kKB = 128;
+#else
+constexpr int64_t kKB = FASTLSTM_KB;
+#endif
+
+// C[M, ncols] (+)= A[M, K] B for one column block of kTileV vectors (b at its first column)
+inline void column_block(int64_t M, int64_t K, const float* A, int64_t lda, int64_t ka,
+                         const float* b, float* C, int64_t ldc, int64_t nc, bool accumulate) {
+  const int64_t kb = accumulate || M <= kTileM ? K : kKB;
+  for (int64_t k0 = 0; k0 < K || k0 == 0; k0 += kb) {
+    const int64_t kc = std::min(kb, K - k0);
+    const bool resume = k0 > 0;
+    const float* a = A + k0 * ka;
+    const float* bk = b + k0 * kNC;
+    int64_t m = 0;
+    for (; m + kTileM <= M; m += kTileM)
+      tile<kTileM, kTileV>(kc, a + m * lda, lda, ka, bk, kNC, 0, kVpp, C + m * ldc, ldc, nc,
+                           accumulate, resume);
+    if (m < M)
+      tile_rows<kTileM - 1, kTileV>(int(M - m), kc, a + m * lda, lda, ka, bk, 0, C + m * ldc,
+                                    ldc, nc, accumulate, resume);
+    if (K == 0) break;
+  }
+}
+
+inline void gemm_packed(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+                        const float* packed, float* C, int64_t ldc, bool accumulate) {
+  const int64_t np = num_panels(N), stride = K * kNC;
+  if (M <= 2) {
+    // one or two rows (streams): 8 vectors of columns at a time give the FMA units enough
+    // independent accumulators; each row of the panels is read once per row of A
+    constexpr int NV = 8, PP = NV / kVpp > 0 ? NV / kVpp : 1;  // panels per block
+    int64_t p = 0;
+    for (; p + PP <= np; p += PP)
+      for (int64_t m = 0; m < M; ++m)
+        tile<1, NV>(K, A + m * lda, lda, 1, packed + p * stride, kNC, stride, kVpp,
+                    C + m * ldc + p * kNC, ldc, N - p * kNC, accumulate);
+    for (; p < np; ++p)
+      for (int64_t m = 0; m < M; ++m)
+        tile<1, kVpp>(K, A + m * lda, lda, 1, packed + p * stride, kNC, 0, kVpp,
+                      C + m * ldc + p * kNC, ldc, N - p * kNC, accumulate);
+    return;
+  }
+  for (int64_t p = 0; p < np; ++p)
+    for (int v0 = 0; v0 < kVpp; v0 += kTileV) {
+      const int64_t col = p * kNC + v0 * kW;
+      if (col >= N) break;
+      column_block(M, K, A, lda, 1, packed + p * stride + v0 * kW, C + col, ldc, N - col,
+                   accumulate);
+    }
+}
+}  // namespace simd
+#endif
+
 // C[M, N] (+)= A[M, K] * B^T over the consecutive panels of a packed B (panel p at
 // packed + p * K * kNC, columns p * kNC ...).
 template <typename T>
 void gemm_packed(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* packed,
                  T* C, int64_t ldc, bool accumulate) {
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+  if constexpr (std::is_same_v<T, float>) {
+    simd::gemm_packed(M, N, K, A, lda, packed, C, ldc, accumulate);
+    return;
+  }
+#endif
   const int64_t np = num_panels(N), stride = K * kNC;
   if (M <= 2) {
     // one or two rows (batch-1 streaming): four panels at a time give the FMA units enough
@@ -110,34 +204,72 @@ void gemm_packed(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const
 
 // C[M, N] += A^T B for A [K, M] and B [K, N], both row-major, K the long axis (the weight
 // gradients: K = time steps x batch rows). B comes packed (pack_panels(N, K, B, 1, ldb)); A is
-// packed per block of kKC rows into row blocks [M / kMR][kc][kMR] in `work` (kKC * M elements).
+// packed per block of kKC rows into row blocks [M / MR][kc][MR] in `work` (kKC * M elements
+// rounded up to whole row blocks: kKC * (M + kMaxMR) is always enough).
 // K is cut in blocks so a panel's block stays in L2 while every row block passes over it; the
 // partial sums of each block are added to C in block order: the result depends on K, never on
 // how M is split over threads.
+#ifndef FASTLSTM_KC
 constexpr int64_t kKC = 256;
+#else
+constexpr int64_t kKC = FASTLSTM_KC;
+#endif
+constexpr int64_t kMaxMR = 16;  // the largest row block of any build
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+template <typename T>
+constexpr int64_t atb_mr() { return std::is_same_v<T, float> ? simd::kTileM : kMR; }
+#else
+template <typename T>
+constexpr int64_t atb_mr() { return kMR; }
+#endif
+// rows of C per call for callers that split M (about 256, whole row blocks)
+template <typename T>
+constexpr int64_t atb_row_grain() { return atb_mr<T>() * (256 / atb_mr<T>()); }
 
 template <typename T>
 void gemm_atb(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* packed_b, T* C,
               int64_t ldc, T* work) {
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+  constexpr bool kSimd = std::is_same_v<T, float>;
+#else
+  constexpr bool kSimd = false;
+#endif
+  constexpr int64_t MR = atb_mr<T>();  // rows per packed row block
   const int64_t np = num_panels(N), stride = K * kNC;
-  const int64_t mb = (M + kMR - 1) / kMR;
+  const int64_t mb = (M + MR - 1) / MR;
   for (int64_t k0 = 0; k0 < K; k0 += kKC) {
     const int64_t kc = std::min(kKC, K - k0);
     for (int64_t b = 0; b < mb; ++b) {
-      T* dst = work + b * kKC * kMR;
-      const int64_t m = b * kMR, mr = std::min<int64_t>(kMR, M - m);
+      T* dst = work + b * kKC * MR;
+      const int64_t m = b * MR, mr = std::min<int64_t>(MR, M - m);
       for (int64_t k = 0; k < kc; ++k)
-        for (int64_t r = 0; r < mr; ++r) dst[k * kMR + r] = A[(k0 + k) * lda + m + r];
+        for (int64_t r = 0; r < mr; ++r) dst[k * MR + r] = A[(k0 + k) * lda + m + r];
     }
     for (int64_t p = 0; p < np; ++p) {
       const T* panel = packed_b + p * stride + k0 * kNC;
       const int64_t nc = std::min(kNC, N - p * kNC);
       for (int64_t b = 0; b < mb; ++b) {
-        const int64_t m = b * kMR, mr = std::min<int64_t>(kMR, M - m);
+        const int64_t m = b * MR, mr = std::min<int64_t>(MR, M - m);
         T* c = C + m * ldc + p * kNC;
-        const T* a = work + b * kKC * kMR;
-        if (mr == kMR) micro_tile<T, kMR, 1>(kc, a, 1, panel, 0, c, ldc, nc, true, kMR);
-        else panel_tail<T>(mr, kc, a, 1, panel, c, ldc, nc, true, kMR);
+        const T* a = work + b * kKC * MR;
+        if constexpr (kSimd) {
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+          for (int v0 = 0; v0 < simd::kVpp; v0 += simd::kTileV) {
+            const int64_t col = v0 * simd::kW;
+            if (col >= nc) break;
+            if (mr == MR)
+              simd::tile<int(MR), simd::kTileV>(kc, a, 1, MR, panel + col, kNC, 0, simd::kVpp,
+                                                c + col, ldc, nc - col, true);
+            else
+              simd::tile_rows<int(MR) - 1, simd::kTileV>(int(mr), kc, a, 1, MR, panel + col, 0,
+                                                         c + col, ldc, nc - col, true);
+          }
+#endif
+        } else if (mr == MR) {
+          micro_tile<T, kMR, 1>(kc, a, 1, panel, 0, c, ldc, nc, true, MR);
+        } else {
+          panel_tail<T>(mr, kc, a, 1, panel, c, ldc, nc, true, MR);
+        }
       }
     }
   }

@@ -87,7 +87,7 @@ def test_table_threads_scan_and_memory(tiny_run):
 
 
 def test_flop_formula():
-    # BENCH.md: per layer 2*B*T*4H*(I_layer + H), x3 for training
+    # bench/README.md: per layer 2*B*T*4H*(I_layer + H), x3 for training
     assert bench.CASES["batch_inf"].flop() == (2 * 64 * 100 * 2048 * (128 + 512)
                                                + 2 * 64 * 100 * 2048 * (512 + 512))
     assert bench.CASES["train_small"].flop() == 3 * 2 * 32 * 50 * 1024 * (128 + 256)
@@ -104,7 +104,7 @@ def test_memory_formula_small_case():
     assert got["kept_floats_per_row"] == (28 + 7 + 7 + 5) + (28 + 7 + 7 + 7)
 
 
-class _Recorder(bench.Runner):
+class _Recorder(bench.peers.Runner):
     def __init__(self, name, log):
         super().__init__(lambda: log.append(name))
 
@@ -112,9 +112,9 @@ class _Recorder(bench.Runner):
 def test_measure_interleaves_implementations():
     log = []
     runners = {"a": _Recorder("a", log), "b": _Recorder("b", log)}
-    times, number, repeats, note = bench.measure("t", runners, repeats=4, warmup=1,
-                                                 min_sample_s=0.0, budget_s=None,
-                                                 progress=False)
+    times, number, repeats, note = bench.timing.measure("t", runners, repeats=4, warmup=1,
+                                                        min_sample_s=0.0, budget_s=None,
+                                                        progress=False)
     assert number == {"a": 1, "b": 1} and repeats == 4 and note is None
     # warm-up, then per round each implementation's untimed settle call and its sample
     assert log == ["a", "b"] + ["a", "a", "b", "b"] * 4
@@ -123,10 +123,11 @@ def test_measure_interleaves_implementations():
 
 def test_measure_budget_drops_rounds(monkeypatch):
     clock = iter(range(10**6))  # every perf_counter() call advances one second
-    monkeypatch.setattr(bench.time, "perf_counter", lambda: float(next(clock)))
-    runners = {"a": bench.Runner(lambda: None), "b": bench.Runner(lambda: None)}
-    times, _, repeats, note = bench.measure("t", runners, repeats=7, warmup=1,
-                                            min_sample_s=0.0, budget_s=2.0, progress=False)
+    monkeypatch.setattr(bench.timing.time, "perf_counter", lambda: float(next(clock)))
+    runners = {"a": bench.peers.Runner(lambda: None), "b": bench.peers.Runner(lambda: None)}
+    times, _, repeats, note = bench.timing.measure("t", runners, repeats=7, warmup=1,
+                                                   min_sample_s=0.0, budget_s=2.0,
+                                                   progress=False)
     assert repeats == 3 and len(times["a"]) == 3
     assert "3 repeats instead of 7" in note
 
@@ -163,3 +164,17 @@ def test_fit_overhead_reports_both_timings(tmp_path):
     fit = json.loads(out.read_text())["fit_overhead"]
     assert fit["fit_ms_per_batch"] > 0 and fit["engine_ms_per_batch"] > 0
     assert abs(fit["ratio"] - fit["fit_ms_per_batch"] / fit["engine_ms_per_batch"]) < 1e-9
+
+
+def test_readme_case_table_is_the_package_s(repo_root):
+    """bench/README.md's case table and fastlstm.bench.CASES say the same thing."""
+    import os
+
+    with open(os.path.join(repo_root, "bench", "README.md"), encoding="utf-8") as f:
+        text = f.read()
+    table = text[text.index("| name | B | T | I | H | layers |"):].split("\n\n")[0]
+    rows = {}
+    for line in table.splitlines()[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0]] = tuple(int(v) for v in cells[1:6])
+    assert rows == {n: (c.B, c.T, c.I, c.H, c.layers) for n, c in bench.CASES.items()}

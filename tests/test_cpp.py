@@ -2,7 +2,6 @@
 command covers them. Needs CMake, Ninja and Eigen (cmeel-eigen): all in the 'test' extra."""
 
 import os
-import shutil
 import subprocess
 import sys
 
@@ -11,22 +10,12 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _tool(name):
-    path = shutil.which(name)
-    if path is None:
-        # the test extra installs cmake/ninja into the running interpreter's environment
-        cand = os.path.join(os.path.dirname(sys.executable), name)
-        path = cand if os.path.exists(cand) else None
-    assert path is not None, f"{name} not found: install the test extra (pip install '.[test]')"
-    return path
-
-
 @pytest.fixture(scope="session")
-def cpp_build(tmp_path_factory):
+def cpp_build(tmp_path_factory, tool):
     build = tmp_path_factory.mktemp("cpp-build")
-    cmake = _tool("cmake")
+    cmake = tool("cmake")
     cfg = [cmake, "-S", ROOT, "-B", str(build), "-G", "Ninja",
-           f"-DCMAKE_MAKE_PROGRAM={_tool('ninja')}", "-DFASTLSTM_BUILD_TESTS=ON",
+           f"-DCMAKE_MAKE_PROGRAM={tool('ninja')}", "-DFASTLSTM_BUILD_TESTS=ON",
            "-DFASTLSTM_BUILD_PYTHON=OFF", f"-DPython_EXECUTABLE={sys.executable}"]
     r = subprocess.run(cfg, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -35,8 +24,8 @@ def cpp_build(tmp_path_factory):
     return build
 
 
-def test_ctest(cpp_build):
-    ctest = _tool("ctest")
+def test_ctest(cpp_build, tool):
+    ctest = tool("ctest")
     r = subprocess.run([ctest, "--output-on-failure"], cwd=cpp_build, capture_output=True,
                        text=True)
     print(r.stdout)
@@ -68,19 +57,24 @@ int main(int argc, char** argv) {
 """
 
 
-def test_add_subdirectory_consumer(tmp_path):
+def test_add_subdirectory_consumer(tmp_path, tool):
     """A C++ app that vendors fastlstm with add_subdirectory() builds, links fastlstm::fastlstm,
-    loads a model file with its self-check, and gets a fastlstm::Error for a missing file."""
+    loads a model file with its self-check, and gets a fastlstm::Error for a missing file; its
+    build type stays its own (fastlstm does not force Release on it)."""
     src = tmp_path / "src"
     src.mkdir()
     (src / "CMakeLists.txt").write_text(CONSUMER_CMAKE.format(root=ROOT.replace("\\", "/")))
     (src / "main.cpp").write_text(CONSUMER_MAIN)
     build = tmp_path / "build"
-    cmake = _tool("cmake")
+    cmake = tool("cmake")
     r = subprocess.run([cmake, "-S", str(src), "-B", str(build), "-G", "Ninja",
-                        f"-DCMAKE_MAKE_PROGRAM={_tool('ninja')}",
+                        f"-DCMAKE_MAKE_PROGRAM={tool('ninja')}",
                         f"-DPython_EXECUTABLE={sys.executable}"], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+    # the parent project chooses the build type: fastlstm sets its default only as top level
+    cache = (build / "CMakeCache.txt").read_text()
+    assert "CMAKE_BUILD_TYPE:STRING=\n" in cache, [
+        line for line in cache.splitlines() if line.startswith("CMAKE_BUILD_TYPE")]
     r = subprocess.run([cmake, "--build", str(build), "-j2"], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout[-5000:] + r.stderr[-5000:]
     model = os.path.join(ROOT, "tests", "data", "cpp", "lstm_stacked_bidir_proj.safetensors")

@@ -8,9 +8,7 @@ test extra); no Python runs inside the app.
 """
 
 import os
-import shutil
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -22,15 +20,6 @@ from fastlstm.models import Sequential
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = os.path.join(ROOT, "examples", "cpp")
-
-
-def _tool(name):
-    path = shutil.which(name)
-    if path is None:
-        cand = os.path.join(os.path.dirname(sys.executable), name)
-        path = cand if os.path.exists(cand) else None
-    assert path is not None, f"{name} not found: install the test extra (pip install '.[test]')"
-    return path
 
 
 def _package_dirs():
@@ -60,12 +49,12 @@ def test_installed_package_ships_the_cpp_library():
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory):
+def app(tmp_path_factory, tool):
     """The example built against the installed package: path of the executable."""
     build = tmp_path_factory.mktemp("example-build")
-    cmake = _tool("cmake")
+    cmake = tool("cmake")
     cfg = [cmake, "-S", EXAMPLE, "-B", str(build), "-G", "Ninja",
-           f"-DCMAKE_MAKE_PROGRAM={_tool('ninja')}",
+           f"-DCMAKE_MAKE_PROGRAM={tool('ninja')}",
            f"-DCMAKE_PREFIX_PATH={fastlstm.cmake_prefix_path}"]
     r = subprocess.run(cfg, capture_output=True, text=True, check=False)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]

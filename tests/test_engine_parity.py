@@ -409,3 +409,38 @@ def test_dropout_gradients_match_finite_differences(cell):
     for name, p in m.params.items():
         numeric = numerical_gradient(loss, p)
         assert_close(grads[name], numeric, 1e-6, f"grads[{name!r}]")
+
+
+def test_stream_state_read_from_another_thread_is_never_torn():
+    """step() runs with the GIL released; state() from another thread takes the stream's mutex
+    too, so every state it reads is one that a step boundary had (never layer 0 after a step
+    beside layer 1 before it). Without the mutex a reader lands inside steps and sees mixes."""
+    import threading
+
+    L, H, steps = 3, 384, 40
+    m = fastlstm.LSTM(64, H, num_layers=L, dtype="float64", seed=11)
+    xs = np.random.default_rng(12).standard_normal((steps, 1, 64))
+    boundaries = []
+    replay = m.stream()
+    boundaries.append(replay.state)
+    for x_t in xs:
+        replay.step(x_t)
+        boundaries.append(replay.state)
+
+    stream = m.stream()
+    done = threading.Event()
+    seen = []
+
+    def run():
+        for x_t in xs:
+            stream.step(x_t)
+        done.set()
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    while not done.is_set():
+        seen.append(stream.state)
+    worker.join()
+    assert seen
+    for h, c in seen:
+        assert any(np.array_equal(h, bh) and np.array_equal(c, bc) for bh, bc in boundaries)

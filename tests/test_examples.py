@@ -65,3 +65,27 @@ def test_char_text_generation_learns_the_zen(capsys):
     assert h.history["accuracy"][-1] > 2 * top
     s = cm.sample("Beautiful is ", 80)
     assert s.startswith("Beautiful is ") and len(s) == 93 and set(s) <= set(text)
+
+
+def test_pytorch_style_training_follows_pytorch_s_loss_curve():
+    """examples/python/pytorch_style_training.py from PyTorch's initial weights gives PyTorch's
+    loss at every step (tests/data/pytorch_style_training.npz, written by
+    tests/data/make_pytorch_style_fixture.py from the PyTorch loop the example ports)."""
+    import json
+
+    ex = _load("pytorch_style_training")
+    with np.load(EXAMPLES.parents[1] / "tests" / "data" / "pytorch_style_training.npz") as z:
+        fx = {k: z[k] for k in z.files}
+    cfg = json.loads(str(fx["config"]))
+    x, y = ex.make_data()
+    np.testing.assert_array_equal(x, fx["x"])  # the example's data is the fixture's
+    np.testing.assert_array_equal(y, fx["y"])
+    lstm, head = ex.build(cfg["hidden"], dtype="float64")  # the fixture is float64
+    lstm.load_state_dict({k[5:]: v for k, v in fx.items() if k.startswith("lstm.")})
+    head.load_state_dict({k[5:]: v for k, v in fx.items() if k.startswith("head.")})
+    losses = ex.train(lstm, head, x, y, epochs=cfg["epochs"], batch_size=cfg["batch_size"],
+                      learning_rate=cfg["learning_rate"])
+    torch_losses = fx["losses"]
+    assert len(losses) == len(torch_losses) == 40
+    assert torch_losses[-1] < 0.05 * torch_losses[0]  # the curve falls: it is worth following
+    np.testing.assert_allclose(losses, torch_losses, rtol=1e-9)

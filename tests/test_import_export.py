@@ -1,11 +1,12 @@
 """Import from PyTorch, Keras and ONNX against committed fixtures (tests/data/import_*, made by
 tests/data/make_import_fixtures.py, and the PyTorch fixtures tests/data/torch_*), refusals of
 what cannot be mapped, and export (to_torch_state_dict, to_onnx) round trips; parity with
-onnxruntime where it is installed. torch, keras and onnx are never imported."""
+onnxruntime. torch and keras are never imported; from_onnx/to_onnx use the onnx package."""
 
 import glob
 import json
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -315,6 +316,30 @@ def test_from_onnx_missing_and_garbage_files(tmp_path):
     (tmp_path / "y.onnx").write_bytes(b"")
     with pytest.raises(ValueError, match="no graph"):
         fio.from_onnx(tmp_path / "y.onnx")
+
+
+def test_onnx_without_the_onnx_package_names_the_extra(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnx", None)  # makes `import onnx` fail
+    with pytest.raises(ImportError, match=r"pip install 'fastlstm\[onnx\]'"):
+        fio.from_onnx(onnx_path("import_onnx_torch_gru2"))
+    with pytest.raises(ImportError, match=r"fastlstm\[onnx\]"):
+        fio.to_onnx(fastlstm.GRU(I, H), tmp_path / "m.onnx")
+    assert not os.listdir(tmp_path)
+
+
+def test_from_onnx_refuses_external_data(tmp_path):
+    """A tensor whose data lives in another file is refused, not read from the disk."""
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(onnx_path("import_onnx_torch_gru2"))
+    t = model.graph.initializer[0]
+    t.ClearField("raw_data")
+    t.data_location = onnx.TensorProto.EXTERNAL
+    entry = t.external_data.add()
+    entry.key, entry.value = "location", "/etc/passwd"
+    path = tmp_path / "ext.onnx"
+    path.write_bytes(model.SerializeToString())
+    with pytest.raises(ValueError, match="external file"):
+        fio.from_onnx(path)
 
 
 def test_from_onnx_fuzz(tmp_path):

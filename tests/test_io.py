@@ -323,6 +323,11 @@ MODEL_ERRORS = {
                        "invalid LSTM config"),
     "gru_with_peephole": (lambda i: i["model"].update({"class": "GRU"}) or
                           i["model"]["config"].update(peephole=True), "peephole"),
+    # a layer count the tensors cannot back is refused before a huge layout is built
+    "huge_num_layers": (lambda i: i["model"]["config"].update(num_layers=10**9),
+                        "num_layers=1000000000 but the file holds only 4 weight tensors"),
+    "size_beyond_int64": (lambda i: i["model"]["config"].update(hidden_size=10**30),
+                          "hidden_size must be at most 2\\^30"),
 }
 
 
@@ -648,6 +653,29 @@ def test_huge_sizes_are_refused_before_allocating(tmp_path):
         meta, lambda i: i["model"]["layers"][3]["config"].update(units=-1)))
     with pytest.raises(ValueError, match="layer 3: config units must be an integer >= 1"):
         fio.load_model(path)
+
+
+def test_save_weights_is_atomic(tmp_path, monkeypatch):
+    """Sequential.save_weights writes through the package's one atomic writer: a failure keeps
+    the old file and leaves no temporary file behind."""
+    model = _sequential("features", "float32")
+    path = tmp_path / "w.npz"
+    model.save_weights(path)
+    before = path.read_bytes()
+    model.set_weight_dict({k: np.asarray(v) + 1 for k, v in model.get_weight_dict().items()})
+
+    def fail(fd):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", fail)
+    with pytest.raises(OSError, match="disk full"):
+        model.save_weights(path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.npz"]
+    model.save_weights(str(path))
+    with np.load(path) as z:
+        assert all(np.array_equal(z[k], v) for k, v in model.get_weight_dict().items())
 
 
 # ------------------------------------------------------------------------------ other writers

@@ -180,12 +180,6 @@ class PyRNN {
     return py::make_tuple(dx, dh0, dc0);
   }
 
-  py::list layout() const {
-    py::list out;
-    for (const auto& e : fastlstm::param_layout(rnn_.config()))
-      out.append(py::make_tuple(e.name, py::tuple(py::cast(e.shape)), e.offset));
-    return out;
-  }
   int64_t num_params() const { return n_params_; }
   bool has_activations() const { return rnn_.has_activations(); }
 
@@ -216,18 +210,33 @@ class PyStream {
     }
     return y;
   }
-  void reset() { stream_.reset(); }
+  // every method takes the stream's mutex: step runs with the GIL released, so without it a
+  // reset/state/set_state from another thread would race a running step (the GIL is released
+  // while waiting, as in step)
+  void reset() {
+    py::gil_scoped_release nogil;
+    std::lock_guard<std::mutex> lock(mu_);
+    stream_.reset();
+  }
   void reload_params() {
+    py::gil_scoped_release nogil;
     std::lock_guard<std::mutex> lock(mu_);
     stream_.reload_params();
   }
-  py::tuple state() const {
+  py::tuple state() {
     const int64_t L = config_.num_layers, B = stream_.batch();
+    const bool lstm = config_.cell == fastlstm::CellType::LSTM;
     auto h = empty<T>({L, B, config_.state_size()});
-    std::copy_n(stream_.h(), h.size(), h.mutable_data());
-    if (!stream_.c()) return py::make_tuple(h, py::none());
-    auto c = empty<T>({L, B, config_.hidden_size});
-    std::copy_n(stream_.c(), c.size(), c.mutable_data());
+    auto c = empty<T>({lstm ? L : 0, B, config_.hidden_size});
+    T* hp = h.mutable_data();
+    T* cp = c.mutable_data();
+    {
+      py::gil_scoped_release nogil;
+      std::lock_guard<std::mutex> lock(mu_);
+      std::copy_n(stream_.h(), L * B * config_.state_size(), hp);
+      if (lstm) std::copy_n(stream_.c(), L * B * config_.hidden_size, cp);
+    }
+    if (!lstm) return py::make_tuple(h, py::none());
     return py::make_tuple(h, c);
   }
   void set_state(const py::handle& h, const py::handle& c) {
@@ -235,6 +244,8 @@ class PyStream {
     const T* hp = check<T>(h, "h", {L, B, config_.state_size()});
     const T* cp = nullptr;
     if (!c.is_none()) cp = check<T>(c, "c", {L, B, config_.hidden_size});
+    py::gil_scoped_release nogil;
+    std::lock_guard<std::mutex> lock(mu_);
     stream_.set_state(hp, cp);
   }
   int64_t batch() const { return stream_.batch(); }
@@ -264,7 +275,6 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
            py::arg("seed") = 0)
       .def("backward", &PyRNN<T>::backward, py::arg("params"), py::arg("d_output"),
            py::arg("d_h_n"), py::arg("d_c_n"), py::arg("d_params"))
-      .def("layout", &PyRNN<T>::layout)
       .def_property_readonly("num_params", &PyRNN<T>::num_params)
       .def_property_readonly("has_activations", &PyRNN<T>::has_activations);
 
@@ -290,6 +300,22 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
 }  // namespace
 
 void bind_rnn(py::module_& m) {
+  // the parameter layout (names, shapes, offsets in the flat buffer) of every variant, from
+  // the engine's one definition (cpp/src/config.cpp); Python's modules, model files and
+  // importers all read it from here
+  m.def(
+      "param_layout",
+      [](const std::string& cell, int64_t input_size, int64_t hidden_size, int64_t num_layers,
+         bool bidirectional, bool bias, int64_t proj_size, bool peephole) {
+        py::list out;
+        for (const auto& e : fastlstm::param_layout(make_config(
+                 cell, input_size, hidden_size, num_layers, bidirectional, bias, proj_size,
+                 peephole, 0.0)))
+          out.append(py::make_tuple(e.name, py::tuple(py::cast(e.shape)), e.offset));
+        return out;
+      },
+      py::arg("cell"), py::arg("input_size"), py::arg("hidden_size"), py::arg("num_layers"),
+      py::arg("bidirectional"), py::arg("bias"), py::arg("proj_size"), py::arg("peephole"));
   bind_dtype<float>(m, "float32");
   bind_dtype<double>(m, "float64");
 }

@@ -1,16 +1,20 @@
 """fastlstm: a fast CPU LSTM/GRU engine (C++/Eigen) with forward and backward.
 
-PyTorch-shaped modules :class:`LSTM` and :class:`GRU` on NumPy arrays, a pure-NumPy oracle in
-:mod:`fastlstm.reference`, and a C++ API for embedding (see ``cmake_prefix_path``).
+PyTorch-shaped modules :class:`LSTM`, :class:`GRU` and :class:`Linear` on NumPy arrays (the
+optimizers of :mod:`fastlstm.optim` take them: ``optim.Adam(params=[lstm, head])``), Keras-shaped
+models, a pure-NumPy oracle in :mod:`fastlstm.reference`, and a C++ API for embedding (see
+``cmake_prefix_path``).
 """
 
 from importlib.metadata import PackageNotFoundError, version as _version
 import os as _os
 
 from . import _core
-from .rnn import GRU, LSTM, LSTMStream
+from .nn import Linear
+from .rnn import GRU, LSTM, LSTMStream, Stream
+from . import optim
 from . import io
-from .io import from_keras, from_onnx, from_torch, load, load_model
+from .io import from_keras, from_onnx, from_torch, load, load_model, save, save_model
 from .models import Sequential, set_seed
 
 try:
@@ -52,7 +56,7 @@ def get_num_threads():
 
 
 __all__ = [
-    "LSTM", "GRU", "LSTMStream", "Sequential", "set_seed", "set_num_threads", "get_num_threads",
-    "load", "load_model", "from_torch", "from_keras", "from_onnx", "io", "build_info",
+    "LSTM", "GRU", "Linear", "Stream", "LSTMStream", "optim", "Sequential", "set_seed", "set_num_threads",
+    "get_num_threads", "save", "save_model", "load", "load_model", "from_torch", "from_keras", "from_onnx", "io", "build_info",
     "cmake_prefix_path", "__version__",
 ]

@@ -13,6 +13,7 @@ gradients are finite, one optimizer step.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 
@@ -31,6 +32,8 @@ from .layers import (
     _shape_str,
     layer_from_config,
 )
+from .io import files as _files
+from .io.atomic import atomic_write
 from .rnn import _positive_int as _int_arg
 
 __all__ = ["Sequential", "set_seed", "load_model", "NonFiniteLossError"]
@@ -50,9 +53,7 @@ class NonFiniteLossError(FloatingPointError):
 
 def load_model(path, **kwargs):
     """Loads a model file (delegates to :func:`fastlstm.io.load_model`)."""
-    from . import io as _io
-
-    return _io.load_model(path, **kwargs)
+    return _files.load_model(path, **kwargs)
 
 
 def _kind_name(layer):
@@ -739,14 +740,11 @@ class Sequential:
             views[name][...] = a
 
     def save_weights(self, path):
-        """Writes the weights to a NumPy ``.npz`` file (names as :meth:`get_weight_dict`)."""
-        path = os.fspath(path)
-        tmp = path + ".tmp"
-        with open(tmp, "wb") as f:
-            np.savez(f, **self.get_weight_dict())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        """Writes the weights to a NumPy ``.npz`` file (names as :meth:`get_weight_dict`),
+        atomically: ``path`` keeps its old content if anything fails."""
+        buf = io.BytesIO()
+        np.savez(buf, **self.get_weight_dict())
+        atomic_write(path, [buf.getbuffer()])
 
     def load_weights(self, path):
         with np.load(os.fspath(path)) as data:
@@ -754,9 +752,7 @@ class Sequential:
 
     def save(self, path, **kwargs):
         """Saves architecture and weights as a fastlstm model file (:mod:`fastlstm.io`)."""
-        from . import io as _io
-
-        return _io.save_model(self, path, **kwargs)
+        return _files.save_model(self, path, **kwargs)
 
     # ------------------------------------------------------------------------------ config
     def get_config(self):
@@ -831,3 +827,7 @@ class Sequential:
 
     def __repr__(self):
         return f"<Sequential {self.name!r}: {len(self.layers)} layers>"
+
+
+# model files and the Keras importer build Sequential models through this registration
+_files.register_model_class(Sequential)

@@ -4,7 +4,12 @@ An optimizer updates ONE flat parameter buffer in place from ONE flat gradient b
 keeps all its weights in one of each), so a step is a handful of vectorized NumPy operations
 whatever the number of layers: no per-parameter Python loop. Temporaries are allocated once.
 
-``optimizer.apply(params, grads)`` clips ``grads`` in place (``clipnorm`` per weight tensor
+PyTorch's way: ``opt = Adam(params=[lstm, head], learning_rate=1e-3)`` takes modules
+(:class:`~fastlstm.LSTM`, :class:`~fastlstm.GRU`, :class:`~fastlstm.Linear`), moves their
+parameters and gradients into one buffer of its own (``module.use_buffers``), and then
+``opt.step()`` updates them all and ``opt.zero_grad()`` clears their gradients.
+
+Keras's way: ``optimizer.apply(params, grads)`` clips ``grads`` in place (``clipnorm`` per weight tensor
 using the segment table given to ``build``, or ``global_clipnorm``, or ``clipvalue``: one of
 them, as Keras), applies decoupled ``weight_decay`` (``p -= lr * wd * p``), then the update.
 """
@@ -133,13 +138,27 @@ class PiecewiseConstantDecay(LearningRateSchedule):
 
 
 # ------------------------------------------------------------------------------------- optimizers
+def _is_module(obj):
+    return all(hasattr(obj, a) for a in ("flat_params", "flat_grads", "use_buffers", "params"))
+
+
+def _is_modules(obj):
+    return _is_module(obj) or (isinstance(obj, (list, tuple)) and bool(obj)
+                               and all(map(_is_module, obj)))
+
+
 class Optimizer:
     """Base: learning rate (a float or a schedule), gradient clipping, weight decay, state."""
 
     _default_lr = 0.001
 
     def __init__(self, learning_rate=None, weight_decay=None, clipnorm=None, clipvalue=None,
-                 global_clipnorm=None, name=None):
+                 global_clipnorm=None, name=None, params=None):
+        if isinstance(learning_rate, np.ndarray) or _is_modules(learning_rate):
+            raise TypeError(
+                f"learning_rate must be a number or a schedule, got "
+                f"{type(learning_rate).__name__}; modules go in params= "
+                f"({type(self).__name__}(params=[lstm, head], learning_rate=1e-3))")
         if learning_rate is None:
             learning_rate = self._default_lr
         if isinstance(learning_rate, LearningRateSchedule) or callable(learning_rate):
@@ -162,6 +181,55 @@ class Optimizer:
         self.name = name or type(self).__name__.lower()
         self.iterations = 0
         self._n = None
+        self._modules = None
+        if params is not None:
+            self._take_modules(params)
+
+    def _take_modules(self, params):
+        mods = [params] if _is_module(params) else params
+        if not isinstance(mods, (list, tuple)) or not mods or not all(map(_is_module, mods)):
+            got = (type(params).__name__ if not isinstance(params, (list, tuple))
+                   else "[" + ", ".join(type(m).__name__ for m in params) + "]")
+            raise TypeError(
+                "params must be a module or a non-empty list of modules (fastlstm.LSTM, GRU, "
+                f"Linear: objects with flat_params, flat_grads and use_buffers), got {got}; "
+                "parameter views (module.parameters()) cannot be optimized on their own: pass "
+                "the modules")
+        if len({id(m) for m in mods}) != len(mods):
+            raise ValueError("params lists a module twice")
+        dtypes = {m.flat_params.dtype for m in mods}
+        if len(dtypes) != 1:
+            raise ValueError(f"params mixes dtypes {sorted(d.name for d in dtypes)}; one "
+                             "optimizer updates one dtype")
+        dtype = dtypes.pop()
+        sizes = [m.flat_params.size for m in mods]
+        flat_p = np.zeros(sum(sizes), dtype=dtype)
+        flat_g = np.zeros(sum(sizes), dtype=dtype)
+        segments, start = [], 0
+        for m, n in zip(mods, sizes):
+            segments += [start + int(p.ctypes.data - m.flat_params.ctypes.data)
+                         // dtype.itemsize for p in m.params.values()]
+            m.use_buffers(flat_p[start:start + n], flat_g[start:start + n])
+            start += n
+        # the state is built at the first step, once a subclass has set its hyperparameters
+        self._modules, self._flat, self._segments = list(mods), (flat_p, flat_g), segments
+
+    def step(self):
+        """One update of the modules given as ``params`` from their ``grads`` (PyTorch's
+        ``optimizer.step()``)."""
+        if self._modules is None:
+            raise RuntimeError(f"step() needs the modules: {type(self).__name__}(params=[...]);"
+                               " a Keras-style optimizer is driven by apply(params, grads)")
+        if self._n is None:
+            self.build(self._flat[0].size, self._flat[0].dtype, segments=self._segments)
+        self.apply(*self._flat)
+
+    def zero_grad(self):
+        """Sets the gradients of every module given as ``params`` to zero."""
+        if self._modules is None:
+            raise RuntimeError(f"zero_grad() needs the modules: {type(self).__name__}"
+                               "(params=[...])")
+        self._flat[1][...] = 0
 
     @property
     def learning_rate(self):
@@ -281,10 +349,16 @@ class SGD(Optimizer):
 
 
 class Adam(Optimizer):
-    """Keras's Adam: ``alpha = lr*sqrt(1-b2^t)/(1-b1^t)``, ``p -= alpha*m/(sqrt(v)+eps)``."""
+    """Keras's Adam: ``alpha = lr*sqrt(1-b2^t)/(1-b1^t)``, ``p -= alpha*m/(sqrt(v)+eps)``.
+
+    ``epsilon_after_correction=True`` adds epsilon after the bias correction instead, as
+    PyTorch's Adam (and Algorithm 1 of Kingma & Ba) do: ``p -= lr*m_hat/(sqrt(v_hat)+eps)``
+    with ``m_hat = m/(1-b1^t)``, ``v_hat = v/(1-b2^t)``. The two differ where a gradient is not
+    much larger than epsilon; use it (with ``epsilon=1e-8``, PyTorch's default) to reproduce a
+    PyTorch training run."""
 
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
-                 amsgrad=False, **kwargs):
+                 amsgrad=False, epsilon_after_correction=False, **kwargs):
         super().__init__(learning_rate, **kwargs)
         for name, v in (("beta_1", beta_1), ("beta_2", beta_2)):
             if not 0.0 <= float(v) < 1.0:
@@ -292,6 +366,7 @@ class Adam(Optimizer):
         self.beta_1, self.beta_2 = float(beta_1), float(beta_2)
         self.epsilon = _positive(epsilon, "epsilon")
         self.amsgrad = bool(amsgrad)
+        self.epsilon_after_correction = bool(epsilon_after_correction)
 
     def _build_state(self):
         self._m, self._v = self._zeros(), self._zeros()
@@ -312,8 +387,12 @@ class Adam(Optimizer):
         if self._vhat is not None:
             np.maximum(self._vhat, v, out=self._vhat)
             v = self._vhat
-        alpha = lr * math.sqrt(1 - b2**t) / (1 - b1**t)
         np.sqrt(v, out=tmp)
+        if self.epsilon_after_correction:  # sqrt(v_hat) + eps, PyTorch's form
+            alpha = lr / (1 - b1**t)
+            tmp *= dt(1 / math.sqrt(1 - b2**t))
+        else:
+            alpha = lr * math.sqrt(1 - b2**t) / (1 - b1**t)
         tmp += dt(self.epsilon)
         np.divide(m, tmp, out=tmp)
         tmp *= dt(alpha)
@@ -321,7 +400,8 @@ class Adam(Optimizer):
 
     def _hyper(self):
         return {"beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon,
-                "amsgrad": self.amsgrad}
+                "amsgrad": self.amsgrad,
+                "epsilon_after_correction": self.epsilon_after_correction}
 
 
 class AdamW(Adam):

@@ -8,49 +8,41 @@ everything in place with one vectorized operation; gradients likewise (``flat_gr
 from __future__ import annotations
 
 import math
-import operator
 
 import numpy as np
 
 from . import _core
+from .nn import Module, _as_dtype, _positive_int, _real_array
 
-__all__ = ["LSTM", "GRU", "LSTMStream"]
+__all__ = ["LSTM", "GRU", "Stream", "LSTMStream", "param_layout"]
 
-_DTYPES = {"float32": np.float32, "float64": np.float64}
+def param_layout(cell, input_size, hidden_size, num_layers=1, bidirectional=False, bias=True,
+                 proj_size=0, peephole=False):
+    """The engine's parameter layout: ``[(name, shape, offset), ...]`` in the order of the flat
+    buffer, under PyTorch's names (``weight_ih_l0``, ..., ``_reverse``; ``weight_hr`` for a
+    projection, ``weight_c{i,f,o}`` for peepholes). ``cell`` is 'lstm' or 'gru' (any case).
+
+    The one definition is the engine's (cpp/src/config.cpp); modules, model files and importers
+    all take it from here. A ValueError names an invalid combination."""
+    return [(name, tuple(shape), offset) for name, shape, offset in _core.param_layout(
+        str(cell).lower(), input_size, hidden_size, num_layers, bool(bidirectional), bool(bias),
+        proj_size, bool(peephole))]
 
 
-def _as_dtype(dtype):
+# fastlstm.io sits above this module (it imports LSTM and GRU to build them from files), so it
+# plugs its writers in here: module.save()/to_onnx() stay conveniences without an import cycle
+_WRITERS = {}
+
+
+def _writer(name):
     try:
-        key = np.dtype(dtype).name
-    except TypeError:
-        key = None
-    if key not in _DTYPES:
-        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-    return np.dtype(_DTYPES[key])
+        return _WRITERS[name]
+    except KeyError:  # pragma: no cover - fastlstm/__init__ imports fastlstm.io
+        raise RuntimeError(f"fastlstm.io has not installed its {name}(); import fastlstm "
+                           "first") from None
 
 
-def _positive_int(value, name, minimum=1):
-    try:
-        if isinstance(value, (bool, np.bool_)):  # an int subclass, but never meant as a size
-            raise TypeError
-        v = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}") from None
-    if v < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {v}")
-    return v
-
-
-def _real_array(value, name):
-    """``np.asarray(value)``, refusing dtypes that would not convert to float losslessly
-    (complex drops its imaginary part; strings and objects fail later with no name)."""
-    arr = np.asarray(value)
-    if arr.dtype.kind not in "fiub":
-        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
-    return arr
-
-
-class _RNNBase:
+class _RNNBase(Module):
     """Shared by LSTM and GRU: configuration, the flat parameter buffer, calls into the engine."""
 
     _cell = ""
@@ -98,42 +90,13 @@ class _RNNBase:
             self.peephole,
             self.dropout,
         )
-        self._layout = [(name, tuple(shape), off) for name, shape, off in self._engine.layout()]
-        n = self._engine.num_params
-        self.flat_params = np.zeros(n, dtype=self.dtype)
-        self.flat_grads = np.zeros(n, dtype=self.dtype)
-        self.params = self._views(self.flat_params)
-        self.grads = self._views(self.flat_grads)
+        self._init_buffers(param_layout(self._cell, self.input_size, self.hidden_size,
+                                        self.num_layers, self.bidirectional, self.bias,
+                                        self.proj_size, self.peephole))
+        assert self.flat_params.size == self._engine.num_params
         self._rng = np.random.default_rng(seed)
         self.reset_parameters()
         self._train_shape = None
-
-    # ----------------------------------------------------------------------------- parameters
-    def _views(self, flat):
-        out = {}
-        for name, shape, off in self._layout:
-            size = math.prod(shape)
-            out[name] = flat[off : off + size].reshape(shape)
-        return out
-
-    def use_buffers(self, flat_params, flat_grads):
-        """Moves parameters and gradients into caller-owned 1-D arrays (e.g. slices of one
-        model-wide buffer that an optimizer updates in one operation). Current values are
-        copied in; ``params``/``grads`` become views of the new buffers."""
-        n = self.flat_params.size
-        for name, arr in (("flat_params", flat_params), ("flat_grads", flat_grads)):
-            if not isinstance(arr, np.ndarray) or arr.dtype != self.dtype or arr.shape != (n,):
-                raise ValueError(
-                    f"{name} must be a 1-D {self.dtype.name} array of {n} elements, got "
-                    f"{getattr(arr, 'dtype', type(arr).__name__)} {getattr(arr, 'shape', '')}"
-                )
-            if not arr.flags.c_contiguous or not arr.flags.writeable:
-                raise ValueError(f"{name} must be C-contiguous and writable")
-        flat_params[...] = self.flat_params
-        flat_grads[...] = self.flat_grads
-        self.flat_params, self.flat_grads = flat_params, flat_grads
-        self.params = self._views(flat_params)
-        self.grads = self._views(flat_grads)
 
     @property
     def num_directions(self):
@@ -148,36 +111,6 @@ class _RNNBase:
         """PyTorch's default: every parameter from U(-1/sqrt(H), 1/sqrt(H))."""
         k = 1.0 / math.sqrt(self.hidden_size)
         self.flat_params[...] = self._rng.uniform(-k, k, size=self.flat_params.shape)
-
-    def state_dict(self):
-        """A dict of copies of the parameters under PyTorch's names."""
-        return {name: v.copy() for name, v in self.params.items()}
-
-    def load_state_dict(self, state_dict, strict=True):
-        """Copies arrays (NumPy or anything with ``.numpy()``/``__array__``) into the parameters.
-
-        Every shape is checked before anything is written, so a failed load changes nothing.
-        """
-        staged = {}
-        for name, value in state_dict.items():
-            if name not in self.params:
-                if strict:
-                    raise KeyError(
-                        f"unexpected parameter {name!r}; expected {sorted(self.params)}"
-                    )
-                continue
-            arr = _real_array(_to_numpy(value), f"parameter {name!r}")
-            if arr.shape != self.params[name].shape:
-                raise ValueError(
-                    f"parameter {name!r} must have shape {self.params[name].shape}, "
-                    f"got {arr.shape}"
-                )
-            staged[name] = arr
-        missing = sorted(set(self.params) - set(staged))
-        if strict and missing:
-            raise KeyError(f"missing parameters: {missing}")
-        for name, arr in staged.items():
-            self.params[name][...] = arr
 
     @classmethod
     def from_torch(cls, module, dtype="float32"):
@@ -254,6 +187,7 @@ class _RNNBase:
         return np.ascontiguousarray(arr, dtype=self.dtype)
 
     def _run(self, x, hx, lengths, train):
+        train = self._train_flag(train)
         x = self._prepare_x(x)
         batch = self._batch_of(x)
         h0, c0 = self._split_hx(hx, batch)
@@ -266,7 +200,7 @@ class _RNNBase:
             self._train_shape = (out.shape, batch)
         return out, h_n, c_n
 
-    def _backward(self, d_output, d_h_n, d_c_n):
+    def _backward(self, d_output, d_h_n, d_c_n, accumulate):
         if self._train_shape is None or not self._engine.has_activations:
             raise RuntimeError("backward() needs a preceding forward(..., train=True)")
         out_shape, batch = self._train_shape
@@ -274,30 +208,24 @@ class _RNNBase:
         d_output = self._prepare_d(d_output, "d_output", out_shape)
         d_h_n = self._prepare_d(d_h_n, "d_h_n", (LD, batch, self.state_size))
         d_c_n = self._prepare_d(d_c_n, "d_c_n", (LD, batch, self.hidden_size))
-        return self._engine.backward(self.flat_params, d_output, d_h_n, d_c_n, self.flat_grads)
-
-    def zero_grad(self):
-        self.flat_grads[...] = 0
+        return self._write_grads(lambda: self._engine.backward(
+            self.flat_params, d_output, d_h_n, d_c_n, self.flat_grads), accumulate)
 
     # ----------------------------------------------------------------------------- files
     def save(self, path, *, example_input=None, example_lengths=None):
         """Saves to a fastlstm model file (safetensors, written atomically). ``example_input``
         stores a self-check that ``fastlstm.load(path, verify=True)`` re-runs."""
-        from . import io as _io  # io imports rnn
-
-        _io.save(self, path, example_input=example_input, example_lengths=example_lengths)
+        _writer("save")(self, path, example_input=example_input,
+                        example_lengths=example_lengths)
 
     def to_onnx(self, path, **kwargs):
         """Writes standard ONNX LSTM/GRU nodes (see :func:`fastlstm.io.to_onnx`)."""
-        from . import io as _io
-
-        _io.to_onnx(self, path, **kwargs)
+        _writer("to_onnx")(self, path, **kwargs)
 
     def to_torch_state_dict(self):
-        """The parameters under PyTorch's names, as NumPy arrays (copies)."""
-        from . import io as _io
-
-        return _io.to_torch_state_dict(self)
+        """The parameters under PyTorch's names, as NumPy arrays (copies): the same as
+        :meth:`state_dict`."""
+        return self.state_dict()
 
     def __repr__(self):
         opts = [f"{self.input_size}", f"{self.hidden_size}"]
@@ -317,23 +245,15 @@ class _RNNBase:
         return f"{type(self).__name__}({', '.join(opts)})"
 
 
-def _to_numpy(value):
-    if hasattr(value, "detach"):
-        value = value.detach()
-    if hasattr(value, "cpu"):
-        value = value.cpu()
-    if hasattr(value, "numpy"):
-        value = value.numpy()
-    return np.asarray(value)
-
-
 class LSTM(_RNNBase):
     """A (stacked, bidirectional, projected, peephole) LSTM, PyTorch's math and names.
 
     ``output, (h_n, c_n) = lstm(x, hx=None, lengths=None)`` runs inference;
-    ``lstm.forward(x, hx=None, lengths=None, train=True)`` keeps what
-    ``d_x, (d_h0, d_c0) = lstm.backward(d_output, d_h_n=None, d_c_n=None)`` needs, which fills
-    ``lstm.grads``.
+    ``lstm.forward(x, hx=None, lengths=None, train=None)`` (``train=None``: the module's mode,
+    training unless :meth:`eval` was called) keeps what
+    ``d_x, (d_h0, d_c0) = lstm.backward(d_output, d_h_n=None, d_c_n=None, accumulate=False)``
+    needs, which writes ``lstm.grads`` (adds to them with ``accumulate=True``, as PyTorch's
+    ``.grad`` does).
     """
 
     _cell = "lstm"
@@ -353,24 +273,25 @@ class LSTM(_RNNBase):
     def __call__(self, x, hx=None, lengths=None):
         return self.forward(x, hx, lengths=lengths, train=False)
 
-    def forward(self, x, hx=None, lengths=None, train=True):
+    def forward(self, x, hx=None, lengths=None, train=None):
         out, h_n, c_n = self._run(x, hx, lengths, train)
         return out, (h_n, c_n)
 
-    def backward(self, d_output, d_h_n=None, d_c_n=None):
-        d_x, d_h0, d_c0 = self._backward(d_output, d_h_n, d_c_n)
+    def backward(self, d_output, d_h_n=None, d_c_n=None, accumulate=False):
+        d_x, d_h0, d_c0 = self._backward(d_output, d_h_n, d_c_n, accumulate)
         return d_x, (d_h0, d_c0)
 
     def stream(self, batch=1):
         """A step-by-step inference stream with the state carried inside (unidirectional)."""
-        return LSTMStream(self, batch)
+        return Stream(self, batch)
 
 
 class GRU(_RNNBase):
     """A (stacked, bidirectional) GRU, PyTorch's math and names (gate order r, z, n).
 
     ``output, h_n = gru(x, h0=None, lengths=None)``;
-    ``d_x, d_h0 = gru.backward(d_output, d_h_n=None)`` after ``gru.forward(..., train=True)``.
+    ``d_x, d_h0 = gru.backward(d_output, d_h_n=None, accumulate=False)`` after
+    ``gru.forward(..., train=True)`` (or in training mode).
     """
 
     _cell = "gru"
@@ -387,20 +308,20 @@ class GRU(_RNNBase):
     def __call__(self, x, h0=None, lengths=None):
         return self.forward(x, h0, lengths=lengths, train=False)
 
-    def forward(self, x, h0=None, lengths=None, train=True):
+    def forward(self, x, h0=None, lengths=None, train=None):
         out, h_n, _ = self._run(x, h0, lengths, train)
         return out, h_n
 
-    def backward(self, d_output, d_h_n=None):
-        d_x, d_h0, _ = self._backward(d_output, d_h_n, None)
+    def backward(self, d_output, d_h_n=None, accumulate=False):
+        d_x, d_h0, _ = self._backward(d_output, d_h_n, None, accumulate)
         return d_x, d_h0
 
     def stream(self, batch=1):
         """A step-by-step inference stream with the state carried inside (unidirectional)."""
-        return LSTMStream(self, batch)
+        return Stream(self, batch)
 
 
-class LSTMStream:
+class Stream:
     """One time step per call: ``y_t = stream.step(x_t)`` with x_t [B, I] -> y_t [B, S].
 
     Stepping T times gives the full-sequence output. The weights are packed once, when the
@@ -459,3 +380,7 @@ class LSTMStream:
         self._stream.set_state(np.ascontiguousarray(_real_array(h, "h"), dtype=dt),
                                None if c is None
                                else np.ascontiguousarray(_real_array(c, "c"), dtype=dt))
+
+
+#: the former name of :class:`Stream` (it streams GRUs too), kept as an alias
+LSTMStream = Stream

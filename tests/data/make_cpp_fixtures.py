@@ -3,7 +3,8 @@
 Run from the repository root: ``python3 tests/data/make_cpp_fixtures.py``. Needs NumPy and
 fastlstm.reference (the pure-NumPy float64 oracle; it does not import the engine).
 
-Each file is a fastlstm model file (safetensors; architecture in ``__metadata__["fastlstm"]``)
+Each file is a fastlstm model file (docs/model-format.md: safetensors, architecture in
+``__metadata__["fastlstm"]``)
 that carries a self-check: an input, optional lengths, and the expected output computed here
 in float64 from the stored weights, by an implementation of the Sequential semantics written
 independently of the C++ loader. The C++ tests load each file, predict, and compare.

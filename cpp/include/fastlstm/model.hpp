@@ -6,7 +6,8 @@
 //
 // A model file holds either a bare recurrent module (class LSTM or GRU: stacked, bidirectional,
 // projection, peephole) or a Sequential stack of Embedding, LSTM, GRU, Bidirectional, Dense and
-// Dropout layers. Everything runs in float32 (float64 files are converted on load).
+// Dropout layers. Everything runs in float32 (float64 files are converted on load). The file
+// format, and what a reader refuses, is specified in docs/model-format.md.
 #pragma once
 
 #include <cstddef>

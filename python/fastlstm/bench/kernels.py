@@ -15,7 +15,7 @@ repeated groups:
 
 import platform
 
-from . import _core
+from .. import _core
 
 KERNEL_CASES = ("stream_b1", "batch_inf", "large_fwd", "train_small", "train_large")
 

@@ -1,0 +1,7 @@
+"""``python -m fastlstm.bench``: the same as ``fastlstm bench``."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

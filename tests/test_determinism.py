@@ -142,3 +142,44 @@ def test_shared_module_from_threads_is_serialized():
     for t in ts:
         t.join()
     assert not bad
+
+
+def test_blocked_products_same_bits_and_reference():
+    """Sizes where the float32 products take every path of the register-tile kernels: K above
+    the K block (hidden 150 and input 140 > 128), row counts that leave row tails (1, 5, 23 and
+    37 rows), a partial last unit tile (150 = 4 * 32 + 22), and a batch large enough for the
+    software prefetch (>= 96 rows in the d_x chunks). A sequence's results are the same bits
+    alone or in any batch, for any thread count, and match the float64 NumPy reference."""
+    from fastlstm import reference as R
+
+    rng = np.random.default_rng(5)
+    T, I, H = 6, 140, 150
+    mod = fastlstm.LSTM(I, H, seed=3)
+    x = rng.standard_normal((T, 37, I)).astype(np.float32)
+    d_out = rng.standard_normal((T, 37, H)).astype(np.float32)
+    out_all, _ = mod.forward(x, train=True)
+    dx_all, _ = mod.backward(d_out)
+    grads_all = mod.flat_grads.copy()
+    for B in (1, 5, 23):
+        out, _ = mod.forward(x[:, :B], train=True)
+        dx, _ = mod.backward(d_out[:, :B])
+        assert np.array_equal(out, out_all[:, :B])
+        assert np.array_equal(dx, dx_all[:, :B])
+    n = fastlstm.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            fastlstm.set_num_threads(threads)
+            out, _ = mod.forward(x, train=True)
+            dx, _ = mod.backward(d_out)
+            assert np.array_equal(out, out_all)
+            assert np.array_equal(dx, dx_all)
+            assert np.array_equal(mod.flat_grads, grads_all)
+    finally:
+        fastlstm.set_num_threads(n)
+    params = {k: v.astype(np.float64) for k, v in mod.params.items()}
+    r_out, _, _, cache = R.lstm_forward(params, x.astype(np.float64))
+    r_dx, _, _, r_grads = R.lstm_backward(cache, d_out.astype(np.float64))
+    np.testing.assert_allclose(out_all, r_out, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(dx_all, r_dx, rtol=1e-4, atol=1e-4)
+    for name, g in mod.grads.items():
+        np.testing.assert_allclose(g, r_grads[name], rtol=1e-4, atol=2e-4, err_msg=name)

@@ -110,6 +110,15 @@ for dt in ["float32", "float64"]:
     s = fastlstm.LSTM(20, 100, num_layers=2, dtype=dt, seed=4).stream(2)
     for t in range(5):
         h.update(s.step(rng.standard_normal((2, 20))).tobytes())
+    # the register-tile paths of the float32 products: K past the K block (140, 150, 600 > 128),
+    # row tails of every tile height, a partial unit tile (150 = 4 * 32 + 22), weight gradients
+    # over 600 rows (row blocks and grains differ per level), 128-row chunks (prefetch)
+    m = fastlstm.LSTM(140, 150, dtype=dt, seed=5)
+    for B in (37, 1, 2, 23):
+        out, _ = m.forward(rng.standard_normal((6, B, 140)), train=True)
+        dx, _ = m.backward(rng.standard_normal(out.shape))
+        for a in (out, dx, m.flat_grads):
+            h.update(np.ascontiguousarray(a).tobytes())
 print(h.hexdigest())
 """
 

@@ -589,11 +589,11 @@ void Engine<T>::backward_direction(int64_t l, int64_t d, const DirParams<T>& p,
   pack_rows(pk_in_, I_l, N, in);
   pack_rows(pk_hs_, S, Tn * B, st.hs.data());
   if (P > 0) pack_rows(pk_hraw_, H, Tn * B, st.hraw.data());
-  constexpr int64_t kDwGrain = 256;
+  const int64_t dw_grain = kern.atb_grain;
   auto atb = [&](int64_t M, int64_t Nc, int64_t K, const T* A, int64_t lda, const T* pk, T* C) {
-    parallel_for(M, kDwGrain, [&](int64_t m0, int64_t m1) {
+    parallel_for(M, dw_grain, [&](int64_t m0, int64_t m1) {
       thread_local std::vector<T> work;
-      work.resize(kKC * kDwGrain);
+      work.resize(kKC * (dw_grain + kMaxMR));
       kern.gemm_atb(m1 - m0, Nc, K, A + m0, lda, pk, C + m0 * Nc, Nc, work.data());
     });
   };

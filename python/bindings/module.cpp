@@ -9,6 +9,7 @@
 #include "fastlstm/build_info.hpp"
 #include "fastlstm/config.hpp"
 #include "fastlstm/cpu.hpp"
+#include "fastlstm/kernel_bench.hpp"
 #include "fastlstm/threads.hpp"
 
 namespace py = pybind11;
@@ -73,6 +74,40 @@ PYBIND11_MODULE(_core, m) {
   m.def("set_num_threads", [](int64_t n) {
     fastlstm::set_num_threads(int(std::clamp<int64_t>(n, INT32_MIN, INT32_MAX)));
   }, py::arg("n"));
+  m.def(
+      "kernel_bench",
+      [](double seconds_per_row, const std::vector<std::string>& cases) {
+        fastlstm::KernelReport r;
+        {
+          py::gil_scoped_release release;
+          r = fastlstm::kernel_bench(seconds_per_row, cases);
+        }
+        py::dict d;
+        d["level"] = r.level;
+        d["vector_floats"] = r.vector_floats;
+        d["fma_peak_gflops"] = r.fma_peak_gflops;
+        d["l2_gbytes"] = r.l2_gbytes;
+        d["mem_gbytes"] = r.mem_gbytes;
+        py::list rows;
+        for (const auto& k : r.rows) {
+          py::dict e;
+          e["case"] = k.case_name;
+          e["kernel"] = k.kernel;
+          e["bound"] = k.bound;
+          e["M"] = k.M;
+          e["N"] = k.N;
+          e["K"] = k.K;
+          e["seconds"] = k.seconds;
+          e["gflops"] = k.gflops;
+          e["gbytes"] = k.gbytes;
+          e["fraction"] = k.fraction;
+          e["against"] = k.against;
+          rows.append(e);
+        }
+        d["rows"] = rows;
+        return d;
+      },
+      py::arg("seconds_per_row") = 0.2, py::arg("cases") = std::vector<std::string>{});
   m.def("get_num_threads", &fastlstm::get_num_threads);
   m.def("available_cpus", &fastlstm::available_cpus);
   bind_rnn(m);

@@ -22,6 +22,9 @@ struct TypedKernels {
   // C[M, N] += A^T B (weight gradients), see gemm_atb
   void (*gemm_atb)(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* packed_b,
                    T* C, int64_t ldc, T* work) = nullptr;
+  // rows of C per gemm_atb call for callers that split M: whole row blocks of this level, at
+  // most 256 (work: kKC * (atb_grain + kMaxMR) elements)
+  int64_t atb_grain = 0;
   // the gate math of a slice of units, per cell kind (index LstmKind::kIndex, GruKind::kIndex)
   void (*cell_forward[2])(int64_t n, int64_t H, int64_t rs, const CellRow<T>& r) = {};
   void (*cell_backward[2])(int64_t n, int64_t H, const CellGradRow<T>& r) = {};
@@ -32,6 +35,11 @@ struct TypedKernels {
 
 struct KernelTable {
   const char* level = nullptr;
+  int vector_floats = 1;  // floats per vector register of this level's float32 products
+  // kernel_bench's FMA peak loop at this level's width: independent float32 multiply-add chains
+  // in registers for `iters` rounds; returns a value of the chains (so the loop is not dropped)
+  // and the float operations done in *flops
+  float (*fma_loop)(int64_t iters, double* flops) = nullptr;
   TypedKernels<float> f32;
   TypedKernels<double> f64;
   // C[M, N] = q(A[M, K]) Wq^T for the columns [col0, col0 + N) of weights quantized by

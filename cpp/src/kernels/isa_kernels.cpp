@@ -48,6 +48,8 @@ template <typename T>
 void fill_typed(TypedKernels<T>& k) {
   k.gemm_packed = &gemm_packed<T>;
   k.gemm_atb = &gemm_atb<T>;
+  k.atb_grain = atb_row_grain<T>();
+  static_assert(atb_row_grain<T>() <= 256, "the engine's work for gemm_atb assumes <= 256 rows");
   k.cell_forward[LstmKind::kIndex] = &cell_forward<T, LstmCell>;
   k.cell_forward[GruKind::kIndex] = &cell_forward<T, GruCell>;
   k.cell_backward[LstmKind::kIndex] = &cell_backward<T, LstmCell>;
@@ -355,12 +357,56 @@ void gemm_lowp(int64_t M, int64_t N, const float* A, int64_t lda, const QPacked&
   }
 }
 
+// ---- kernel_bench's FMA peak ---------------------------------------------------------------
+
+// Independent accumulator chains (enough to cover the FMA latency on every port), operands in
+// registers, no memory access in the loop: the float32 multiply-add rate of this level's
+// vectors (generic: scalar fma, as its kernels run).
+float fma_loop(int64_t iters, double* flops) {
+  float sink = 0;
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+  using namespace simd;
+  constexpr int kAcc = kRegs >= 32 ? 24 : 12;
+  V acc[kAcc];
+  for (int i = 0; i < kAcc; ++i) acc[i] = zero();
+  const float bx = 0.999f, cx = 1e-7f;
+  const V b = bcast(&bx), c = bcast(&cx);
+  for (int64_t it = 0; it < iters; ++it) {
+#pragma GCC unroll 32
+    for (int i = 0; i < kAcc; ++i) acc[i] = fmadd(acc[i], b, c);
+  }
+  alignas(64) float tmp[kW];
+  for (int i = 0; i < kAcc; ++i) {
+    store(tmp, acc[i]);
+    sink += tmp[0];
+  }
+  *flops = 2.0 * kW * kAcc * double(iters);
+#else
+  constexpr int kAcc = 8;
+  float acc[kAcc] = {};
+  const float b = 0.999f;
+  for (int64_t it = 0; it < iters; ++it) {
+#pragma GCC unroll 32
+    for (int i = 0; i < kAcc; ++i) acc[i] = std::fma(acc[i], b, 1e-7f);
+  }
+  for (int i = 0; i < kAcc; ++i) sink += acc[i];
+  *flops = 2.0 * kAcc * double(iters);
+#endif
+  return sink;
+}
+
 }  // namespace
 
 void fill_kernels(KernelTable& t) {
   fill_typed(t.f32);
   fill_typed(t.f64);
   t.gemm_lowp = &gemm_lowp;
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+  t.vector_floats = simd::kW;
+#else
+  t.vector_floats = 1;
+#endif
+  t.fma_loop = &fma_loop;
 }
 
 }  // namespace fastlstm::detail::FASTLSTM_ISA_NS

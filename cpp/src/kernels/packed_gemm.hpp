@@ -15,10 +15,16 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
+
+#ifdef FASTLSTM_ISA_NS
+#include "kernels/simd_tile.hpp"
+#endif
 
 namespace fastlstm::detail {
 
 constexpr int64_t kNC = 32;  // columns per panel
+
 constexpr int kMR = 8;       // rows per micro-tile (8 x 32 accumulators fit the register file;
                              // measured 220 vs 195 GFLOP/s for 6 rows, 64 x 2048 x 512)
 
@@ -42,6 +48,16 @@ void pack_panels(int64_t N, int64_t K, const T* b, int64_t sn, int64_t sk, T* ou
 // its own namespace fastlstm::detail::<level>, reached through the kernel table (dispatch.hpp).
 namespace FASTLSTM_ISA_NS {
 
+// Software prefetch of the 64-byte lines [b0, b1) of the block at p into the caches (L2): the
+// next panel block is fetched while the current one is computed on. Nothing is read.
+inline void prefetch_lines(const void* p, int64_t b0, int64_t b1) {
+#if defined(__GNUC__)
+  const char* c = static_cast<const char*>(p);
+  for (int64_t b = b0; b < b1; b += 64) __builtin_prefetch(c + b, 0, 2);
+#else
+  (void)p, (void)b0, (void)b1;
+#endif
+}
 // MR rows x NP panels: acc[r][p][j] = sum_k A[r, k] * panel_p[k, j], k in order, one fma each.
 // A[r, k] is at A[r * lda + k * ka] (ka = 1 but in gemm_atb's packed row blocks).
 template <typename T, int MR, int NP>
@@ -82,11 +98,121 @@ inline void panel_tail(int64_t rows, int64_t K, const T* A, int64_t lda, const T
   }
 }
 
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+// The float products with the register tiles of kernels/simd_tile.hpp. A tile spans kTileV
+// vectors of columns (AVX-512: one panel, 32 columns in 2 registers; AVX2: half a panel, 16
+// columns in 2 registers) and kTileM rows, as many as the register file holds next to the
+// loaded panel row and the broadcast: 14 x 2 = 28 accumulators of 32 (AVX-512), 6 x 2 of 16
+// (AVX2).
+namespace simd {
+constexpr int kVpp = int(kNC) / kW;  // vectors per panel row
+constexpr int kTileV = 2;
+#ifndef FASTLSTM_TILE_M
+constexpr int kTileM = (kRegs - kTileV - 2) / kTileV;
+#else
+constexpr int kTileM = FASTLSTM_TILE_M;
+#endif
+
+// rows [0, rows) with rows < R, one tile of that many rows
+template <int R, int NV>
+inline void tile_rows(int rows, int64_t K, const float* a, int64_t lda, int64_t ka,
+                      const float* b, int64_t bstride, float* c, int64_t ldc, int64_t nc,
+                      bool accumulate, bool resume = false) {
+  if constexpr (R >= 1) {
+    if (rows == R)
+      tile<R, NV>(K, a, lda, ka, b, kNC, bstride, kVpp, c, ldc, nc, accumulate, resume);
+    else
+      tile_rows<R - 1, NV>(rows, K, a, lda, ka, b, bstride, c, ldc, nc, accumulate, resume);
+  }
+}
+
+// K block of the products: a panel's block (kKB x 128 bytes) stays in L1 while every row tile
+// passes over it. Only products that overwrite C are cut (the chains continue from C).
+#ifndef FASTLSTM_KB
+constexpr int64_t kKB = 128;
+#else
+constexpr int64_t kKB = FASTLSTM_KB;
+#endif
+
+constexpr int64_t kPrefetchRows = 96;
+
+// C[M, ncols] (+)= A[M, K] B for one column block of kTileV vectors (b at its first column)
+inline void column_block(int64_t M, int64_t K, const float* A, int64_t lda, int64_t ka,
+                         const float* b, float* C, int64_t ldc, int64_t nc, bool accumulate,
+                         const float* next_b = nullptr) {
+  const int64_t kb = accumulate || M <= kTileM ? K : kKB;
+  const int64_t tiles = (M + kTileM - 1) / kTileM;
+  for (int64_t k0 = 0; k0 < K || k0 == 0; k0 += kb) {
+    const int64_t kc = std::min(kb, K - k0);
+    const bool resume = k0 > 0;
+    const float* a = A + k0 * ka;
+    const float* bk = b + k0 * kNC;
+    // what the next K block (or the next column block's first) reads of the panels: its rows
+    // of kTileV vectors, fetched a tile's share at a time while this block's tiles run
+    const float* nb = M < kPrefetchRows ? nullptr : k0 + kb < K ? b + (k0 + kb) * kNC : next_b;
+    const int64_t nkc = k0 + kb < K ? std::min(kb, K - k0 - kb) : std::min(kb, K);
+    const int64_t nbytes = nb ? nkc * kNC * int64_t(sizeof(float)) : 0;
+    int64_t m = 0, t = 0;
+    for (; m + kTileM <= M; m += kTileM, ++t) {
+      if (nbytes) prefetch_lines(nb, nbytes * t / tiles, nbytes * (t + 1) / tiles);
+      tile<kTileM, kTileV>(kc, a + m * lda, lda, ka, bk, kNC, 0, kVpp, C + m * ldc, ldc, nc,
+                           accumulate, resume);
+    }
+    if (nbytes && m < M) prefetch_lines(nb, nbytes * t / tiles, nbytes);
+    if (m < M)
+      tile_rows<kTileM - 1, kTileV>(int(M - m), kc, a + m * lda, lda, ka, bk, 0, C + m * ldc,
+                                    ldc, nc, accumulate, resume);
+    if (K == 0) break;
+  }
+}
+
+inline void gemm_packed(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+                        const float* packed, float* C, int64_t ldc, bool accumulate) {
+  const int64_t np = num_panels(N), stride = K * kNC;
+  if (M <= 2) {
+    // one or two rows (streams): 8 vectors of columns at a time give the FMA units enough
+    // independent accumulators; each row of the panels is read once per row of A
+    constexpr int NV = 8, PP = NV / kVpp > 0 ? NV / kVpp : 1;  // panels per block
+    int64_t p = 0;
+    for (; p + PP <= np; p += PP)
+      for (int64_t m = 0; m < M; ++m)
+        tile<1, NV>(K, A + m * lda, lda, 1, packed + p * stride, kNC, stride, kVpp,
+                    C + m * ldc + p * kNC, ldc, N - p * kNC, accumulate);
+    for (; p < np; ++p)
+      for (int64_t m = 0; m < M; ++m)
+        tile<1, kVpp>(K, A + m * lda, lda, 1, packed + p * stride, kNC, 0, kVpp,
+                      C + m * ldc + p * kNC, ldc, N - p * kNC, accumulate);
+    return;
+  }
+  for (int64_t p = 0; p < np; ++p)
+    for (int v0 = 0; v0 < kVpp; v0 += kTileV) {
+      const int64_t col = p * kNC + v0 * kW;
+      if (col >= N) break;
+      // the panel (the whole panel row: it comes in whole lines) the next column block reads;
+      // only for many rows (measured: + 10-14% on 128 x 4096 x 1024 and 128 x 4096 x 512, where
+      // the weights come from memory every step; - 8% on 64 x 2048 x 512, where they come from
+      // L2/L3 and the hardware prefetchers keep up)
+      const float* next = M < kPrefetchRows || v0 + kTileV < kVpp ? nullptr
+                          : p + 1 < np                            ? packed + (p + 1) * stride
+                                                                  : nullptr;
+      column_block(M, K, A, lda, 1, packed + p * stride + v0 * kW, C + col, ldc, N - col,
+                   accumulate, next);
+    }
+}
+}  // namespace simd
+#endif
+
 // C[M, N] (+)= A[M, K] * B^T over the consecutive panels of a packed B (panel p at
 // packed + p * K * kNC, columns p * kNC ...).
 template <typename T>
 void gemm_packed(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* packed,
                  T* C, int64_t ldc, bool accumulate) {
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+  if constexpr (std::is_same_v<T, float>) {
+    simd::gemm_packed(M, N, K, A, lda, packed, C, ldc, accumulate);
+    return;
+  }
+#endif
   const int64_t np = num_panels(N), stride = K * kNC;
   if (M <= 2) {
     // one or two rows (batch-1 streaming): four panels at a time give the FMA units enough
@@ -118,36 +244,90 @@ void gemm_packed(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const
 
 // C[M, N] += A^T B for A [K, M] and B [K, N], both row-major, K the long axis (the weight
 // gradients: K = time steps x batch rows). B comes packed (pack_panels(N, K, B, 1, ldb)); A is
-// packed per block of kKC rows into row blocks [M / kMR][kc][kMR] in `work` (kKC * M elements).
+// packed per block of kKC rows into row blocks [M / MR][kc][MR] in `work` (kKC * M elements
+// rounded up to whole row blocks: kKC * (M + kMaxMR) is always enough).
 // K is cut in blocks so a panel's block stays in L2 while every row block passes over it; the
 // partial sums of each block are added to C in block order: the result depends on K, never on
 // how M is split over threads.
+#ifndef FASTLSTM_KC
 constexpr int64_t kKC = 256;
+#else
+constexpr int64_t kKC = FASTLSTM_KC;
+#endif
+// The largest row block of any level (AVX-512: 14, AVX2: 6, generic: kMR): the engine, compiled
+// for the baseline, sizes gemm_atb's work with it; each level checks its own against it.
+constexpr int64_t kMaxMR = 16;
 
 #ifdef FASTLSTM_ISA_NS
 namespace FASTLSTM_ISA_NS {
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+template <typename T>
+constexpr int64_t atb_mr() { return std::is_same_v<T, float> ? simd::kTileM : kMR; }
+#else
+template <typename T>
+constexpr int64_t atb_mr() { return kMR; }
+#endif
+static_assert(atb_mr<float>() <= kMaxMR && atb_mr<double>() <= kMaxMR,
+              "kMaxMR must bound every level's row block");
+// rows of C per call for callers that split M (about 256, whole row blocks; the kernel table's
+// atb_grain)
+template <typename T>
+constexpr int64_t atb_row_grain() { return atb_mr<T>() * (256 / atb_mr<T>()); }
+
 template <typename T>
 void gemm_atb(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* packed_b, T* C,
               int64_t ldc, T* work) {
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+  constexpr bool kSimd = std::is_same_v<T, float>;
+#else
+  constexpr bool kSimd = false;
+#endif
+  constexpr int64_t MR = atb_mr<T>();  // rows per packed row block
   const int64_t np = num_panels(N), stride = K * kNC;
-  const int64_t mb = (M + kMR - 1) / kMR;
+  const int64_t mb = (M + MR - 1) / MR;
   for (int64_t k0 = 0; k0 < K; k0 += kKC) {
     const int64_t kc = std::min(kKC, K - k0);
-    for (int64_t b = 0; b < mb; ++b) {
-      T* dst = work + b * kKC * kMR;
-      const int64_t m = b * kMR, mr = std::min<int64_t>(kMR, M - m);
-      for (int64_t k = 0; k < kc; ++k)
-        for (int64_t r = 0; r < mr; ++r) dst[k * kMR + r] = A[(k0 + k) * lda + m + r];
+    // row by row of A (each read once, front to back: the prefetchers follow), into the row
+    // blocks
+    for (int64_t k = 0; k < kc; ++k) {
+      const T* src = A + (k0 + k) * lda;
+      if (k + 8 < K - k0) prefetch_lines(src + 8 * lda, 0, M * int64_t(sizeof(T)));
+      int64_t b = 0;
+      for (; (b + 1) * MR <= M; ++b) std::copy_n(src + b * MR, MR, work + b * kKC * MR + k * MR);
+      if (b < mb) std::copy_n(src + b * MR, M - b * MR, work + b * kKC * MR + k * MR);
     }
     for (int64_t p = 0; p < np; ++p) {
       const T* panel = packed_b + p * stride + k0 * kNC;
       const int64_t nc = std::min(kNC, N - p * kNC);
+      // the next panel's block (or the first panel's of the next K block), a row block's share
+      // at a time: it comes from memory, and the tiles would wait for it
+      const T* next = p + 1 < np ? panel + stride : k0 + kKC < K ? packed_b + (k0 + kKC) * kNC
+                                                               : nullptr;
+      const int64_t nbytes =
+          next ? std::min(kKC, p + 1 < np ? kc : K - k0 - kKC) * kNC * int64_t(sizeof(T)) : 0;
       for (int64_t b = 0; b < mb; ++b) {
-        const int64_t m = b * kMR, mr = std::min<int64_t>(kMR, M - m);
+        const int64_t m = b * MR, mr = std::min<int64_t>(MR, M - m);
         T* c = C + m * ldc + p * kNC;
-        const T* a = work + b * kKC * kMR;
-        if (mr == kMR) micro_tile<T, kMR, 1>(kc, a, 1, panel, 0, c, ldc, nc, true, kMR);
-        else panel_tail<T>(mr, kc, a, 1, panel, c, ldc, nc, true, kMR);
+        const T* a = work + b * kKC * MR;
+        if (nbytes) prefetch_lines(next, nbytes * b / mb, nbytes * (b + 1) / mb);
+        if constexpr (kSimd) {
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+          for (int v0 = 0; v0 < simd::kVpp; v0 += simd::kTileV) {
+            const int64_t col = v0 * simd::kW;
+            if (col >= nc) break;
+            if (mr == MR)
+              simd::tile<int(MR), simd::kTileV>(kc, a, 1, MR, panel + col, kNC, 0, simd::kVpp,
+                                                c + col, ldc, nc - col, true);
+            else
+              simd::tile_rows<int(MR) - 1, simd::kTileV>(int(mr), kc, a, 1, MR, panel + col, 0,
+                                                         c + col, ldc, nc - col, true);
+          }
+#endif
+        } else if (mr == MR) {
+          micro_tile<T, kMR, 1>(kc, a, 1, panel, 0, c, ldc, nc, true, MR);
+        } else {
+          panel_tail<T>(mr, kc, a, 1, panel, c, ldc, nc, true, MR);
+        }
       }
     }
   }

@@ -5,8 +5,9 @@ peers that are installed (:mod:`~fastlstm.bench.peers`: PyTorch, ONNX Runtime; t
 reference with ``--reference``) at the same thread count, timed interleaved
 (:mod:`~fastlstm.bench.timing`), and reports (:mod:`~fastlstm.bench.report`) the median of the
 repeats, GFLOP/s and the time ratio fastlstm/peer; :mod:`~fastlstm.bench.memory` measures the
-memory of training; ``--stream`` runs the C++ streaming benchmark (:mod:`~fastlstm.bench.stream`).
-This module is the command line.
+memory of training; ``--stream`` runs the C++ streaming benchmark (:mod:`~fastlstm.bench.stream`);
+``--kernels`` (:mod:`~fastlstm.bench.kernels`) measures the machine's limits and the kernels
+against them instead. This module is the command line.
 """
 
 from __future__ import annotations
@@ -106,6 +107,10 @@ def add_arguments(parser):
                         help=f"report forward+backward memory on {MEMORY_CASE} (default: on "
                              "unless --quick)")
     parser.add_argument("--no-memory", dest="memory", action="store_false")
+    parser.add_argument("--kernels", action="store_true",
+                        help="instead of the cases: the machine's FMA peak and L2/memory "
+                             "bandwidth, and the float32 kernels' GFLOP/s on each case's "
+                             "product shapes against them (single thread)")
     parser.add_argument("--json", metavar="FILE", help="write every result and machine info")
     parser.add_argument("--plot", metavar="FILE.png", help="grouped bar chart (matplotlib)")
     parser.add_argument("--scale", type=_positive(float), default=1.0,
@@ -126,6 +131,24 @@ def _finish_defaults(args):
     args.threads = args.threads or default_threads()
 
 
+def run_kernels(args):
+    """``--kernels``: the kernel table (:mod:`~fastlstm.bench.kernels`) for the kernel cases among
+    ``--cases`` (default all), optionally as JSON."""
+    from .kernels import KERNEL_CASES, format_kernel_table, kernel_report
+
+    names = [c for c in (args.cases or KERNEL_CASES) if c in KERNEL_CASES]
+    if not names:
+        print(f"error: --kernels measures the cases {', '.join(KERNEL_CASES)}", file=sys.stderr)
+        return 2
+    seconds = (0.05 if args.quick else 0.2) * min(1.0, args.scale)
+    rep = kernel_report(seconds, names)
+    print(format_kernel_table(rep))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"schema": "fastlstm-bench-kernels/1", "report": rep}, f, indent=1)
+    return 0
+
+
 def run(args):
     """Runs the suite as ``args`` (from :func:`add_arguments`) says; returns an exit code."""
     if getattr(args, "memory_child", None):
@@ -140,6 +163,8 @@ def run(args):
         return 0
     if getattr(args, "stream", False):
         return stream.run_stream(args)
+    if args.kernels:
+        return run_kernels(args)
     _finish_defaults(args)
     if args.plot:
         try:

@@ -1,0 +1,279 @@
+// fastlstm::kernel_bench: the machine's limits and the float32 kernels' speed on the benchmark
+// cases' product shapes, single threaded (see fastlstm/kernel_bench.hpp). Compiled for the
+// baseline like the engine: the products and the FMA peak loop come from the kernel table
+// (kernels/dispatch.hpp), so the figures are those of the level in use (FASTLSTM_CPU).
+#include "fastlstm/kernel_bench.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <random>
+
+#include <time.h>
+
+#include "fastlstm/config.hpp"
+#include "kernels/cells.hpp"
+#include "kernels/dispatch.hpp"
+#include "kernels/packed_gemm.hpp"
+
+namespace fastlstm {
+
+namespace {
+
+using detail::kNC;
+using detail::num_panels;
+using Clock = std::chrono::steady_clock;
+
+// This thread's CPU time in seconds: on a shared machine, time the thread was not running is
+// not the kernel's (wall time is the same on an idle machine).
+double thread_seconds() {
+#if defined(CLOCK_THREAD_CPUTIME_ID)
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+#else
+  return std::chrono::duration<double>(Clock::now().time_since_epoch()).count();
+#endif
+}
+
+// The best time of one call of fn: calls are timed in groups of at least a millisecond (the
+// clock's resolution stays negligible), repeated for about `seconds` (at least 5 groups).
+double best_time(double seconds, const std::function<void()>& fn) {
+  fn();  // warm the caches and the pages
+  int reps = 1;
+  for (;;) {
+    const double t0 = thread_seconds();
+    for (int i = 0; i < reps; ++i) fn();
+    if (thread_seconds() - t0 >= 1e-3 || reps >= (1 << 20)) break;
+    reps *= 2;
+  }
+  double best = 1e30, total = 0;
+  for (int i = 0; i < 5 || total < seconds; ++i) {
+    const double t0 = thread_seconds();
+    for (int j = 0; j < reps; ++j) fn();
+    const double dt = thread_seconds() - t0;
+    best = std::min(best, dt / reps);
+    total += dt;
+    if (i > 100000) break;
+  }
+  return best;
+}
+
+std::vector<float> random_vec(size_t n, uint32_t seed) {
+  std::mt19937 g(seed);
+  std::uniform_real_distribution<float> u(-1.f, 1.f);
+  std::vector<float> v(n);
+  for (auto& x : v) x = u(g);
+  return v;
+}
+
+// The FMA peak of the level in use (its loop: KernelTable::fma_loop).
+double fma_peak(double seconds) {
+  const int64_t iters = 1 << 20;
+  const auto loop = detail::kernels().fma_loop;
+  float sink = 0;
+  double flops = 0;
+  const double t = best_time(seconds, [&]() { sink += loop(iters, &flops); });
+  volatile float keep = sink;
+  (void)keep;
+  return flops / t * 1e-9;
+}
+
+// Read bandwidth: a vector sum over a buffer of `bytes`, repeated.
+double read_bandwidth(size_t bytes, double seconds) {
+  const size_t n = bytes / sizeof(float);
+  std::vector<float> buf(n, 1.0f);
+  float sink = 0;
+  // 128 partial sums: eight independent vector chains at any width up to 16 floats, so the
+  // adds' latency never limits the loads
+  auto run = [&]() {
+    float s[128] = {};
+    const float* p = buf.data();
+    for (size_t i = 0; i + 128 <= n; i += 128)
+      for (int j = 0; j < 128; ++j) s[j] += p[i + j];
+    for (int j = 0; j < 128; ++j) sink += s[j];
+  };
+  const double t = best_time(seconds, run);
+  volatile float keep = sink;
+  (void)keep;
+  return double(n * sizeof(float)) / t * 1e-9;
+}
+
+struct Case {
+  const char* name;
+  int64_t B, T, I, H;
+  bool train;
+};
+
+constexpr Case kCases[] = {
+    {"stream_b1", 1, 1000, 64, 256, false}, {"batch_inf", 64, 100, 128, 512, false},
+    {"large_fwd", 128, 200, 512, 1024, false}, {"train_small", 32, 50, 128, 256, true},
+    {"train_large", 64, 100, 256, 512, true},
+};
+
+}  // namespace
+
+KernelReport kernel_bench(double seconds_per_row, const std::vector<std::string>& cases) {
+  if (!(seconds_per_row > 0) || seconds_per_row > 60)
+    throw Error("kernel_bench: seconds_per_row must be in (0, 60], got " +
+                std::to_string(seconds_per_row));
+  for (const auto& c : cases) {
+    bool known = false;
+    for (const auto& k : kCases) known = known || c == k.name;
+    if (!known)
+      throw Error("kernel_bench: unknown case '" + c +
+                  "' (expected stream_b1, batch_inf, large_fwd, train_small or train_large)");
+  }
+  const detail::KernelTable& table = detail::kernels();
+  const detail::TypedKernels<float>& kern = table.f32;
+  KernelReport rep;
+  rep.level = table.level;
+  rep.vector_floats = table.vector_floats;
+  rep.fma_peak_gflops = fma_peak(seconds_per_row);
+  rep.l2_gbytes = read_bandwidth(size_t(1) << 20, seconds_per_row);
+  rep.mem_gbytes = read_bandwidth(size_t(1) << 30, std::max(seconds_per_row, 0.5));
+
+  auto compute_row = [&](const char* cs, const char* kernel, int64_t M, int64_t N, int64_t K,
+                         double seconds) {
+    KernelRow r;
+    r.case_name = cs;
+    r.kernel = kernel;
+    r.bound = "compute";
+    r.M = M, r.N = N, r.K = K;
+    r.seconds = seconds;
+    r.gflops = 2.0 * double(M) * double(N) * double(K) / seconds * 1e-9;
+    r.fraction = r.gflops / rep.fma_peak_gflops;
+    r.against = "FMA peak";
+    rep.rows.push_back(r);
+  };
+
+  for (const Case& cs : kCases) {
+    if (!cases.empty() && std::find(cases.begin(), cases.end(), cs.name) == cases.end()) continue;
+    const int64_t B = cs.B, H = cs.H, I = cs.I, G = 4 * H, N = cs.B * cs.T;
+    const int64_t tiles = (H + kNC - 1) / kNC, tile_cols = 4 * kNC, Gp = tiles * tile_cols;
+    // forward step: the recurrent product of one step, tile by tile as the time loop runs it
+    {
+      const auto whh = random_vec(size_t(Gp * H), 1), h = random_vec(size_t(B * H), 2);
+      std::vector<float> rec(size_t(B * tile_cols));
+      const double t = best_time(seconds_per_row, [&]() {
+        for (int64_t tl = 0; tl < tiles; ++tl)
+          kern.gemm_packed(B, tile_cols, H, h.data(), H,
+                                     whh.data() + tl * tile_cols * H, rec.data(), tile_cols,
+                                     false);
+      });
+      if (B <= 2) {  // a matrix-vector product: it streams the weights from L2
+        KernelRow r;
+        r.case_name = cs.name;
+        r.kernel = "step W_hh";
+        r.bound = "memory";
+        r.M = B, r.N = Gp, r.K = H;
+        r.seconds = t;
+        r.gflops = 2.0 * double(B * Gp * H) / t * 1e-9;
+        r.gbytes = double(Gp * H * sizeof(float)) / t * 1e-9;
+        r.fraction = r.gbytes / rep.l2_gbytes;
+        r.against = "L2";
+        rep.rows.push_back(r);
+      } else {
+        compute_row(cs.name, "step W_hh", B, Gp, H, t);
+      }
+    }
+    // input projection: per step and tile (large batches, as the engine runs it when the whole
+    // projection would not stay in cache) or all rows at once in chunks of 128 rows
+    if (B >= 2) {
+      const bool per_step = N * Gp * int64_t(sizeof(float)) > (int64_t(1) << 20);
+      const auto wih = random_vec(size_t(Gp * I), 3);
+      if (per_step) {
+        const auto x = random_vec(size_t(B * I), 4);
+        std::vector<float> xr(size_t(B * tile_cols));
+        const double t = best_time(seconds_per_row, [&]() {
+          for (int64_t tl = 0; tl < tiles; ++tl)
+            kern.gemm_packed(B, tile_cols, I, x.data(), I,
+                                       wih.data() + tl * tile_cols * I, xr.data(), tile_cols,
+                                       false);
+        });
+        compute_row(cs.name, "input proj (per step)", B, Gp, I, t);
+      } else {
+        const int64_t rows = std::min<int64_t>(N, 16 * detail::kMR);
+        const auto x = random_vec(size_t(rows * I), 4);
+        std::vector<float> xp(size_t(rows * Gp));
+        const double t = best_time(seconds_per_row, [&]() {
+          kern.gemm_packed(rows, Gp, I, x.data(), I, wih.data(), xp.data(), Gp, false);
+        });
+        compute_row(cs.name, "input proj (chunk)", rows, Gp, I, t);
+      }
+    }
+    if (!cs.train) {
+      // the gate pass of one step (memory-light: reported as GB/s of what it reads and writes)
+      std::vector<float> xp = random_vec(size_t(B * tile_cols), 5),
+                         rec = random_vec(size_t(B * tile_cols), 6), bh(size_t(G), 0.f),
+                         c(size_t(B * H), 0.f), h(size_t(B * H)), act(size_t(B * G));
+      const double t = best_time(seconds_per_row, [&]() {
+        for (int64_t tl = 0; tl < tiles; ++tl)
+          for (int64_t j = 0; j < B; ++j) {
+            detail::CellRow<float> r;
+            r.xp = xp.data() + j * tile_cols;
+            r.rec = rec.data() + j * tile_cols;
+            r.b_hh = bh.data() + tl * kNC;
+            r.c = c.data() + j * H + tl * kNC;
+            r.h = h.data() + j * H + tl * kNC;
+            r.act = act.data() + j * G + tl * kNC;
+            kern.cell_forward[detail::LstmKind::kIndex](std::min(kNC, H - tl * kNC), H, kNC, r);
+          }
+      });
+      KernelRow r;
+      r.case_name = cs.name;
+      r.kernel = "cell pass (LSTM)";
+      r.bound = "memory";
+      r.M = B, r.N = H, r.K = 0;
+      r.seconds = t;
+      // reads xp, rec, b, c; writes c, h, act: 4G + 2H + 2H floats per row
+      r.gbytes = double(B * (3 * G + 4 * H) * sizeof(float)) / t * 1e-9;
+      r.fraction = r.gbytes / rep.l2_gbytes;
+      r.against = "L2";
+      rep.rows.push_back(r);
+      continue;
+    }
+    // backward: dh = d_rec W_hh per step; dW = D^T X over all steps; d_x = d_xp W_ih
+    {
+      const auto whh_t = random_vec(size_t(num_panels(H) * G * kNC), 7),
+                 drec = random_vec(size_t(B * G), 8);
+      std::vector<float> dh(size_t(B * H));
+      const double t = best_time(seconds_per_row, [&]() {
+        kern.gemm_packed(B, H, G, drec.data(), G, whh_t.data(), dh.data(), H, false);
+      });
+      compute_row(cs.name, "dh", B, H, G, t);
+    }
+    for (int which = 0; which < 2; ++which) {
+      const int64_t Ncol = which == 0 ? H : I;
+      const auto d = random_vec(size_t(N * G), 9), xs = random_vec(size_t(N * Ncol), 10);
+      std::vector<float> pk(size_t(num_panels(Ncol) * N * kNC));
+      for (int64_t q = 0; q < num_panels(Ncol); ++q)
+        detail::pack_panels<float>(std::min(kNC, Ncol - q * kNC), N, xs.data() + q * kNC, 1, Ncol,
+                                   pk.data() + q * N * kNC);
+      const int64_t grain = kern.atb_grain;
+      std::vector<float> dw(size_t(G * Ncol), 0.f),
+          work(size_t(detail::kKC * (grain + detail::kMaxMR)));
+      const double t = best_time(seconds_per_row, [&]() {
+        for (int64_t m0 = 0; m0 < G; m0 += grain)
+          kern.gemm_atb(std::min<int64_t>(grain, G - m0), Ncol, N, d.data() + m0, G,
+                                  pk.data(), dw.data() + m0 * Ncol, Ncol, work.data());
+      });
+      compute_row(cs.name, which == 0 ? "dW_hh" : "dW_ih", G, Ncol, N, t);
+    }
+    {
+      const int64_t rows = std::min<int64_t>(N, 16 * detail::kMR);
+      const auto wih_t = random_vec(size_t(num_panels(I) * G * kNC), 11),
+                 dxp = random_vec(size_t(rows * G), 12);
+      std::vector<float> dx(size_t(rows * I));
+      const double t = best_time(seconds_per_row, [&]() {
+        kern.gemm_packed(rows, I, G, dxp.data(), G, wih_t.data(), dx.data(), I, false);
+      });
+      compute_row(cs.name, "d_x (chunk)", rows, I, G, t);
+    }
+  }
+  return rep;
+}
+
+}  // namespace fastlstm

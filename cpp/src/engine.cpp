@@ -541,7 +541,7 @@ void Engine<T>::backward_direction(int64_t l, int64_t d, const DirParams<T>& p,
   pack_rows(pk_in_, I_l, N, in);
   pack_rows(pk_hs_, S, Tn * B, st.hs.data());
   if (P > 0) pack_rows(pk_hraw_, H, Tn * B, st.hraw.data());
-  constexpr int64_t kDwGrain = atb_row_grain<T>();
+  constexpr int64_t kDwGrain = kAtbRowGrain;
   auto atb = [&](int64_t M, int64_t Nc, int64_t K, const T* A, int64_t lda, const T* pk, T* C) {
     parallel_for(M, kDwGrain, [&](int64_t m0, int64_t m1) {
       thread_local std::vector<T> work;

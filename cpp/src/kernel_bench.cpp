@@ -278,7 +278,7 @@ KernelReport kernel_bench(double seconds_per_row, const std::vector<std::string>
       for (int64_t q = 0; q < num_panels(Ncol); ++q)
         detail::pack_panels<float>(std::min(kNC, Ncol - q * kNC), N, xs.data() + q * kNC, 1, Ncol,
                                    pk.data() + q * N * kNC);
-      constexpr int64_t grain = detail::atb_row_grain<float>();
+      constexpr int64_t grain = detail::kAtbRowGrain;
       std::vector<float> dw(size_t(G * Ncol), 0.f),
           work(size_t(detail::kKC * (grain + detail::kMaxMR)));
       const double t = best_time(seconds_per_row, [&]() {

@@ -245,16 +245,9 @@ constexpr int64_t kKC = 256;
 constexpr int64_t kKC = FASTLSTM_KC;
 #endif
 constexpr int64_t kMaxMR = 16;  // the largest row block of any build
-#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
-template <typename T>
-constexpr int64_t atb_mr() { return std::is_same_v<T, float> ? simd::kTileM : kMR; }
-#else
-template <typename T>
-constexpr int64_t atb_mr() { return kMR; }
-#endif
-// rows of C per call for callers that split M (about 256, whole row blocks)
-template <typename T>
-constexpr int64_t atb_row_grain() { return atb_mr<T>() * (256 / atb_mr<T>()); }
+// rows of C per call for callers that split M: whole row blocks of the float tiles (14 rows
+// with AVX-512, 6 with AVX2; the generic 8-row blocks leave 4)
+constexpr int64_t kAtbRowGrain = 252;
 
 template <typename T>
 void gemm_atb(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* packed_b, T* C,
@@ -264,7 +257,12 @@ void gemm_atb(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T*
 #else
   constexpr bool kSimd = false;
 #endif
-  constexpr int64_t MR = atb_mr<T>();  // rows per packed row block
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+  constexpr int64_t MR = kSimd ? simd::kTileM : kMR;  // rows per packed row block
+#else
+  constexpr int64_t MR = kMR;
+#endif
+  static_assert(MR <= kMaxMR);
   const int64_t np = num_panels(N), stride = K * kNC;
   const int64_t mb = (M + MR - 1) / MR;
   for (int64_t k0 = 0; k0 < K; k0 += kKC) {

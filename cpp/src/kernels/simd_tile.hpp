@@ -16,7 +16,12 @@
 #include <immintrin.h>
 #endif
 
-namespace fastlstm::detail::simd {
+namespace fastlstm::detail {
+// compiled per ISA level (kernels/isa_kernels.cpp) each copy lives in that level's namespace
+#ifdef FASTLSTM_ISA_NS
+namespace FASTLSTM_ISA_NS {
+#endif
+namespace simd {
 
 #if defined(__AVX512F__)
 constexpr bool kHave = true;
@@ -106,4 +111,8 @@ inline void tile(int64_t K, const float* __restrict a, int64_t lda, int64_t ka,
 }
 #endif
 
-}  // namespace fastlstm::detail::simd
+}  // namespace simd
+#ifdef FASTLSTM_ISA_NS
+}  // namespace FASTLSTM_ISA_NS
+#endif
+}  // namespace fastlstm::detail

@@ -81,24 +81,17 @@ double fma_peak(double seconds) {
   return flops / t * 1e-9;
 }
 
-// Read bandwidth: a vector sum over a buffer of `bytes`, repeated.
+// Read bandwidth: a vector sum over a buffer of `bytes`, repeated (the level's loop:
+// KernelTable::read_sum).
 double read_bandwidth(size_t bytes, double seconds) {
-  const size_t n = bytes / sizeof(float);
-  std::vector<float> buf(n, 1.0f);
+  const int64_t n = int64_t(bytes / sizeof(float)) / 128 * 128;
+  std::vector<float> buf(size_t(n), 1.0f);
+  const auto sum = detail::kernels().read_sum;
   float sink = 0;
-  // 128 partial sums: eight independent vector chains at any width up to 16 floats, so the
-  // adds' latency never limits the loads
-  auto run = [&]() {
-    float s[128] = {};
-    const float* p = buf.data();
-    for (size_t i = 0; i + 128 <= n; i += 128)
-      for (int j = 0; j < 128; ++j) s[j] += p[i + j];
-    for (int j = 0; j < 128; ++j) sink += s[j];
-  };
-  const double t = best_time(seconds, run);
+  const double t = best_time(seconds, [&]() { sink += sum(buf.data(), n); });
   volatile float keep = sink;
   (void)keep;
-  return double(n * sizeof(float)) / t * 1e-9;
+  return double(n) * sizeof(float) / t * 1e-9;
 }
 
 struct Case {

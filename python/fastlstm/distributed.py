@@ -175,9 +175,10 @@ class DistributedOptimizer(Optimizer):
     ``opt = DistributedOptimizer(fastlstm.optim.Adam(params=[lstm, head]))``, then per step
     ``opt.zero_grad()``, forward and backward, ``opt.step()`` (or, without ``params``,
     ``opt.apply(module.flat_params, module.flat_grads)``).
-    For the Keras-shaped models, ``compile(DistributedOptimizer(...))`` makes plain ``fit``
-    average too (each rank then trains on the data it is given); :func:`fit` also shards the
-    data. The averaged gradients are checked: a NaN or infinity on any rank raises
+    For the Keras-shaped models use :func:`fit` (which wraps the model's optimizer itself and
+    also shards the data, averages the logs and keeps the ranks' decisions together; a plain
+    ``model.fit`` stops on a local NaN alone and would leave the other ranks waiting). The
+    averaged gradients are checked: a NaN or infinity on any rank raises
     ``FloatingPointError`` on every rank before any weight changes.
 
     ``allreduce_seconds`` / ``allreduce_calls`` accumulate the time spent in the Allreduce

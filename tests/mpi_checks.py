@@ -1,8 +1,8 @@
 """Run by test_distributed.py under ``mpiexec -n 2``: checks that need several ranks, each
 written by every rank to OUT/rank<r>.json for the test to assert on.
 
-1. A PyTorch-shaped LSTM trained by hand with DistributedOptimizer (each rank half of the
-   batch) against one process on the whole batch (rank 0 computes that reference itself).
+1. PyTorch-shaped modules (LSTM + Linear) trained by hand with DistributedOptimizer (each rank
+   half of the batch) against one process on the whole batch (rank 0 computes that itself).
 2. distributed.fit with validation data, EarlyStopping, ModelCheckpoint and CSVLogger: the
    epoch logs equal one process's, all ranks stop at the same epoch, files only from rank 0.
 """
@@ -20,20 +20,29 @@ from fastlstm.layers import LSTM, Dense, Input
 
 
 def module_steps(comm_part, steps=3):
-    """Returns the flat weights after `steps` SGD-momentum steps on the mean squared output."""
+    """The flat weights after `steps` SGD-momentum steps on the mean squared output of an LSTM
+    and a Linear head (PyTorch's idiom: optimizer over the modules, zero_grad, step)."""
     rank, size = comm_part
     rng = np.random.default_rng(7)
     x = rng.standard_normal((9, 6, 5)).astype(np.float32)  # [T, B, I], B=6 split 3/3
-    mod = fastlstm.LSTM(5, 11, num_layers=2, seed=3)
-    opt = dist.DistributedOptimizer(optim.SGD(0.1, momentum=0.9)) if size > 1 else \
-        optim.SGD(0.1, momentum=0.9)
+    fastlstm.set_seed(3)
+    lstm = fastlstm.LSTM(5, 11, num_layers=2, seed=3)
+    head = fastlstm.Linear(11, 2, seed=4)
+    opt = optim.SGD(params=[lstm, head], learning_rate=0.1, momentum=0.9)
+    if size > 1:
+        opt = dist.DistributedOptimizer(opt)
+        dist.broadcast_parameters(opt)
     part = np.array_split(np.arange(6), size)[rank]
     xb = np.ascontiguousarray(x[:, part])
     for _ in range(steps):
-        out, _ = mod.forward(xb, train=True)
-        mod.backward(2.0 * out / out.size)  # d mean(out^2)
-        opt.apply(mod.flat_params, mod.flat_grads)
-    return mod.flat_params.copy(), getattr(opt, "allreduce_calls", 0)
+        opt.zero_grad()
+        h, _ = lstm.forward(xb, train=True)
+        out = head.forward(h)
+        d_h = head.backward(2.0 * out / out.size)  # d mean(out^2)
+        lstm.backward(d_h)
+        opt.step()
+    return np.concatenate([lstm.flat_params, head.flat_params]), \
+        getattr(opt, "allreduce_calls", 0)
 
 
 def fit_run(rank, size, out_dir):

@@ -161,3 +161,27 @@ def test_launched_under_mpi_without_mpi4py_names_the_extra(no_launcher, monkeypa
     monkeypatch.setitem(sys.modules, "mpi4py", None)
     with pytest.raises(ImportError, match=r"fastlstm\[mpi\]"):
         dist.init()
+
+
+def test_pytorch_style_step_without_mpi(no_launcher):
+    """DistributedOptimizer over an optimizer given modules: zero_grad/step as the plain one."""
+    x = np.random.default_rng(0).standard_normal((6, 4, 5)).astype(np.float32)
+    results = []
+    for wrap in (False, True):
+        lstm = fastlstm.LSTM(5, 7, seed=1)
+        head = fastlstm.Linear(7, 1, seed=2)
+        opt = optim.Adam(params=[lstm, head], learning_rate=0.01)
+        if wrap:
+            opt = dist.DistributedOptimizer(opt)
+            assert dist.broadcast_parameters(opt) is opt
+            assert dist.broadcast_parameters([lstm, head]) == [lstm, head]
+        for _ in range(3):
+            opt.zero_grad()
+            h, _ = lstm.forward(x, train=True)
+            out = head.forward(h)
+            lstm.backward(head.backward(2.0 * out / out.size))
+            opt.step()
+        results.append(np.concatenate([lstm.flat_params, head.flat_params]))
+    assert np.array_equal(results[0], results[1])
+    with pytest.raises(TypeError, match="was not given modules"):
+        dist.broadcast_parameters(optim.Adam())

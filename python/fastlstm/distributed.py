@@ -136,16 +136,34 @@ def _flat_params(model, name="model"):
     return p
 
 
+def _param_buffers(obj):
+    if isinstance(obj, DistributedOptimizer):
+        obj = obj.optimizer
+    if isinstance(obj, Optimizer):
+        flat = getattr(obj, "_flat", None)
+        if flat is None:
+            raise TypeError("broadcast_parameters: this optimizer was not given modules "
+                            "(params=[...]); pass the model or modules instead")
+        return [flat[0]]
+    if isinstance(obj, (list, tuple)):
+        return [b for o in obj for b in _param_buffers(o)]
+    return [_flat_params(obj)]
+
+
 def broadcast_parameters(model, root=0):
-    """Copies ``root``'s weights (``model.flat_params``, one ``Bcast``) to every rank."""
+    """Copies ``root``'s weights to every rank (one ``Bcast`` per flat buffer). ``model``: a
+    Keras-shaped model, a PyTorch-shaped module (LSTM, GRU, Linear), a list of them, or an
+    optimizer given ``params=[...]`` (its one buffer over all its modules)."""
     c = _comm()
-    p = _flat_params(model)
+    buffers = _param_buffers(model)
     if c is not None:
-        n = c.bcast(p.size, root=root)
-        if n != p.size:
-            raise ValueError(f"broadcast_parameters: rank {c.Get_rank()} has {p.size} "
-                             f"parameters, rank {root} has {n}")
-        c.Bcast(p, root=root)
+        sizes = [b.size for b in buffers]
+        theirs = c.bcast(sizes, root=root)
+        if theirs != sizes:
+            raise ValueError(f"broadcast_parameters: rank {c.Get_rank()} has buffers of "
+                             f"{sizes} parameters, rank {root} has {theirs}")
+        for b in buffers:
+            c.Bcast(b, root=root)
     return model
 
 
@@ -153,11 +171,14 @@ class DistributedOptimizer(Optimizer):
     """Wraps an optimizer: :meth:`apply` first averages ``grads`` over the ranks with one
     in-place ``Allreduce`` on the whole flat buffer (no per-tensor calls), then steps.
 
-    For the PyTorch-shaped modules: ``opt = DistributedOptimizer(fastlstm.optim.Adam())``,
-    then per step ``module.backward(...)``; ``opt.apply(module.flat_params, module.flat_grads)``.
-    For the Keras-shaped models, ``compile(DistributedOptimizer(...))`` makes plain ``fit``
-    average too (each rank then trains on the data it is given); :func:`fit` also shards the
-    data. The averaged gradients are checked: a NaN or infinity on any rank raises
+    For the PyTorch-shaped modules:
+    ``opt = DistributedOptimizer(fastlstm.optim.Adam(params=[lstm, head]))``, then per step
+    ``opt.zero_grad()``, forward and backward, ``opt.step()`` (or, without ``params``,
+    ``opt.apply(module.flat_params, module.flat_grads)``).
+    For the Keras-shaped models use :func:`fit` (which wraps the model's optimizer itself and
+    also shards the data, averages the logs and keeps the ranks' decisions together; a plain
+    ``model.fit`` stops on a local NaN alone and would leave the other ranks waiting). The
+    averaged gradients are checked: a NaN or infinity on any rank raises
     ``FloatingPointError`` on every rank before any weight changes.
 
     ``allreduce_seconds`` / ``allreduce_calls`` accumulate the time spent in the Allreduce

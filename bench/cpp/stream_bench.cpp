@@ -31,7 +31,10 @@
 #include "fastlstm/model.hpp"
 #include "fastlstm/rnn.hpp"
 #include "fastlstm/threads.hpp"
-#include "kernels/activations.hpp"  // the cell's sigmoid and tanh, to time their latency
+// the cell's sigmoid and tanh, to time their latency: the kernel header, compiled here into a
+// namespace of this program's own (the library's copies are per ISA level)
+#define FASTLSTM_ISA_NS stream_bench_isa
+#include "kernels/activations.hpp"
 
 namespace {
 
@@ -75,7 +78,7 @@ double activation_pair_ns() {
     const int64_t n = 5'000;
     const auto t0 = Clock::now();
     for (int64_t i = 0; i < n; ++i) {
-      a = fastlstm::detail::tanh_act(fastlstm::detail::sigmoid(a));
+      a = fastlstm::detail::stream_bench_isa::tanh_act(fastlstm::detail::stream_bench_isa::sigmoid(a));
       __asm__ volatile("" : "+x"(a));
     }
     t.push_back(seconds_since(t0) * 1e9 / double(n));

@@ -277,19 +277,24 @@ class DataParallel(OneProcess):
         # sorted: reads in file order (an mmap), the mean gradient is the same
         return np.sort(np.array_split(idx, self.size)[self.rank])
 
-    def part_of(self, n):
-        idx = np.array_split(np.arange(n), self.size)[self.rank]
-        return slice(int(idx[0]), int(idx[-1]) + 1) if len(idx) else slice(0, 0)
-
-    def scale_output_grads(self, d_outs, counts, rows):
-        # each output's loss is a mean over its terms on this rank; weighted by this
-        # rank's share of the global batch's terms, the average over the ranks is the
-        # gradient of the whole batch, however unevenly it is split
-        local = np.array([rows if c is None else c for c in counts], dtype=np.float64)
-        total = local.copy()
-        self.comm.Allreduce(_mpi().IN_PLACE, total, op=_mpi().SUM)
-        return [None if d is None else d * d.dtype.type(self.size * c / t if t else 0.0)
-                for d, c, t in zip(d_outs, local, total)]
+    def batch(self, model, values, counts, rows, d_outs):
+        # one Allreduce of a few numbers per batch: each output's loss terms and loss sum on
+        # this rank (rows for an output without a mask), whether it has no mask, the rows
+        k = len(values)
+        local = [float(rows) if c is None else float(c) for c in counts]
+        vec = np.array(local + [0.0 if v is None else v * n for v, n in zip(values, local)]
+                       + [1.0 if c is None and rows else 0.0 for c in counts] + [rows],
+                       dtype=np.float64)
+        self.comm.Allreduce(_mpi().IN_PLACE, vec, op=_mpi().SUM)
+        n, s, unmasked = vec[:k], vec[k:2 * k], vec[2 * k:3 * k]
+        values = [None if L is None else float(s[i] / n[i]) if n[i] else 0.0
+                  for i, L in enumerate(model._losses)]
+        count = next((float(n[i]) for i in range(k) if not unmasked[i]), float(vec[-1]))
+        # a rank's gradient of the mean over its terms, weighted by its share of the batch's
+        # terms: the average over the ranks is the whole batch's, however unevenly split
+        d_outs = [None if d is None else d * d.dtype.type(self.size * c / t if t else 0.0)
+                  for d, c, t in zip(d_outs, local, n)]
+        return values, count, d_outs
 
     def apply_step(self, model, value):
         if not math.isfinite(value):  # every rank sees the NaN after the Allreduce
@@ -302,11 +307,11 @@ class DataParallel(OneProcess):
         return None
 
     def totals(self, sums, metrics):
-        v = list(sums) + [x for _, _, m in metrics for x in (m._sum, m._count)]
-        tot = _combine(self.comm, v)
+        # the loss sums are the global batches' already; the metrics are this rank's rows'
+        tot = _combine(self.comm, [x for _, _, m in metrics for x in (m._sum, m._count)])
         for i, (_, _, m) in enumerate(metrics):
-            m._sum, m._count = float(tot[len(sums) + 2 * i]), float(tot[len(sums) + 2 * i + 1])
-        return [float(t) for t in tot[:len(sums)]]
+            m._sum, m._count = float(tot[2 * i]), float(tot[2 * i + 1])
+        return self.comm.bcast(list(sums), root=0)  # rank 0's bits everywhere
 
     def stop(self, flag):
         return bool(self.comm.allreduce(bool(flag), op=_mpi().LOR))

@@ -80,14 +80,12 @@ class OneProcess:
         """This process's rows (a slice or indices) of the global batch ``rows``."""
         return rows
 
-    def part_of(self, n):
-        """This process's contiguous part of ``n`` validation samples."""
-        return slice(None)
-
-    def scale_output_grads(self, d_outs, counts, rows):
-        """Each output's loss gradient on this process's rows (``counts``: their loss terms,
-        None: ``rows``), scaled for the optimizer step."""
-        return d_outs
+    def batch(self, model, values, counts, rows, d_outs):
+        """This process's per-output losses of its ``rows`` (``counts``: each output's loss
+        terms, None: one per row) -> the global batch's ``(values, count, d_outs)``: its
+        per-output losses, its weight in the epoch's mean, the loss gradients to back-propagate
+        here."""
+        return values, _batch_count(rows, counts), d_outs
 
     def apply_step(self, model, value):
         """The optimizer step when loss and gradients are finite; else what is not."""
@@ -291,19 +289,29 @@ class Trainer(DataMixin, WeightsMixin):
                 self.flat_grads += tmp
         return value
 
+    def _batch_losses(self, xs, ys, masks, sw, training, par):
+        """Forward and losses of this process's rows of a batch, made the global batch's by
+        ``par``: (outputs, loss, per-output losses, d_outs, weights); ``self._count``: the
+        batch's weight in the epoch's mean."""
+        k, rows = len(self._output_tensors), len(xs[0])
+        if rows:
+            outs, oms = self._run(xs, masks, training)
+            _, values, d_outs, weights = self._losses_of(ys, outs, oms, sw, need_grad=training)
+        else:  # a rank with no rows of this global batch (more ranks than rows)
+            outs, values, d_outs, weights = None, [None] * k, [None] * k, [None] * k
+            self._counts = [0.0] * k
+        values, self._count, d_outs = par.batch(self, values, self._counts, rows, d_outs)
+        value = 0.0
+        for lw, v in zip(self._loss_weights, values):
+            if v is not None:
+                value += lw * v
+        return outs, value, values, d_outs, weights
+
     def _train_step(self, xs, ys, masks, sw, par=ONE_PROCESS):
         """Loss and gradients of one batch (dropout active); fills ``flat_grads``."""
         self.flat_grads[...] = 0
-        rows = len(xs[0])
-        if rows:
-            outs, oms = self._run(xs, masks, True)
-            value, values, d_outs, weights = self._losses_of(ys, outs, oms, sw, need_grad=True)
-        else:  # a rank with no rows of this global batch (more ranks than rows)
-            k = len(self._output_tensors)
-            outs, value, values, d_outs, weights = None, 0.0, [None] * k, [None] * k, [None] * k
-            self._counts = [0.0] * k
-        d_outs = par.scale_output_grads(d_outs, self._counts, rows)
-        if rows:
+        outs, value, values, d_outs, weights = self._batch_losses(xs, ys, masks, sw, True, par)
+        if outs is not None:
             self._backward(d_outs, fused=[f for f in self._fused_nodes if f is not None])
         if self._reg is not None:
             value += self._penalty(with_grad=True)
@@ -484,8 +492,8 @@ class Trainer(DataMixin, WeightsMixin):
             logs[name] = m.result()
         return logs
 
-    def _accumulate(self, sums, xb, yb, value, values, outs, weights, metrics):
-        count = _batch_count(xb, self._counts)
+    def _accumulate(self, sums, yb, value, values, outs, weights, metrics):
+        count = self._count
         sums[0] += value * count
         sums[1] += count
         for k, v in enumerate(values):
@@ -504,7 +512,7 @@ class Trainer(DataMixin, WeightsMixin):
         for b, (xb, yb, mb, swb) in enumerate(batches):
             cb.on_train_batch_begin(b)
             value, values, out, weights = self._train_batch(xb, yb, mb, swb, epoch, b, steps)
-            self._accumulate(sums, xb, yb, value, values, out, weights, train_metrics)
+            self._accumulate(sums, yb, value, values, out, weights, train_metrics)
             cb.on_train_batch_end(b, self._logs(sums, train_metrics))  # this process's
             if self.stop_training and par.stops_mid_epoch:
                 break
@@ -526,30 +534,26 @@ class Trainer(DataMixin, WeightsMixin):
 
     # ------------------------------------------------------------------------------ evaluate
     def _evaluate_arrays(self, xs, ys, masks, sw, batch_size, cb, par=ONE_PROCESS):
-        """Loss and metrics over the samples (``par``: of this process's part of them, the
-        sums totalled over all processes)."""
+        """Loss and metrics over the samples in batches (``par``: each split over the
+        processes as in ``fit``)."""
         self._acquire()
         self._ensure_outputs_compiled()
         self._update_fused()
         metrics = self._make_metrics()
-        part = par.part_of(len(xs[0]))
-        xs, ys, masks = _slice(xs, part), _slice(ys, part), _slice(masks, part)
-        sw = None if sw is None else sw[part]
         n = len(xs[0])
         sums = [0.0] * (2 + len(self._output_tensors))
         penalty = self._penalty(with_grad=False) if self._reg is not None else 0.0
         for b in range(-(-n // batch_size)):
-            sl = slice(b * batch_size, min((b + 1) * batch_size, n))
+            sl = par.part(slice(b * batch_size, min((b + 1) * batch_size, n)), n)
             if cb is not None:
                 cb.on_test_batch_begin(b)
             xb, yb, mb = _slice(xs, sl), _slice(ys, sl), _slice(masks, sl)
             swb = None if sw is None else sw[sl]
-            outs, oms = self._run(xb, mb, False)
-            value, values, _, weights = self._losses_of(yb, outs, oms, swb, need_grad=False)
-            self._accumulate(sums, xb, yb, value, values, outs, weights, metrics)
+            outs, value, values, _, weights = self._batch_losses(xb, yb, mb, swb, False, par)
+            self._accumulate(sums, yb, value, values, outs, weights, metrics)
             if cb is not None:
                 cb.on_test_batch_end(b, self._logs(sums, metrics, penalty))
-        if n == 0 and par.size == 1:
+        if n == 0:
             return {}
         return self._logs(par.totals(sums, metrics), metrics, penalty)
 
@@ -669,11 +673,11 @@ class Trainer(DataMixin, WeightsMixin):
             layer.reset_states()
 
 
-def _batch_count(xb, counts):
+def _batch_count(rows, counts):
     """How much a batch's mean loss weighs in the epoch's: the real steps of a masked
     sequence output, else the samples."""
     c = next((c for c in counts if c is not None), None)
-    return float(len(xb[0])) if c is None else c
+    return float(rows) if c is None else c
 
 
 def _is_arrayish(x):

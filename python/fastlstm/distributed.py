@@ -23,9 +23,15 @@ Data loading: every rank passes the SAME ``x`` and ``y`` (same samples, same ord
 uses). Each epoch draws one global shuffle, identical on every rank (rank 0's generator state is
 broadcast), each global batch of ``batch_size`` rows is split into ``size`` contiguous parts of
 ``batch_size // size`` or one more rows (``numpy.array_split``), and rank r trains on part r.
-Each rank's gradient is weighted by its share of the batch's rows before the average, so an
-uneven split (the last, short batch; a batch size that ``size`` does not divide) gives exactly
-the gradient of the whole batch; a rank whose part is empty contributes zero.
+Each rank's loss gradient is weighted by its share of the batch's loss terms (per output: its
+rows, or the real steps of a masked sequence; one small Allreduce per step of each output's
+term count and loss sum) before the average, so an uneven split (the last, short batch; a batch
+size that ``size`` does not divide) gives exactly the gradient of the whole batch, and the
+logged losses are the whole batch's; a rank whose part is empty contributes zero.
+
+``fit`` is ``model.fit``'s own loop (``fastlstm.models.training``) run with a
+:class:`DataParallel` context: the hooks of ``fastlstm.models.parallel.OneProcess`` that split
+each batch, total its losses, gate the callbacks and agree on stopping.
 """
 
 from __future__ import annotations
@@ -36,7 +42,8 @@ import time
 
 import numpy as np
 
-from .models.training import OneProcess, _is_arrayish
+from .models.parallel import OneProcess
+from .models.training import _is_arrayish
 from .optim import Optimizer
 
 __all__ = ["init", "rank", "size", "is_distributed", "DistributedOptimizer",
@@ -247,7 +254,8 @@ def _rank0_only_types():
 
 
 class DataParallel(OneProcess):
-    """``fit``'s hooks over the ranks of ``comm`` (see :func:`fit`)."""
+    """``fit``'s hooks over the ranks of ``comm`` (see :func:`fit`): every rank runs the same
+    loop on its part of each global batch, so every collective call is made by all ranks."""
 
     stops_mid_epoch = False  # a stop takes effect on every rank at the epoch's end
 
@@ -334,16 +342,16 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
 
     Under MPI: rank 0's weights are broadcast first; each step every rank trains on its part of
     the global batch (see the module's notes) and the gradients are averaged with one
-    Allreduce (plus one of a few loss-term counts); the epoch's loss and metrics are summed
-    over ranks (exactly: the metrics' sums and counts, not their ratios) and so is the
-    validation (each rank evaluates its contiguous part of the validation samples); progress
-    is printed and ``ModelCheckpoint``/``CSVLogger`` run on rank 0 only, every other callback
+    Allreduce (beside one of a few numbers: the batch's loss sums and term counts, so the
+    logged losses are the whole batch's); the metrics are summed over ranks (exactly: their
+    sums and counts, not their ratios), and the validation batches are split over the ranks
+    the same way; progress is printed and ``ModelCheckpoint``/``CSVLogger`` run on rank 0 only, every other callback
     runs on every rank with the same totalled epoch logs, so ``EarlyStopping`` and the
     learning-rate callbacks decide the same everywhere. A stop requested during an epoch takes
     effect on all ranks at its end. Without MPI this is ``model.fit``.
 
     It runs ``model.fit``'s own loop with a data-parallel context (the hooks of
-    ``fastlstm.models.training.OneProcess``) and the optimizer wrapped in
+    ``fastlstm.models.parallel.OneProcess``) and the optimizer wrapped in
     :class:`DistributedOptimizer`. ``x``/``y`` must be arrays (the same on every rank).
     Returns the History (the same on every rank). Dropout draws its own masks on each rank.
     """

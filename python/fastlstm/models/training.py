@@ -12,8 +12,6 @@ the number of real elements).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from .. import callbacks as callbacks_mod
@@ -22,9 +20,10 @@ from .. import losses as losses_mod
 from .. import metrics as metrics_mod
 from ..rnn import _positive_int as _int_arg
 from .inputs import DataMixin
+from .parallel import ONE_PROCESS
 from .weights import WeightsMixin
 
-__all__ = ["Trainer", "NonFiniteLossError", "OneProcess"]
+__all__ = ["Trainer", "NonFiniteLossError"]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -56,55 +55,6 @@ def _per_output(value, names, what, default=None):
 
 def _slice(arrs, sl):
     return [None if a is None else a[sl] for a in arrs]
-
-
-class OneProcess:
-    """The hooks that ``fit``'s loop consults, here for one process: every global batch runs
-    whole on this process. ``fastlstm.distributed`` subclasses it (its ``DataParallel``) to
-    split each global batch over MPI ranks, average the gradients, total the epoch's sums and
-    gate the callbacks; the loop itself is the same."""
-
-    size = 1
-    stops_mid_epoch = True  # a callback's stop_training ends the epoch after that batch
-
-    def begin(self, model, n):
-        """Before the first epoch (the model is built; ``n`` training samples)."""
-
-    def shuffle_rng(self, rng):
-        return rng
-
-    def callbacks(self, cbs):
-        return cbs
-
-    def part(self, rows, n):
-        """This process's rows (a slice or indices) of the global batch ``rows``."""
-        return rows
-
-    def batch(self, model, values, counts, rows, d_outs):
-        """This process's per-output losses of its ``rows`` (``counts``: each output's loss
-        terms, None: one per row) -> the global batch's ``(values, count, d_outs)``: its
-        per-output losses, its weight in the epoch's mean, the loss gradients to back-propagate
-        here."""
-        return values, _batch_count(rows, counts), d_outs
-
-    def apply_step(self, model, value):
-        """The optimizer step when loss and gradients are finite; else what is not."""
-        if not math.isfinite(value):
-            return f"the loss is {value}"
-        if not math.isfinite(float(model.flat_grads.sum(dtype=np.float64))):
-            return "the gradients contain NaN or infinity"
-        model._apply_step()
-        return None
-
-    def totals(self, sums, metrics):
-        """``sums`` (and the metrics' states) over all processes."""
-        return sums
-
-    def stop(self, flag):
-        return flag
-
-
-ONE_PROCESS = OneProcess()
 
 
 class Trainer(DataMixin, WeightsMixin):
@@ -671,13 +621,6 @@ class Trainer(DataMixin, WeightsMixin):
         """Forgets the state carried by stateful recurrent layers."""
         for layer in self.layers:
             layer.reset_states()
-
-
-def _batch_count(rows, counts):
-    """How much a batch's mean loss weighs in the epoch's: the real steps of a masked
-    sequence output, else the samples."""
-    c = next((c for c in counts if c is not None), None)
-    return float(rows) if c is None else c
 
 
 def _is_arrayish(x):

@@ -345,9 +345,9 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callba
     Allreduce (beside one of a few numbers: the batch's loss sums and term counts, so the
     logged losses are the whole batch's); the metrics are summed over ranks (exactly: their
     sums and counts, not their ratios), and the validation batches are split over the ranks
-    the same way; progress is printed and ``ModelCheckpoint``/``CSVLogger`` run on rank 0 only, every other callback
-    runs on every rank with the same totalled epoch logs, so ``EarlyStopping`` and the
-    learning-rate callbacks decide the same everywhere. A stop requested during an epoch takes
+    the same way; progress is printed and ``ModelCheckpoint``/``CSVLogger`` run on rank 0
+    only, every other callback runs on every rank with the same epoch logs, so
+    ``EarlyStopping`` and the learning-rate callbacks decide the same everywhere. A stop requested during an epoch takes
     effect on all ranks at its end. Without MPI this is ``model.fit``.
 
     It runs ``model.fit``'s own loop with a data-parallel context (the hooks of

@@ -463,7 +463,8 @@ class Trainer(DataMixin, WeightsMixin):
             cb.on_train_batch_begin(b)
             value, values, out, weights = self._train_batch(xb, yb, mb, swb, epoch, b, steps)
             self._accumulate(sums, yb, value, values, out, weights, train_metrics)
-            cb.on_train_batch_end(b, self._logs(sums, train_metrics))  # this process's
+            # running logs: the global batches' loss; the metrics of this process's rows
+            cb.on_train_batch_end(b, self._logs(sums, train_metrics))
             if self.stop_training and par.stops_mid_epoch:
                 break
         epoch_logs = self._logs(par.totals(sums, train_metrics), train_metrics)

@@ -101,6 +101,23 @@ def test_mpirun_optimizer_callbacks_and_logs(tmp_path):
     assert (tmp_path / "ckpt_from0.fastlstm").exists() and (tmp_path / "log_from0.csv").exists()
     assert not (tmp_path / "ckpt_from1.fastlstm").exists()
     assert not (tmp_path / "log_from1.csv").exists()
+    # a functional model (a masked sequence output and a final one, loss and sample weights, a
+    # regularizer, a last batch of one row that rank 1 has no part of): one process's result
+    assert r0["functional_weights"] == r1["functional_weights"]
+    np.testing.assert_allclose(r0["functional_weights"], single["functional_weights"],
+                               rtol=1e-5, atol=1e-6)
+    assert r0["functional_history"] == r1["functional_history"]
+    assert set(r0["functional_history"]) == set(single["functional_history"])
+    assert {"seq_loss", "end_loss", "end_accuracy", "val_loss", "val_end_accuracy"} <= \
+        set(single["functional_history"])
+    for key, values in single["functional_history"].items():
+        np.testing.assert_allclose(r0["functional_history"][key], values, rtol=1e-5,
+                                   atol=1e-7, err_msg=key)
+    # a loss that is not finite on rank 0's rows only stops both ranks at the same batch,
+    # as one process, with the weights from before that step
+    assert r0["nonfinite"][0] == r1["nonfinite"][0] == single["nonfinite"][0] == [1, 1]
+    assert r0["nonfinite"][1] and r1["nonfinite"][1]
+    assert r0["nonfinite"][2] == r1["nonfinite"][2]
 
 
 # ------------------------------------------------------------------------------ without MPI

@@ -35,6 +35,18 @@ struct QPacked {
   }
 };
 
+// Activation rows quantized for one weight's products (kernels' quantize_rows): [Mp, Kp] bf16
+// or u8 (rows past M and depth past K: zero, or the u8 zero point 128; Mp = M rounded up to
+// whole AMX tiles of 16 rows) and the int8 per-row scales. Quantized once, used by every
+// product of those rows with that weight (e.g. a step's h with each unit tile of W_hh).
+struct QRows {
+  Precision precision = Precision::Float32;
+  int64_t M = 0, Kp = 0;
+  std::vector<uint16_t> bf;
+  std::vector<uint8_t> u8;
+  std::vector<float> scale;
+};
+
 inline uint16_t to_bf16(float x) {  // round to nearest even (NaN stays NaN)
   uint32_t u;
   std::memcpy(&u, &x, 4);

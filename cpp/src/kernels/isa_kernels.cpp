@@ -1,4 +1,7 @@
-// The kernels of one ISA level. CMake compiles this file once per level, with that level's
+// The kernels of one ISA level. Nothing here instantiates a standard-library template that
+// baseline code also uses (such copies are merged at link time, and the linker may keep either
+// one): buffers are sized by baseline functions (QRows::shape in lowp.cpp), filled by memset.
+// CMake compiles this file once per level, with that level's
 // instruction-set flags and -DFASTLSTM_ISA_NS=<level>: every function here (and in the kernel
 // headers it includes) lands in namespace fastlstm::detail::<level>, so copies for different
 // levels never mix at link time. fill_kernels() puts this level's functions in the table.
@@ -71,25 +74,24 @@ void quantize_rows_impl(Precision p, int64_t M, int64_t K, int64_t Kp, const flo
   q.Kp = Kp;
   q.precision = p;
   if (p == Precision::BF16) {
-    q.bf.resize(size_t(Mp * Kp));
+    q.shape(Mp, Kp);
     for (int64_t m = 0; m < Mp; ++m) {
       uint16_t* dst = q.bf.data() + m * Kp;
       if (m >= M) {
-        std::fill_n(dst, Kp, uint16_t(0));
+        std::memset(dst, 0, size_t(Kp) * 2);
         continue;
       }
       const float* a = A + m * lda;
       for (int64_t k = 0; k < K; ++k) dst[k] = to_bf16(a[k]);
-      std::fill(dst + K, dst + Kp, uint16_t(0));
+      std::memset(dst + K, 0, size_t(Kp - K) * 2);
     }
     return;
   }
-  q.u8.resize(size_t(Mp * Kp));
-  q.scale.resize(size_t(Mp));
+  q.shape(Mp, Kp);
   for (int64_t m = 0; m < Mp; ++m) {
     uint8_t* dst = q.u8.data() + m * Kp;
     if (m >= M) {
-      std::fill_n(dst, Kp, uint8_t(128));
+      std::memset(dst, 128, size_t(Kp));
       q.scale[m] = 0.0f;
       continue;
     }
@@ -102,7 +104,7 @@ void quantize_rows_impl(Precision p, int64_t M, int64_t K, int64_t Kp, const flo
       const float v = std::min(127.0f, std::max(-127.0f, std::nearbyint(a[k] * inv)));
       dst[k] = uint8_t(int32_t(v) + 128);
     }
-    std::fill(dst + K, dst + Kp, uint8_t(128));
+    std::memset(dst + K, 128, size_t(Kp - K));
   }
 }
 

@@ -205,6 +205,7 @@ def test_stream_bench_reports_every_case(tmp_path, capsys):
         assert c["weight_bytes"] == 4 * gates * c["H"] * (c["I"] + c["H"])
     assert doc["machine"]["cpu_model"] is not None
     out = capsys.readouterr().out
+    assert doc["activation_pair_ns"] > 0
     assert "Model::Stream" in out and "lat floor" in out
 
 

@@ -101,6 +101,23 @@ def test_mpirun_optimizer_callbacks_and_logs(tmp_path):
     assert (tmp_path / "ckpt_from0.fastlstm").exists() and (tmp_path / "log_from0.csv").exists()
     assert not (tmp_path / "ckpt_from1.fastlstm").exists()
     assert not (tmp_path / "log_from1.csv").exists()
+    # a functional model (a masked sequence output and a final one, loss and sample weights, a
+    # regularizer, a last batch of one row that rank 1 has no part of): one process's result
+    assert r0["functional_weights"] == r1["functional_weights"]
+    np.testing.assert_allclose(r0["functional_weights"], single["functional_weights"],
+                               rtol=1e-5, atol=1e-6)
+    assert r0["functional_history"] == r1["functional_history"]
+    assert set(r0["functional_history"]) == set(single["functional_history"])
+    assert {"seq_loss", "end_loss", "end_accuracy", "val_loss", "val_end_accuracy"} <= \
+        set(single["functional_history"])
+    for key, values in single["functional_history"].items():
+        np.testing.assert_allclose(r0["functional_history"][key], values, rtol=1e-5,
+                                   atol=1e-7, err_msg=key)
+    # a loss that is not finite on rank 0's rows only stops both ranks at the same batch,
+    # as one process, with the weights from before that step
+    assert r0["nonfinite"][0] == r1["nonfinite"][0] == single["nonfinite"][0] == [1, 1]
+    assert r0["nonfinite"][1] and r1["nonfinite"][1]
+    assert r0["nonfinite"][2] == r1["nonfinite"][2]
 
 
 # ------------------------------------------------------------------------------ without MPI
@@ -161,3 +178,27 @@ def test_launched_under_mpi_without_mpi4py_names_the_extra(no_launcher, monkeypa
     monkeypatch.setitem(sys.modules, "mpi4py", None)
     with pytest.raises(ImportError, match=r"fastlstm\[mpi\]"):
         dist.init()
+
+
+def test_pytorch_style_step_without_mpi(no_launcher):
+    """DistributedOptimizer over an optimizer given modules: zero_grad/step as the plain one."""
+    x = np.random.default_rng(0).standard_normal((6, 4, 5)).astype(np.float32)
+    results = []
+    for wrap in (False, True):
+        lstm = fastlstm.LSTM(5, 7, seed=1)
+        head = fastlstm.Linear(7, 1, seed=2)
+        opt = optim.Adam(params=[lstm, head], learning_rate=0.01)
+        if wrap:
+            opt = dist.DistributedOptimizer(opt)
+            assert dist.broadcast_parameters(opt) is opt
+            assert dist.broadcast_parameters([lstm, head]) == [lstm, head]
+        for _ in range(3):
+            opt.zero_grad()
+            h, _ = lstm.forward(x, train=True)
+            out = head.forward(h)
+            lstm.backward(head.backward(2.0 * out / out.size))
+            opt.step()
+        results.append(np.concatenate([lstm.flat_params, head.flat_params]))
+    assert np.array_equal(results[0], results[1])
+    with pytest.raises(TypeError, match="was not given modules"):
+        dist.broadcast_parameters(optim.Adam())

@@ -3,7 +3,10 @@
 // for the cases of the README's "Streaming" section, with each case's floor:
 //   - latency floor: the recurrent product's dependent chain, S fused multiply-adds in a fixed
 //     order per output (what bitwise equality with the sequence engine requires), times the
-//     measured latency of one FMA: what no step can beat, whatever the width of the machine;
+//     measured latency of one FMA, plus the cell's own chain: two activations one after the
+//     other (LSTM: tanh(g), then tanh(c); GRU: sigmoid(r), then tanh(n)) and two FMAs, with
+//     the library's sigmoid/tanh (kernels/activations.hpp) timed here the same way: what no
+//     step can beat, whatever the width of the machine;
 //   - bandwidth floor: the weight bytes of a step over the read bandwidth measured here on a
 //     buffer of the same size (L1 or L2, whichever holds it).
 // The floor of a case is the larger of the two. Steps are timed in windows of about 20 us,
@@ -28,6 +31,10 @@
 #include "fastlstm/model.hpp"
 #include "fastlstm/rnn.hpp"
 #include "fastlstm/threads.hpp"
+// the cell's sigmoid and tanh, to time their latency: the kernel header, compiled here into a
+// namespace of this program's own (the library's copies are per ISA level)
+#define FASTLSTM_ISA_NS stream_bench_isa
+#include "kernels/activations.hpp"
 
 namespace {
 
@@ -58,6 +65,24 @@ double fma_latency_ns() {
     }
     t.push_back(seconds_since(t0) * 1e9 / double(n));
     vm = a;
+  }
+  return median(t);
+}
+
+// ns per sigmoid-then-tanh pair in a dependent chain (scalar float): the cell's own latency
+double activation_pair_ns() {
+  volatile float v0 = 0.3f;
+  std::vector<double> t;
+  for (int r = 0; r < 21; ++r) {
+    float a = v0;
+    const int64_t n = 5'000;
+    const auto t0 = Clock::now();
+    for (int64_t i = 0; i < n; ++i) {
+      a = fastlstm::detail::stream_bench_isa::tanh_act(fastlstm::detail::stream_bench_isa::sigmoid(a));
+      __asm__ volatile("" : "+x"(a));
+    }
+    t.push_back(seconds_since(t0) * 1e9 / double(n));
+    v0 = a;
   }
   return median(t);
 }
@@ -137,7 +162,7 @@ struct Result {
   bool same_bits = true;
 };
 
-Result run_case(const Case& c, int64_t steps, int repeats, double fma_ns) {
+Result run_case(const Case& c, int64_t steps, int repeats, double fma_ns, double act_ns) {
   fastlstm::RNNConfig cfg;
   cfg.cell = c.cell;
   cfg.input_size = c.I;
@@ -187,7 +212,7 @@ Result run_case(const Case& c, int64_t steps, int repeats, double fma_ns) {
   r.steps = windows * n;
   const int64_t G = cfg.gate_size();
   r.weight_bytes = 4 * G * (c.I + c.H);
-  r.latency_floor_ns = double(c.H) * fma_ns;
+  r.latency_floor_ns = double(c.H + 2) * fma_ns + act_ns;
   r.bandwidth_floor_ns = double(r.weight_bytes) / read_bandwidth(r.weight_bytes);
   return r;
 }
@@ -238,14 +263,16 @@ int main(int argc, char** argv) {
     }
   fastlstm::set_num_threads(1);
   const double fma_ns = fma_latency_ns();
+  const double act_ns = activation_pair_ns();
   std::vector<Result> rs;
   for (const Case& c : cases) {
-    rs.push_back(run_case(c, steps, repeats, fma_ns));
+    rs.push_back(run_case(c, steps, repeats, fma_ns, act_ns));
   }
   bool ok = true;
   if (json) {
-    std::printf("{\"fma_latency_ns\": %.4f, \"compiler\": \"%s\", \"flags\": \"%s\", \"cases\": [",
-                fma_ns, fastlstm::build_info().compiler.c_str(), fastlstm::build_info().flags.c_str());
+    std::printf("{\"fma_latency_ns\": %.4f, \"activation_pair_ns\": %.3f, \"compiler\": \"%s\", "
+                "\"flags\": \"%s\", \"cases\": [",
+                fma_ns, act_ns, fastlstm::build_info().compiler.c_str(), fastlstm::build_info().flags.c_str());
     for (size_t k = 0; k < rs.size(); ++k) {
       const Result& r = rs[k];
       std::printf("%s\n {\"cell\": \"%s\", \"I\": %lld, \"H\": %lld, \"bare_ns\": %.2f, "
@@ -257,8 +284,9 @@ int main(int argc, char** argv) {
     }
     std::printf("\n]}\n");
   } else {
-    std::printf("one thread; FMA latency %.3f ns; ns/step = median over alternated windows of "
-                "about 20 us (%lld steps per case at most)\n", fma_ns, (long long)steps);
+    std::printf("one thread; FMA latency %.3f ns, sigmoid+tanh chain %.1f ns; ns/step = median "
+                "over alternated windows of about 20 us (%lld steps per case at most)\n",
+                fma_ns, act_ns, (long long)steps);
     std::printf("%-5s %4s %4s | %10s %12s | %9s %9s %6s | %9s\n", "cell", "I", "H", "bare ns",
                 "Model ns", "lat floor", "bw floor", "floor", "bare/floor");
     for (const Result& r : rs) {

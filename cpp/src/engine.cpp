@@ -245,16 +245,27 @@ void Engine<T>::forward_direction(int64_t l, int64_t d, const DirParams<T>& p, c
   const TypedKernels<T>& kern = typed_kernels<T>();
   // C[M, ncols] = A[M, depth] W^T for the columns [col0, col0 + ncols) of a packed weight
   // (0: W_ih, 1: W_hh, 2: W_hr), in the network's precision
+  // (low precision: with `pre`, A's rows as quantize_once left them)
   auto product = [&](int which, int64_t M, int64_t ncols, int64_t depth, const T* A, int64_t lda,
-                     const T* pk, int64_t col0, T* C, int64_t ldc) {
+                     const T* pk, int64_t col0, T* C, int64_t ldc,
+                     const QRows* pre = nullptr) {
     if constexpr (std::is_same_v<T, float>) {
       if (lowp()) {
         const QPacked& w = which == 0 ? q_ih_[k] : which == 1 ? q_hh_[k] : q_hr_[k];
-        kernels().gemm_lowp(M, ncols, A, lda, w, col0, C, ldc);
+        if (pre) kernels().gemm_lowp_q(ncols, *pre, w, col0, C, ldc);
+        else kernels().gemm_lowp(M, ncols, A, lda, w, col0, C, ldc);
         return;
       }
     }
     kern.gemm_packed(M, ncols, depth, A, lda, pk + col0 * depth, C, ldc, false);
+  };
+  // low precision: a step's rows quantized once per thread for a weight, then used for each of
+  // the thread's column blocks (not once per tile)
+  auto quantize_once = [&](int which, const T* A, int64_t M, int64_t lda, QRows* q) {
+    if constexpr (std::is_same_v<T, float>) {
+      const QPacked& w = which == 0 ? q_ih_[k] : which == 1 ? q_hh_[k] : q_hr_[k];
+      kernels().quantize_rows(A, M, lda, w, *q);
+    }
   };
   bx_.assign(Gp, T(0));
   if (p.b_ih)
@@ -266,8 +277,8 @@ void Engine<T>::forward_direction(int64_t l, int64_t d, const DirParams<T>& p, c
       Tn == 1 || (B >= kMR && N * Gp * int64_t(sizeof(T)) > kXprojCacheBytes);
   // rows [r0, r1) and columns [c0, c1) of it, into dst (its row r0, column c0) at stride ldd
   auto project = [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1, const T* x, int64_t ldx,
-                     T* dst, int64_t ldd) {
-    product(0, r1 - r0, c1 - c0, I_l, x + r0 * ldx, ldx, pk_ih, c0, dst, ldd);
+                     T* dst, int64_t ldd, const QRows* pre = nullptr) {
+    product(0, r1 - r0, c1 - c0, I_l, x + r0 * ldx, ldx, pk_ih, c0, dst, ldd, pre);
     if (p.b_ih)
       for (int64_t r = 0; r < r1 - r0; ++r)
         for (int64_t g = c0; g < c1; ++g) dst[r * ldd + g - c0] += bx_[g];
@@ -321,6 +332,7 @@ void Engine<T>::forward_direction(int64_t l, int64_t d, const DirParams<T>& p, c
   const int nt_want = step_threads(tiles, B * G * (S + P));
   if (int64_t(rec_.size()) < nt_want) rec_.resize(nt_want);
   if (int64_t(xrec_.size()) < nt_want) xrec_.resize(nt_want), xin_.resize(nt_want);
+  if (lowp() && int64_t(qrows_.size()) < 3 * nt_want) qrows_.resize(3 * nt_want);
   for (int t = 0; t < nt_want; ++t) {
     rec_[t].resize(B * tile_cols);
     if (per_step) {
@@ -352,6 +364,9 @@ void Engine<T>::forward_direction(int64_t l, int64_t d, const DirParams<T>& p, c
     const int64_t q0 = proj_panels * tid / nt, q1 = proj_panels * (tid + 1) / nt;
     T* rec = rec_[tid].data();
     T* xrec = per_step ? xrec_[tid].data() : nullptr;
+    QRows* qh = lowp() ? &qrows_[3 * tid] : nullptr;  // this step's h, x, h_raw quantized
+    QRows* qx = lowp() && per_step ? &qrows_[3 * tid + 1] : nullptr;
+    QRows* qr = lowp() ? &qrows_[3 * tid + 2] : nullptr;
     for (int64_t s = 0; s < Tn; ++s) {
       const int64_t nb = active_[s];
       if (nb == 0) break;
@@ -374,11 +389,16 @@ void Engine<T>::forward_direction(int64_t l, int64_t d, const DirParams<T>& p, c
           std::copy_n(in + row(step_time(d, j, s), perm_[j]) * I_l, I_l, g + j * I_l);
         xs = g;
       }
+      if (qh && t1 > t0) {
+        quantize_once(1, hp, nb, S, qh);
+        if (qx) quantize_once(0, xs, nb, ldx, qx);
+      }
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t u0 = t * kTile, nu = std::min(kTile, H - u0);
         // the recurrent product of the running rows for this tile: [nb, ng*kTile]
-        product(1, nb, tile_cols, S, hp, S, pk_hh, t * tile_cols, rec, tile_cols);
-        if (per_step) project(0, nb, t * tile_cols, (t + 1) * tile_cols, xs, ldx, xrec, tile_cols);
+        product(1, nb, tile_cols, S, hp, S, pk_hh, t * tile_cols, rec, tile_cols, qh);
+        if (per_step)
+          project(0, nb, t * tile_cols, (t + 1) * tile_cols, xs, ldx, xrec, tile_cols, qx);
         for (int64_t j = 0; j < nb; ++j) {
           CellRow<T> r;
           r.xp = per_step ? xrec + j * tile_cols
@@ -404,9 +424,10 @@ void Engine<T>::forward_direction(int64_t l, int64_t d, const DirParams<T>& p, c
       }
       if (P > 0) {  // LSTMP: h = h_raw W_hr^T, the P columns split in panels
         barrier.wait();
+        if (qr && q1 > q0) quantize_once(2, hraw_s, nb, H, qr);
         for (int64_t q = q0; q < q1; ++q) {
           const int64_t c0_ = q * kNC, w = std::min(kNC, P - c0_);
-          product(2, nb, w, H, hraw_s, H, pk_hr, c0_, hnext + c0_, S);
+          product(2, nb, w, H, hraw_s, H, pk_hr, c0_, hnext + c0_, S, qr);
           publish(s, nb, hnext, c0_, c0_ + w);
         }
       }

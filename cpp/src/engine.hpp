@@ -89,6 +89,7 @@ class Engine {
   std::vector<std::vector<T>> pk_ih_t_;                // W_ih^T: panels over I_l             (backward)
   std::vector<std::vector<T>> pk_hh_t_;                // W_hh^T: panels over S               (backward)
   std::vector<QPacked> q_ih_, q_hh_, q_hr_;  // low precision: the forward weights quantized
+  std::vector<QRows> qrows_;                 // low precision: per thread, a step's h, x, h_raw
   std::vector<std::vector<T>> pk_hr_t_;                // W_hr^T: panels over H               (backward)
   std::vector<T> zeros_;                  // [G] stands in for absent biases
   bool cache_packed_ = false;             // Stream: pack once, reuse on every step

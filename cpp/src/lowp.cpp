@@ -7,6 +7,15 @@
 
 namespace fastlstm::detail {
 
+void QRows::shape(int64_t Mp, int64_t Kp_) {
+  if (precision == Precision::BF16) {
+    bf.resize(size_t(Mp * Kp_));
+  } else {
+    u8.resize(size_t(Mp * Kp_));
+    scale.resize(size_t(Mp));
+  }
+}
+
 void quantize_pack(Precision p, int64_t K, const std::vector<const float*>& rows, QPacked& out) {
   const int64_t N = int64_t(rows.size()), np = num_panels(N), Kp = lowp_depth_pad(p, K);
   out.precision = p;

@@ -81,6 +81,19 @@ StreamStep<T>::StreamStep(const RNNConfig& config, int64_t batch) : cfg_(config)
       ly.w_co.assign(H, T(0));
     }
     if (P > 0) ly.hr.assign(num_panels(P) * H * kNC, T(0));
+    StreamLayerView<T>& v = ly.view;
+    v.I = I;
+    v.H = H;
+    v.S = S;
+    v.w = ly.w.data();
+    v.b_ih = ly.b_ih.data();
+    v.b_hh = ly.b_hh.data();
+    if (!ly.w_ci.empty()) {
+      v.w_ci = ly.w_ci.data();
+      v.w_cf = ly.w_cf.data();
+      v.w_co = ly.w_co.data();
+    }
+    v.groups = ly.groups.data();
   }
 }
 
@@ -144,7 +157,7 @@ void StreamStep<T>::step(const T* x, T* y, T* h, T* c) noexcept {
     // rows x groups [g0, g1): the gate products and cell pass of those units
     auto part = [&](int64_t g0, int64_t g1) {
       for (int64_t j = 0; j < B; ++j)
-        run_(ly, in + j * ld_in, hl + j * S, cl ? cl + j * H : nullptr, out + j * ld_out,
+        run_(ly.view, in + j * ld_in, hl + j * S, cl ? cl + j * H : nullptr, out + j * ld_out,
              reverse_, g0, g1);
     };
     if (nt <= 1 || ng < 2) {

@@ -22,6 +22,27 @@ namespace fastlstm::detail {
 template <typename T>
 constexpr int kStreamU = int(64 / sizeof(T));
 
+struct StreamGroup {         // NB unit blocks whose gate columns are computed together
+  int64_t w = 0;             // offset of its weights [I + S][nb][ng][U] in the layer's w
+  int64_t b = 0;             // offset of its biases [nb][ng][U] in b_ih, b_hh
+  int64_t u0 = 0;            // first hidden unit
+  int nb = 0;                // blocks (1 or 2)
+};
+
+// What the per-ISA step kernel (kernels/stream_step.hpp) reads of a layer: raw pointers into
+// the StreamStep's buffers, set once they are allocated (they never move afterwards).
+template <typename T>
+struct StreamLayerView {
+  int64_t I = 0, H = 0, S = 0;
+  const T* w = nullptr;
+  const T* b_ih = nullptr;
+  const T* b_hh = nullptr;
+  const T* w_ci = nullptr;  // null without peepholes
+  const T* w_cf = nullptr;
+  const T* w_co = nullptr;
+  const StreamGroup* groups = nullptr;
+};
+
 template <typename T>
 class StreamStep {
  public:
@@ -34,12 +55,7 @@ class StreamStep {
   // Multiply-adds of one step (all layers, all rows): where threads could pay.
   int64_t work_per_step() const;
 
-  struct Group {             // NB unit blocks whose gate columns are computed together
-    int64_t w = 0;           // offset of its weights [I + S][nb][ng][U] in Layer::w
-    int64_t b = 0;           // offset of its biases [nb][ng][U] in Layer::b_ih, b_hh
-    int64_t u0 = 0;          // first hidden unit
-    int nb = 0;              // blocks (1 or 2)
-  };
+  using Group = StreamGroup;
   struct Layer {
     int64_t I = 0, H = 0, S = 0;      // input, hidden and state size of the layer
     AlignedVector<T> w;               // the groups' weights
@@ -47,6 +63,7 @@ class StreamStep {
     std::vector<T> w_ci, w_cf, w_co;  // [H] peepholes (empty without)
     AlignedVector<T> hr;              // [P, H] W_hr as panels (kernels/packed_gemm.hpp)
     std::vector<Group> groups;
+    StreamLayerView<T> view;          // the above as raw pointers, for the step kernel
     // offsets of the layer's tensors in the flat parameters (-1: absent)
     int64_t o_ih = -1, o_hh = -1, o_bih = -1, o_bhh = -1, o_hr = -1, o_ci = -1, o_cf = -1,
             o_co = -1;
@@ -54,7 +71,7 @@ class StreamStep {
   // runs the gate products and the cell pass of one layer and row: c updated in place, the
   // cell's output h (before any projection) into h_out
   // (groups [g0, g1) of the layer)
-  using LayerFn = void (*)(const Layer& L, const T* x, const T* h_prev, T* c, T* h_out,
+  using LayerFn = void (*)(const StreamLayerView<T>& L, const T* x, const T* h_prev, T* c, T* h_out,
                            bool reverse, int64_t g0, int64_t g1) noexcept;
 
  private:

@@ -23,9 +23,15 @@ Data loading: every rank passes the SAME ``x`` and ``y`` (same samples, same ord
 uses). Each epoch draws one global shuffle, identical on every rank (rank 0's generator state is
 broadcast), each global batch of ``batch_size`` rows is split into ``size`` contiguous parts of
 ``batch_size // size`` or one more rows (``numpy.array_split``), and rank r trains on part r.
-Each rank's gradient is weighted by its share of the batch's rows before the average, so an
-uneven split (the last, short batch; a batch size that ``size`` does not divide) gives exactly
-the gradient of the whole batch; a rank whose part is empty contributes zero.
+Each rank's loss gradient is weighted by its share of the batch's loss terms (per output: its
+rows, or the real steps of a masked sequence; one small Allreduce per step of each output's
+term count and loss sum) before the average, so an uneven split (the last, short batch; a batch
+size that ``size`` does not divide) gives exactly the gradient of the whole batch, and the
+logged losses are the whole batch's; a rank whose part is empty contributes zero.
+
+``fit`` is ``model.fit``'s own loop (``fastlstm.models.training``) run with a
+:class:`DataParallel` context: the hooks of ``fastlstm.models.parallel.OneProcess`` that split
+each batch, total its losses, gate the callbacks and agree on stopping.
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ import time
 
 import numpy as np
 
+from .models.parallel import OneProcess
+from .models.training import _is_arrayish
 from .optim import Optimizer
 
 __all__ = ["init", "rank", "size", "is_distributed", "DistributedOptimizer",
@@ -136,16 +144,35 @@ def _flat_params(model, name="model"):
     return p
 
 
-def broadcast_parameters(model, root=0):
-    """Copies ``root``'s weights (``model.flat_params``, one ``Bcast``) to every rank."""
-    c = _comm()
-    p = _flat_params(model)
+def _param_buffers(obj):
+    if isinstance(obj, DistributedOptimizer):
+        obj = obj.optimizer
+    if isinstance(obj, Optimizer):
+        flat = getattr(obj, "_flat", None)
+        if flat is None:
+            raise TypeError("broadcast_parameters: this optimizer was not given modules "
+                            "(params=[...]); pass the model or modules instead")
+        return [flat[0]]
+    if isinstance(obj, (list, tuple)):
+        return [b for o in obj for b in _param_buffers(o)]
+    return [_flat_params(obj)]
+
+
+def broadcast_parameters(model, root=0, comm=None):
+    """Copies ``root``'s weights to every rank (one ``Bcast`` per flat buffer). ``model``: a
+    Keras-shaped model, a PyTorch-shaped module (LSTM, GRU, Linear), a list of them, or an
+    optimizer given ``params=[...]`` (its one buffer over all its modules). ``comm``: the
+    communicator (default: the world's)."""
+    c = _comm() if comm is None else comm
+    buffers = _param_buffers(model)
     if c is not None:
-        n = c.bcast(p.size, root=root)
-        if n != p.size:
-            raise ValueError(f"broadcast_parameters: rank {c.Get_rank()} has {p.size} "
-                             f"parameters, rank {root} has {n}")
-        c.Bcast(p, root=root)
+        sizes = [b.size for b in buffers]
+        theirs = c.bcast(sizes, root=root)
+        if theirs != sizes:
+            raise ValueError(f"broadcast_parameters: rank {c.Get_rank()} has buffers of "
+                             f"{sizes} parameters, rank {root} has {theirs}")
+        for b in buffers:
+            c.Bcast(b, root=root)
     return model
 
 
@@ -153,11 +180,14 @@ class DistributedOptimizer(Optimizer):
     """Wraps an optimizer: :meth:`apply` first averages ``grads`` over the ranks with one
     in-place ``Allreduce`` on the whole flat buffer (no per-tensor calls), then steps.
 
-    For the PyTorch-shaped modules: ``opt = DistributedOptimizer(fastlstm.optim.Adam())``,
-    then per step ``module.backward(...)``; ``opt.apply(module.flat_params, module.flat_grads)``.
-    For the Keras-shaped models, ``compile(DistributedOptimizer(...))`` makes plain ``fit``
-    average too (each rank then trains on the data it is given); :func:`fit` also shards the
-    data. The averaged gradients are checked: a NaN or infinity on any rank raises
+    For the PyTorch-shaped modules:
+    ``opt = DistributedOptimizer(fastlstm.optim.Adam(params=[lstm, head]))``, then per step
+    ``opt.zero_grad()``, forward and backward, ``opt.step()`` (or, without ``params``,
+    ``opt.apply(module.flat_params, module.flat_grads)``).
+    For the Keras-shaped models use :func:`fit` (which wraps the model's optimizer itself and
+    also shards the data, averages the logs and keeps the ranks' decisions together; a plain
+    ``model.fit`` stops on a local NaN alone and would leave the other ranks waiting). The
+    averaged gradients are checked: a NaN or infinity on any rank raises
     ``FloatingPointError`` on every rank before any weight changes.
 
     ``allreduce_seconds`` / ``allreduce_calls`` accumulate the time spent in the Allreduce
@@ -245,19 +275,82 @@ def _rank0_only_types():
     return (cb.ProgbarLogger, cb.ModelCheckpoint, cb.CSVLogger)
 
 
-def _poison(grads, value):
-    """Marks a local non-finite loss in the gradient so that every rank sees it after the
-    Allreduce (NaN propagates through the sum) and all stop together."""
-    if not math.isfinite(value) and grads.size:
-        grads[0] = np.nan
+class DataParallel(OneProcess):
+    """``fit``'s hooks over the ranks of ``comm`` (see :func:`fit`): every rank runs the same
+    loop on its part of each global batch, so every collective call is made by all ranks."""
+
+    stops_mid_epoch = False  # a stop takes effect on every rank at the epoch's end
+
+    def __init__(self, comm):
+        self.comm, self.rank, self.size = comm, comm.Get_rank(), comm.Get_size()
+
+    def begin(self, model, n):
+        if any(getattr(l, "stateful", False) for l in model._leaves):
+            raise ValueError("distributed.fit: stateful layers carry state from one batch "
+                             "to the next on one process; they cannot be split over ranks")
+        counts = self.comm.allgather((n, model.flat_params.size))
+        if len(set(counts)) != 1:
+            raise ValueError("distributed.fit: every rank must pass the same samples and "
+                             f"the same model; (samples, parameters) per rank: {counts}")
+        broadcast_parameters(model, comm=self.comm)
+
+    def shuffle_rng(self, rng):  # rank 0's shuffle on every rank
+        rng.bit_generator.state = self.comm.bcast(rng.bit_generator.state, root=0)
+        return rng
+
+    def callbacks(self, cbs):
+        return cbs if self.rank == 0 else \
+            [c for c in cbs if not isinstance(c, _rank0_only_types())]
+
+    def part(self, rows, n):
+        idx = np.arange(n)[rows] if isinstance(rows, slice) else rows
+        # sorted: reads in file order (an mmap), the mean gradient is the same
+        return np.sort(np.array_split(idx, self.size)[self.rank])
+
+    def batch(self, model, values, counts, rows, d_outs):
+        # one Allreduce of a few numbers per batch: each output's loss terms and loss sum on
+        # this rank (rows for an output without a mask), whether it has no mask, the rows
+        k = len(values)
+        local = [float(rows) if c is None else float(c) for c in counts]
+        vec = np.array(local + [0.0 if v is None else v * n for v, n in zip(values, local)]
+                       + [1.0 if c is None and rows else 0.0 for c in counts] + [rows],
+                       dtype=np.float64)
+        self.comm.Allreduce(_mpi().IN_PLACE, vec, op=_mpi().SUM)
+        n, s, unmasked = vec[:k], vec[k:2 * k], vec[2 * k:3 * k]
+        values = [None if L is None else float(s[i] / n[i]) if n[i] else 0.0
+                  for i, L in enumerate(model._losses)]
+        count = next((float(n[i]) for i in range(k) if not unmasked[i]), float(vec[-1]))
+        # a rank's gradient of the mean over its terms, weighted by its share of the batch's
+        # terms: the average over the ranks is the whole batch's, however unevenly split
+        d_outs = [None if d is None else d * d.dtype.type(self.size * c / t if t else 0.0)
+                  for d, c, t in zip(d_outs, local, n)]
+        return values, count, d_outs
+
+    def apply_step(self, model, value):
+        if not math.isfinite(value):  # every rank sees the NaN after the Allreduce
+            model.flat_grads.fill(np.nan)
+        try:
+            model._apply_step()  # the Allreduce, the finiteness check, the step
+        except FloatingPointError:
+            return (f"the loss or the gradients of some rank are NaN or infinite (rank "
+                    f"{self.rank}: loss {value})")
+        return None
+
+    def totals(self, sums, metrics):
+        # the loss sums are the global batches' already; the metrics are this rank's rows'
+        tot = _combine(self.comm, [x for _, _, m in metrics for x in (m._sum, m._count)])
+        for i, (_, _, m) in enumerate(metrics):
+            m._sum, m._count = float(tot[2 * i]), float(tot[2 * i + 1])
+        return self.comm.bcast(list(sums), root=0)  # rank 0's bits everywhere
+
+    def stop(self, flag):
+        return bool(self.comm.allreduce(bool(flag), op=_mpi().LOR))
 
 
 def _combine(comm, local_sums):
     """Sums a float64 vector over ranks, then rank 0's result is everyone's (bit-identical
     decisions on every rank from the logs, e.g. EarlyStopping)."""
-    v = np.asarray(local_sums, dtype=np.float64)
-    if comm is None:
-        return v
+    v = np.asarray(local_sums, dtype=np.float64).copy()
     MPI = _mpi()
     comm.Allreduce(MPI.IN_PLACE, v, op=MPI.SUM)
     comm.Bcast(v, root=0)
@@ -266,193 +359,44 @@ def _combine(comm, local_sums):
 
 def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
         validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0,
-        lengths=None, comm=None):
+        lengths=None, sample_weight=None, class_weight=None, comm=None):
     """``model.fit`` over all ranks: the same arguments, ``batch_size`` the GLOBAL batch.
 
     Under MPI: rank 0's weights are broadcast first; each step every rank trains on its part of
     the global batch (see the module's notes) and the gradients are averaged with one
-    Allreduce; the epoch's loss and metrics are summed over ranks (exactly: the metrics' sums
-    and counts, not their ratios) and so is the validation (each rank evaluates its contiguous
-    part of the validation samples, weighted by its sample count); progress is printed and
-    ``ModelCheckpoint``/``CSVLogger`` run on rank 0 only, every other callback runs on every
-    rank with the same averaged epoch logs, so ``EarlyStopping`` and the learning-rate
-    callbacks decide the same everywhere. A stop requested during an epoch takes effect on all
-    ranks at its end. Without MPI this is ``model.fit``.
+    Allreduce (beside one of a few numbers: the batch's loss sums and term counts, so the
+    logged losses are the whole batch's); the metrics are summed over ranks (exactly: their
+    sums and counts, not their ratios), and the validation batches are split over the ranks
+    the same way; progress is printed and ``ModelCheckpoint``/``CSVLogger`` run on rank 0
+    only, every other callback runs on every rank with the same epoch logs, so
+    ``EarlyStopping`` and the learning-rate callbacks decide the same everywhere. A stop requested during an epoch takes
+    effect on all ranks at its end. Without MPI this is ``model.fit``.
 
+    It runs ``model.fit``'s own loop with a data-parallel context (the hooks of
+    ``fastlstm.models.parallel.OneProcess``) and the optimizer wrapped in
+    :class:`DistributedOptimizer`. ``x``/``y`` must be arrays (the same on every rank).
     Returns the History (the same on every rank). Dropout draws its own masks on each rank.
     """
-    from . import callbacks as callbacks_mod
-    from . import initializers
-    from .models import NonFiniteLossError
-    from .rnn import _positive_int as _int_arg
-
+    kwargs = dict(batch_size=batch_size, epochs=epochs, verbose=verbose, callbacks=callbacks,
+                  validation_split=validation_split, validation_data=validation_data,
+                  shuffle=shuffle, initial_epoch=initial_epoch, lengths=lengths,
+                  sample_weight=sample_weight, class_weight=class_weight)
     if comm is None:
         comm = _comm()
     elif comm.Get_size() == 1:
         comm = None
     if comm is None:
-        return model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=verbose,
-                         callbacks=callbacks, validation_split=validation_split,
-                         validation_data=validation_data, shuffle=shuffle,
-                         initial_epoch=initial_epoch, lengths=lengths)
-    r, p = comm.Get_rank(), comm.Get_size()
+        return model.fit(x, y, **kwargs)
+    if not _is_arrayish(x):
+        raise TypeError("distributed.fit: x must be arrays (the same on every rank), got "
+                        f"{type(x).__name__}; a Sequence or generator cannot be split here")
     model._check_compiled("fit")
-    batch_size = 32 if batch_size is None else _int_arg(batch_size, "batch_size")
-    epochs = _int_arg(epochs, "epochs", minimum=0)
-    initial_epoch = _int_arg(initial_epoch, "initial_epoch", minimum=0)
-    verbose = model._verbose(verbose)
-    vs = float(validation_split)
-    if not 0.0 <= vs < 1.0:
-        raise ValueError(f"validation_split must be in [0, 1), got {validation_split}")
-    x, y, lengths = model._prepare_xy(x, y, lengths)
-    if any(getattr(layer, "stateful", False) for layer in model.layers):
-        raise ValueError("distributed.fit: stateful layers carry state from one batch to the "
-                         "next on one process; they cannot be split over ranks")
-    val = None
-    if validation_data is not None:
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
-            raise ValueError("validation_data must be (x_val, y_val) or "
-                             "(x_val, y_val, lengths_val)")
-        vl = validation_data[2] if len(validation_data) == 3 else None
-        val = model._prepare_xy(validation_data[0], validation_data[1], vl, "x_val", "y_val")
-    elif vs > 0:
-        split = int(len(x) * (1.0 - vs))
-        if split == 0 or split == len(x):
-            raise ValueError(f"validation_split={vs} leaves "
-                             f"{'no training' if split == 0 else 'no validation'} samples "
-                             f"out of {len(x)}")
-        val = (x[split:], y[split:], None if lengths is None else lengths[split:])
-        x, y = x[:split], y[:split]
-        lengths = None if lengths is None else lengths[:split]
-    n = len(x)
-    counts = comm.allgather((n, model.flat_params.size))
-    if len(set(counts)) != 1:
-        raise ValueError("distributed.fit: every rank must pass the same samples and the same "
-                         f"model; (samples, parameters) per rank: {counts}")
-    if n == 0:
-        raise ValueError("x has no samples")
-    broadcast_parameters(model)
-    model._update_fused()
-    model._first_trainable = next(
-        (i for i, l in enumerate(model.layers) if l.count_params() > 0), len(model.layers))
-    # the same random streams as model.fit draws; the shuffle's is rank 0's on every rank
-    rng = initializers.spawn_rng()
-    rng.bit_generator.state = comm.bcast(rng.bit_generator.state, root=0)
-    for layer in model.layers:
-        if not getattr(layer, "_fixed_rng", False):
-            layer._rng = initializers.spawn_rng()
-        inner = getattr(layer, "layer", None)
-        if inner is not None:
-            inner._rng = initializers.spawn_rng()
-
     base_opt = model.optimizer
-    dopt = base_opt if isinstance(base_opt, DistributedOptimizer) else \
+    model.optimizer = base_opt if isinstance(base_opt, DistributedOptimizer) else \
         DistributedOptimizer(base_opt, comm=comm)
-    steps = -(-n // batch_size)
-    history = callbacks_mod.History()
-    cbs = list(callbacks or [])
-    if verbose:
-        cbs.insert(0, callbacks_mod.ProgbarLogger(verbose))
-    if r != 0:
-        cbs = [c for c in cbs if not isinstance(c, _rank0_only_types())]
-    cbs.append(history)
-    params = {"verbose": verbose if r == 0 else 0, "epochs": epochs, "steps": steps,
-              "batch_size": batch_size, "samples": n, "rank": r, "size": p}
-    cb = callbacks_mod.CallbackList(cbs, model=model, params=params)
-    history.set_params(params)
-    model.history = history
-    model.stop_training = False
-    train_metrics = model._make_metrics()
-    grads = model.flat_grads
-    model.optimizer = dopt
+    model._parallel = DataParallel(comm)
     try:
-        cb.on_train_begin()
-        logs = {}
-        for epoch in range(initial_epoch, epochs):
-            for m in train_metrics:
-                m.reset()
-            cb.on_epoch_begin(epoch)
-            order = rng.permutation(n) if shuffle else np.arange(n)
-            loss_sum, loss_count = 0.0, 0.0
-            for b in range(steps):
-                rows = np.array_split(order[b * batch_size:(b + 1) * batch_size], p)[r]
-                cb.on_train_batch_begin(b)
-                value, weights, out = 0.0, None, None
-                if len(rows):
-                    rows = np.sort(rows)  # reads in file order; the mean gradient is the same
-                    xb, yb = x[rows], y[rows]
-                    lb = None if lengths is None else lengths[rows]
-                    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                        value, out, weights = model._train_step(xb, yb, lb)
-                    count = float(len(rows) if weights is None else weights.sum())
-                else:
-                    grads[...] = 0
-                    count = 0.0
-                # weight this rank's mean gradient by its share of the batch's loss terms
-                if weights is None:
-                    total = float(min(batch_size, n - b * batch_size))
-                else:
-                    total = float(_combine_sum(comm, count))
-                share = count * p / total if total else 0.0
-                if share != 1.0:
-                    grads *= grads.dtype.type(share)
-                _poison(grads, value)
-                try:
-                    model._apply_step()  # the Allreduce, the finiteness check, the step
-                except FloatingPointError:
-                    raise NonFiniteLossError(
-                        f"training stopped at epoch {epoch + 1}, batch {b + 1} of {steps} on "
-                        f"rank {r}: the loss or the gradients of some rank are NaN or infinite. "
-                        "The weights from before this step are kept. Usual causes: a learning "
-                        "rate too high (try clipnorm= or a smaller rate) or bad input values.",
-                        epoch + 1, b + 1) from None
-                if count:
-                    loss_sum += value * count
-                    loss_count += count
-                    for m in train_metrics:
-                        m.update(yb, out, weights)
-                blogs = {"loss": loss_sum / loss_count if loss_count else 0.0}
-                for m in train_metrics:
-                    blogs[m.name] = m.result()
-                cb.on_train_batch_end(b, blogs)  # rank-local running values
-            sums = [loss_sum, loss_count]
-            for m in train_metrics:
-                sums += [m._sum, m._count]
-            tot = _combine(comm, sums)
-            epoch_logs = {"loss": tot[0] / tot[1] if tot[1] else 0.0}
-            for i, m in enumerate(train_metrics):
-                s, c = tot[2 + 2 * i], tot[3 + 2 * i]
-                epoch_logs[m.name] = s / c if c else 0.0
-            if val is not None:
-                epoch_logs.update(_evaluate_parts(model, comm, val, batch_size))
-            cb.on_epoch_end(epoch, epoch_logs)
-            logs = epoch_logs
-            stop = comm.allreduce(bool(model.stop_training), op=_mpi().LOR)
-            model.stop_training = stop
-            if stop:
-                break
-        cb.on_train_end(logs)
+        return model.fit(x, y, **kwargs)
     finally:
+        del model._parallel
         model.optimizer = base_opt
-    return history
-
-
-def _combine_sum(comm, value):
-    return float(_combine(comm, [value])[0])
-
-
-def _evaluate_parts(model, comm, val, batch_size):
-    """Validation logs over all ranks: rank r evaluates its contiguous part of the samples."""
-    xv, yv, lv = val
-    r, p = comm.Get_rank(), comm.Get_size()
-    idx = np.array_split(np.arange(len(xv)), p)[r]
-    names = ["loss"] + [m.name for m in model._make_metrics()]
-    local = np.zeros(len(names) + 1)
-    if len(idx):
-        sl = slice(int(idx[0]), int(idx[-1]) + 1)
-        logs = model._evaluate_arrays(xv[sl], yv[sl], None if lv is None else lv[sl],
-                                      batch_size=batch_size, cb=None)
-        local[:-1] = [logs[k] * len(idx) for k in names]
-        local[-1] = len(idx)
-    tot = _combine(comm, local)
-    return {"val_" + k: float(tot[i] / tot[-1]) for i, k in enumerate(names)}

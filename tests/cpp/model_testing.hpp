@@ -130,4 +130,30 @@ inline fastlstm::Model load_string(const std::string& bytes, bool verify = false
   return fastlstm::Model::load_from_memory(bytes.data(), bytes.size(), verify, "test.safetensors");
 }
 
+struct TestCase {
+  const char* name;
+  void (*fn)();
+};
+
+// Runs each test, counting it failed when it fails a check or throws; prints one line per test
+// and the "N passed, N failed" summary; the exit code for main().
+template <size_t N>
+int run_tests(const TestCase (&tests)[N]) {
+  int failed = 0;
+  for (const auto& t : tests) {
+    const int before = failures();
+    try {
+      t.fn();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "%s: unexpected exception: %s\n", t.name, e.what());
+      ++failures();
+    }
+    const bool ok = failures() == before;
+    failed += !ok;
+    std::printf("[%s] %s\n", ok ? "  OK  " : "FAILED", t.name);
+  }
+  std::printf("%d passed, %d failed\n", int(N) - failed, failed);
+  return failed ? 1 : 0;
+}
+
 }  // namespace mt

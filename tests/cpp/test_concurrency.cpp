@@ -150,24 +150,8 @@ void test_rnn_per_thread() {
 }  // namespace
 
 int main() {
-  struct {
-    const char* name;
-    void (*fn)();
-  } tests[] = {{"predict_and_set_num_threads", test_predict_and_set_num_threads},
+  const mt::TestCase tests[] = {{"predict_and_set_num_threads", test_predict_and_set_num_threads},
                {"streams", test_streams},
                {"rnn_per_thread", test_rnn_per_thread}};
-  int failed = 0;
-  for (const auto& t : tests) {
-    const int before = mt::failures();
-    try {
-      t.fn();
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "%s: unexpected exception: %s\n", t.name, e.what());
-      ++mt::failures();
-    }
-    const bool ok = mt::failures() == before;
-    failed += !ok;
-    std::printf("[%s] %s\n", ok ? "  OK  " : "FAILED", t.name);
-  }
-  return failed ? 1 : 0;
+  return mt::run_tests(tests);
 }

@@ -732,10 +732,7 @@ static void test_json() {
 }
 
 int main() {
-  struct {
-    const char* name;
-    void (*fn)();
-  } tests[] = {{"fixtures_predict", test_fixtures_predict},
+  const mt::TestCase tests[] = {{"fixtures_predict", test_fixtures_predict},
                {"summary_and_accessors", test_summary_and_accessors},
                {"verify_detects_mismatch", test_verify_detects_mismatch},
                {"load_from_memory_matches_load", test_load_from_memory_matches_load},
@@ -751,19 +748,5 @@ int main() {
                {"pool_limits_and_fork", test_pool_limits_and_fork},
                {"load_time_quantization", test_load_time_quantization},
                {"json", test_json}};
-  int failed_tests = 0;
-  for (const auto& t : tests) {
-    const int before = mt::failures();
-    try {
-      t.fn();
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "%s: unexpected exception: %s\n", t.name, e.what());
-      ++mt::failures();
-    }
-    const bool ok = mt::failures() == before;
-    failed_tests += !ok;
-    std::printf("[%s] %s\n", ok ? "  OK  " : "FAILED", t.name);
-  }
-  std::printf("%d of %zu tests passed\n", int(std::size(tests)) - failed_tests, std::size(tests));
-  return failed_tests ? 1 : 0;
+  return mt::run_tests(tests);
 }

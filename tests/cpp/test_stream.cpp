@@ -249,26 +249,9 @@ void test_model_stream_realtime() {
 }  // namespace
 
 int main() {
-  struct {
-    const char* name;
-    void (*fn)();
-  } tests[] = {{"bitwise", test_bitwise},
+  const mt::TestCase tests[] = {{"bitwise", test_bitwise},
                {"bound_to_params", test_bound_to_params},
                {"realtime_calls", test_realtime_calls},
                {"model_stream_realtime", test_model_stream_realtime}};
-  int failed_tests = 0;
-  for (const auto& t : tests) {
-    const int before = mt::failures();
-    try {
-      t.fn();
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "%s: unexpected exception: %s\n", t.name, e.what());
-      ++mt::failures();
-    }
-    const bool ok = mt::failures() == before;
-    failed_tests += !ok;
-    std::printf("[%s] %s\n", ok ? "  OK  " : "FAILED", t.name);
-  }
-  std::printf("%d of %zu tests passed\n", int(std::size(tests)) - failed_tests, std::size(tests));
-  return failed_tests ? 1 : 0;
+  return mt::run_tests(tests);
 }

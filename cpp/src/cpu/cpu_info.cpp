@@ -113,6 +113,51 @@ Features detect() {
   return f;
 }
 
+// The features cpu_info() reports, by the names it uses (and FASTLSTM_CPU_HIDE takes).
+struct FeatureName {
+  const char* name;
+  bool Features::*flag;
+};
+constexpr FeatureName kFeatureNames[] = {
+    {"sse2", &Features::sse2},           {"avx", &Features::avx},
+    {"avx2", &Features::avx2},           {"fma", &Features::fma},
+    {"f16c", &Features::f16c},           {"avx512f", &Features::avx512f},
+    {"avx512bw", &Features::avx512bw},   {"avx512dq", &Features::avx512dq},
+    {"avx512vl", &Features::avx512vl},   {"avx512_bf16", &Features::avx512_bf16},
+    {"avx512_vnni", &Features::avx512_vnni}, {"avx_vnni", &Features::avx_vnni},
+    {"amx_tile", &Features::amx_tile},   {"amx_bf16", &Features::amx_bf16},
+    {"amx_int8", &Features::amx_int8},
+};
+
+// FASTLSTM_CPU_HIDE=avx512f,amx_tile: features treated as absent, as if this CPU lacked them
+// (to check what a smaller CPU gets, and to step around a feature a virtual machine reports but
+// mishandles). A name that is not a feature is an error.
+void hide_features(Features& f) {
+  const char* env = std::getenv("FASTLSTM_CPU_HIDE");
+  if (!env || !*env) return;
+  std::string list(env);
+  size_t start = 0;
+  while (start <= list.size()) {
+    size_t end = list.find(',', start);
+    if (end == std::string::npos) end = list.size();
+    const std::string name = list.substr(start, end - start);
+    bool known = false;
+    for (const FeatureName& fn : kFeatureNames)
+      if (name == fn.name) {
+        f.*fn.flag = false;
+        known = true;
+      }
+    if (!known) {
+      std::string names;
+      for (const FeatureName& fn : kFeatureNames) names += (names.empty() ? "" : ", ") + std::string(fn.name);
+      throw Error("FASTLSTM_CPU_HIDE: \"" + name + "\" is not a CPU feature name: expected a "
+                  "comma-separated list of " + names);
+    }
+    start = end + 1;
+  }
+  if (!(f.amx_tile && f.amx_bf16 && f.amx_int8)) f.amx_permitted = false;
+}
+
 struct Level {
   const char* name;
   void (*fill)(KernelTable&);
@@ -159,6 +204,7 @@ std::string level_list() {
 State make_state() {
   State st;
   st.features = detect();
+  hide_features(st.features);
   while (st.best + 1 < kNumLevels && runs(st.features, st.best + 1)) ++st.best;
   st.chosen = st.best;
   if (const char* env = std::getenv("FASTLSTM_CPU"); env && *env) {
@@ -207,24 +253,8 @@ CpuInfo cpu_info() {
   CpuInfo info;
   info.vendor = f.vendor;
   info.model = f.model;
-  auto add = [&](bool on, const char* name) {
-    if (on) info.features.push_back(name);
-  };
-  add(f.sse2, "sse2");
-  add(f.avx, "avx");
-  add(f.avx2, "avx2");
-  add(f.fma, "fma");
-  add(f.f16c, "f16c");
-  add(f.avx512f, "avx512f");
-  add(f.avx512bw, "avx512bw");
-  add(f.avx512dq, "avx512dq");
-  add(f.avx512vl, "avx512vl");
-  add(f.avx512_bf16, "avx512_bf16");
-  add(f.avx512_vnni, "avx512_vnni");
-  add(f.avx_vnni, "avx_vnni");
-  add(f.amx_tile, "amx_tile");
-  add(f.amx_bf16, "amx_bf16");
-  add(f.amx_int8, "amx_int8");
+  for (const detail::FeatureName& fn : detail::kFeatureNames)
+    if (f.*fn.flag) info.features.push_back(fn.name);
   for (int i = 0; i <= st.best; ++i) info.levels.push_back(detail::kLevels[i].name);
   info.level = detail::kLevels[st.chosen].name;
   return info;

@@ -50,6 +50,12 @@ struct KernelTable {
   // row, dynamic)
   void (*gemm_lowp)(int64_t M, int64_t N, const float* A, int64_t lda, const QPacked& W,
                     int64_t col0, float* C, int64_t ldc) = nullptr;
+  // the same in two parts, when the same rows meet several column blocks: quantize A's M rows
+  // once for W, then C[M, N] = q Wq^T for columns [col0, col0 + N)
+  void (*quantize_rows)(const float* A, int64_t M, int64_t lda, const QPacked& W,
+                        QRows& q) = nullptr;
+  void (*gemm_lowp_q)(int64_t N, const QRows& q, const QPacked& W, int64_t col0, float* C,
+                      int64_t ldc) = nullptr;
 };
 
 // The table in use; the first call detects the CPU and reads FASTLSTM_CPU (throws

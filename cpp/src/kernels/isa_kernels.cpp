@@ -1,4 +1,7 @@
-// The kernels of one ISA level. CMake compiles this file once per level, with that level's
+// The kernels of one ISA level. Nothing here instantiates a standard-library template that
+// baseline code also uses (such copies are merged at link time, and the linker may keep either
+// one): buffers are sized by baseline functions (QRows::shape in lowp.cpp), filled by memset.
+// CMake compiles this file once per level, with that level's
 // instruction-set flags and -DFASTLSTM_ISA_NS=<level>: every function here (and in the kernel
 // headers it includes) lands in namespace fastlstm::detail::<level>, so copies for different
 // levels never mix at link time. fill_kernels() puts this level's functions in the table.
@@ -62,38 +65,35 @@ void fill_typed(TypedKernels<T>& k) {
 
 // ---- low precision --------------------------------------------------------------------------
 
-// The activation rows, quantized: [Mp, Kp] bf16 or u8 (rows past M and depth past K: zero, or
-// the u8 zero point 128), and the int8 per-row scales. Mp = M, or whole AMX tiles of rows.
-struct QRows {
-  std::vector<uint16_t> bf;
-  std::vector<uint8_t> u8;
-  std::vector<float> scale;
-};
-
 constexpr int64_t kRowPad = 16;  // an AMX tile's rows
 
-void quantize_rows(Precision p, int64_t M, int64_t Mp, int64_t K, int64_t Kp, const float* A,
-                   int64_t lda, QRows& q) {
+// Rows padded to whole AMX tiles (zero rows; u8: the zero point), so the tile path can read
+// them; the other paths read only the first M.
+void quantize_rows_impl(Precision p, int64_t M, int64_t K, int64_t Kp, const float* A,
+                        int64_t lda, QRows& q) {
+  const int64_t Mp = (M + kRowPad - 1) / kRowPad * kRowPad;
+  q.M = M;
+  q.Kp = Kp;
+  q.precision = p;
   if (p == Precision::BF16) {
-    q.bf.resize(size_t(Mp * Kp));
+    q.shape(Mp, Kp);
     for (int64_t m = 0; m < Mp; ++m) {
       uint16_t* dst = q.bf.data() + m * Kp;
       if (m >= M) {
-        std::fill_n(dst, Kp, uint16_t(0));
+        std::memset(dst, 0, size_t(Kp) * 2);
         continue;
       }
       const float* a = A + m * lda;
       for (int64_t k = 0; k < K; ++k) dst[k] = to_bf16(a[k]);
-      std::fill(dst + K, dst + Kp, uint16_t(0));
+      std::memset(dst + K, 0, size_t(Kp - K) * 2);
     }
     return;
   }
-  q.u8.resize(size_t(Mp * Kp));
-  q.scale.resize(size_t(Mp));
+  q.shape(Mp, Kp);
   for (int64_t m = 0; m < Mp; ++m) {
     uint8_t* dst = q.u8.data() + m * Kp;
     if (m >= M) {
-      std::fill_n(dst, Kp, uint8_t(128));
+      std::memset(dst, 128, size_t(Kp));
       q.scale[m] = 0.0f;
       continue;
     }
@@ -106,7 +106,7 @@ void quantize_rows(Precision p, int64_t M, int64_t Mp, int64_t K, int64_t Kp, co
       const float v = std::min(127.0f, std::max(-127.0f, std::nearbyint(a[k] * inv)));
       dst[k] = uint8_t(int32_t(v) + 128);
     }
-    std::fill(dst + K, dst + Kp, uint8_t(128));
+    std::memset(dst + K, 128, size_t(Kp - K));
   }
 }
 
@@ -327,19 +327,18 @@ void amx_product(const QPacked& W, const QRows& q, int64_t M, int64_t N, int64_t
 constexpr int64_t kAmxMinRows = 8;  // fewer rows: the dot-product kernel is as fast
 #endif
 
-void gemm_lowp(int64_t M, int64_t N, const float* A, int64_t lda, const QPacked& W, int64_t col0,
-               float* C, int64_t ldc) {
+void gemm_lowp_q(int64_t N, const QRows& q, const QPacked& W, int64_t col0, float* C,
+                 int64_t ldc) {
+  const int64_t M = q.M;
   if (M <= 0 || N <= 0) return;
-  thread_local QRows q;
+  if (q.precision != W.precision || q.Kp != W.Kp)
+    throw Error("gemm_lowp: the rows were quantized for another weight");
 #if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AMX_INT8__)
   if (M >= kAmxMinRows) {
-    // whole tiles of rows: the rows past M are zero (u8: the zero point)
-    quantize_rows(W.precision, M, (M + kRowPad - 1) / kRowPad * kRowPad, W.K, W.Kp, A, lda, q);
     amx_product(W, q, M, N, col0, C, ldc);
     return;
   }
 #endif
-  quantize_rows(W.precision, M, M, W.K, W.Kp, A, lda, q);
   const int64_t p_first = col0 / kNC, p_end = (col0 + N + kNC - 1) / kNC;
   if (M <= 2) {
     // batch-1 streaming: four panels at a time keep enough independent accumulators busy
@@ -355,6 +354,18 @@ void gemm_lowp(int64_t M, int64_t N, const float* A, int64_t lda, const QPacked&
     for (; m + 8 <= M; m += 8) block<8, 1>(W, q, m, 8, p, col0, N, C, ldc);
     if (m < M) block_tail(W, q, m, M - m, p, col0, N, C, ldc);
   }
+}
+
+void quantize_rows(const float* A, int64_t M, int64_t lda, const QPacked& W, QRows& q) {
+  quantize_rows_impl(W.precision, M, W.K, W.Kp, A, lda, q);
+}
+
+void gemm_lowp(int64_t M, int64_t N, const float* A, int64_t lda, const QPacked& W, int64_t col0,
+               float* C, int64_t ldc) {
+  if (M <= 0 || N <= 0) return;
+  thread_local QRows q;
+  quantize_rows_impl(W.precision, M, W.K, W.Kp, A, lda, q);
+  gemm_lowp_q(N, q, W, col0, C, ldc);
 }
 
 // ---- kernel_bench's FMA peak ---------------------------------------------------------------
@@ -412,6 +423,8 @@ void fill_kernels(KernelTable& t) {
   fill_typed(t.f32);
   fill_typed(t.f64);
   t.gemm_lowp = &gemm_lowp;
+  t.quantize_rows = &quantize_rows;
+  t.gemm_lowp_q = &gemm_lowp_q;
 #if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
   t.vector_floats = simd::kW;
 #else

@@ -35,21 +35,36 @@ struct QPacked {
   }
 };
 
-inline uint16_t to_bf16(float x) {  // round to nearest even (NaN stays NaN)
+// Activation rows quantized for one weight's products (kernels' quantize_rows): [Mp, Kp] bf16
+// or u8 (rows past M and depth past K: zero, or the u8 zero point 128; Mp = M rounded up to
+// whole AMX tiles of 16 rows) and the int8 per-row scales. Quantized once, used by every
+// product of those rows with that weight (e.g. a step's h with each unit tile of W_hh).
+struct QRows {
+  Precision precision = Precision::Float32;
+  int64_t M = 0, Kp = 0;
+  std::vector<uint16_t> bf;
+  std::vector<uint8_t> u8;
+  std::vector<float> scale;
+  // sizes the buffer of `precision` for Mp rows of Kp (out of line: baseline code)
+  void shape(int64_t Mp, int64_t Kp);
+};
+
+// static: each translation unit (baseline or ISA level) keeps its own copy
+static inline uint16_t to_bf16(float x) {  // round to nearest even (NaN stays NaN)
   uint32_t u;
   std::memcpy(&u, &x, 4);
   if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x40);
   u += 0x7fffu + ((u >> 16) & 1u);
   return uint16_t(u >> 16);
 }
-inline float from_bf16(uint16_t h) {
+static inline float from_bf16(uint16_t h) {
   const uint32_t u = uint32_t(h) << 16;
   float x;
   std::memcpy(&x, &u, 4);
   return x;
 }
 
-inline int64_t lowp_depth_pad(Precision p, int64_t K) {
+static inline int64_t lowp_depth_pad(Precision p, int64_t K) {
   const int64_t m = p == Precision::Int8 ? 64 : 32;
   return (K + m - 1) / m * m;
 }

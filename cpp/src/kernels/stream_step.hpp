@@ -63,17 +63,20 @@ inline void stream_gates(int64_t I, int64_t S, const T* __restrict x, const T* _
 
 // One layer and batch row of a stream step: the gate products of the groups [g0, g1) and the
 // sequence engine's own cell pass (kernels/cells.hpp) on each block, so the same bits as
-// forward(); c updated in place, the cell's output h (before any projection) into h_out.
+// forward(); c updated in place, the cell's output h (before any projection) into h_out. It
+// reads the layer through raw pointers only (StreamLayerView): no standard-library template is
+// instantiated in the per-ISA sources, so the linker cannot merge an AVX-512 copy of one into
+// baseline code.
 template <typename T, typename Cell, int U>
-void run_layer(const typename StreamStep<T>::Layer& L, const T* x, const T* h_prev, T* c,
+void run_layer(const StreamLayerView<T>& L, const T* x, const T* h_prev, T* c,
                T* h_out, bool reverse, int64_t g0, int64_t g1) noexcept {
   constexpr int NG = Cell::kGates;
   alignas(64) T xp[2 * NG * U], rec[2 * NG * U], act[NG * U], aux[U];
   const int64_t H = L.H;
   for (int64_t gi = g0; gi < g1; ++gi) {
     const auto& g = L.groups[reverse ? g1 - 1 - (gi - g0) : gi];
-    const T* w = L.w.data() + g.w;
-    const T* bih = L.b_ih.data() + g.b;
+    const T* w = L.w + g.w;
+    const T* bih = L.b_ih + g.b;
     if (g.nb == 2) stream_gates<T, U, 2, NG>(L.I, L.S, x, h_prev, w, bih, xp, rec);
     else stream_gates<T, U, 1, NG>(L.I, L.S, x, h_prev, w, bih, xp, rec);
     for (int b = 0; b < g.nb; ++b) {
@@ -83,11 +86,11 @@ void run_layer(const typename StreamStep<T>::Layer& L, const T* x, const T* h_pr
       CellRow<T> r;
       r.xp = xp + b * NG * U;
       r.rec = rec + b * NG * U;
-      r.b_hh = L.b_hh.data() + g.b + b * NG * U;
-      if (!L.w_ci.empty()) {
-        r.w_ci = L.w_ci.data() + u0;
-        r.w_cf = L.w_cf.data() + u0;
-        r.w_co = L.w_co.data() + u0;
+      r.b_hh = L.b_hh + g.b + b * NG * U;
+      if (L.w_ci) {
+        r.w_ci = L.w_ci + u0;
+        r.w_cf = L.w_cf + u0;
+        r.w_co = L.w_co + u0;
       }
       r.c = c ? c + u0 : nullptr;
       r.h_prev = h_prev + u0;

@@ -3,9 +3,9 @@
 Runs the ``stream_bench`` program that is built from bench/cpp/stream_bench.cpp and installed
 with the package (``fastlstm/bin``): ``fastlstm::Stream<float>`` (the bare engine) and
 ``fastlstm::Model::Stream`` (the same weights from a model file) for LSTM and GRU at I=1,
-H in {1, 8, 16, 32, 64, 128} and I=64, H=256, each with its floor (the recurrent product's
-FMA-latency chain for small H, the weight bytes over the measured cache read bandwidth for large
-H). A step of a small model takes tens of nanoseconds: it can only be timed in C++, never
+H in {1, 8, 16, 32, 64, 128} and I=64, H=256, each with its floor (for small H the latency
+chain: the recurrent product's H dependent FMAs plus the cell's two activations in a row; for
+large H the weight bytes over the measured cache read bandwidth). A step of a small model takes tens of nanoseconds: it can only be timed in C++, never
 through one Python call per step (that is the ``step_py`` case).
 """
 
@@ -39,8 +39,9 @@ def executable():
 def format_stream_table(doc):
     """The human-readable table of a stream_bench --json document."""
     lines = [
-        f"one thread; FMA latency {doc['fma_latency_ns']:.3f} ns; ns/step = median over "
-        "alternated windows of about 20 us",
+        f"one thread; FMA latency {doc['fma_latency_ns']:.3f} ns, sigmoid+tanh chain "
+        f"{doc['activation_pair_ns']:.1f} ns; ns/step = median over alternated windows of "
+        "about 20 us",
         f"{'cell':5s} {'I':>4s} {'H':>4s} | {'Stream ns':>10s} {'Model::Stream':>13s} | "
         f"{'lat floor':>9s} {'bw floor':>9s} | {'Stream/floor':>12s}",
     ]

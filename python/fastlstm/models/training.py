@@ -12,8 +12,6 @@ the number of real elements).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from .. import callbacks as callbacks_mod
@@ -22,6 +20,7 @@ from .. import losses as losses_mod
 from .. import metrics as metrics_mod
 from ..rnn import _positive_int as _int_arg
 from .inputs import DataMixin
+from .parallel import ONE_PROCESS
 from .weights import WeightsMixin
 
 __all__ = ["Trainer", "NonFiniteLossError"]
@@ -60,6 +59,8 @@ def _slice(arrs, sl):
 
 class Trainer(DataMixin, WeightsMixin):
     """The Keras training API over a model's graph (mixed into ``Model``)."""
+
+    _parallel = ONE_PROCESS  # how fit splits each batch (fastlstm.distributed sets another)
 
     def __init__(self):
         self.optimizer = None
@@ -238,12 +239,30 @@ class Trainer(DataMixin, WeightsMixin):
                 self.flat_grads += tmp
         return value
 
-    def _train_step(self, xs, ys, masks, sw):
+    def _batch_losses(self, xs, ys, masks, sw, training, par):
+        """Forward and losses of this process's rows of a batch, made the global batch's by
+        ``par``: (outputs, loss, per-output losses, d_outs, weights); ``self._count``: the
+        batch's weight in the epoch's mean."""
+        k, rows = len(self._output_tensors), len(xs[0])
+        if rows:
+            outs, oms = self._run(xs, masks, training)
+            _, values, d_outs, weights = self._losses_of(ys, outs, oms, sw, need_grad=training)
+        else:  # a rank with no rows of this global batch (more ranks than rows)
+            outs, values, d_outs, weights = None, [None] * k, [None] * k, [None] * k
+            self._counts = [0.0] * k
+        values, self._count, d_outs = par.batch(self, values, self._counts, rows, d_outs)
+        value = 0.0
+        for lw, v in zip(self._loss_weights, values):
+            if v is not None:
+                value += lw * v
+        return outs, value, values, d_outs, weights
+
+    def _train_step(self, xs, ys, masks, sw, par=ONE_PROCESS):
         """Loss and gradients of one batch (dropout active); fills ``flat_grads``."""
         self.flat_grads[...] = 0
-        outs, oms = self._run(xs, masks, True)
-        value, values, d_outs, weights = self._losses_of(ys, outs, oms, sw, need_grad=True)
-        self._backward(d_outs, fused=[f for f in self._fused_nodes if f is not None])
+        outs, value, values, d_outs, weights = self._batch_losses(xs, ys, masks, sw, True, par)
+        if outs is not None:
+            self._backward(d_outs, fused=[f for f in self._fused_nodes if f is not None])
         if self._reg is not None:
             value += self._penalty(with_grad=True)
         return value, values, outs, weights
@@ -288,20 +307,18 @@ class Trainer(DataMixin, WeightsMixin):
 
     # ------------------------------------------------------------------------------ fit
     def _train_batch(self, xb, yb, mb, swb, epoch, b, steps):
-        """One optimizer step on one batch (the unit a distributed hook wraps)."""
+        """One optimizer step on one batch (this process's part of it)."""
+        par = self._parallel
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             # a non-finite loss is detected below and reported with epoch and batch
-            value, values, out, weights = self._train_step(xb, yb, mb, swb)
-        gsum = float(self.flat_grads.sum(dtype=np.float64))
-        if not (math.isfinite(value) and math.isfinite(gsum)):
-            what = f"the loss is {value}" if not math.isfinite(value) else \
-                "the gradients contain NaN or infinity"
+            value, values, out, weights = self._train_step(xb, yb, mb, swb, par)
+        what = par.apply_step(self, value)
+        if what is not None:
             raise NonFiniteLossError(
                 f"training stopped at epoch {epoch + 1}, batch {b + 1} of {steps}: {what}."
                 " The weights from before this step are kept. Usual causes: a learning "
                 "rate too high (try clipnorm= or a smaller rate) or bad input values.",
                 epoch + 1, b + 1)
-        self._apply_step()
         return value, values, out, weights
 
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
@@ -358,8 +375,10 @@ class Trainer(DataMixin, WeightsMixin):
                 f"a stateful layer needs every batch to have the same size: {n} samples are "
                 f"not divisible by batch_size={batch_size}"
             )
+        par = self._parallel
+        par.begin(self, n)
         steps = -(-n // batch_size)
-        rng = self._fresh_streams()
+        rng = par.shuffle_rng(self._fresh_streams())
         cb, history = self._callbacks(callbacks, verbose, epochs, steps,
                                       {"batch_size": batch_size, "samples": n})
         train_metrics = self._make_metrics()
@@ -372,10 +391,12 @@ class Trainer(DataMixin, WeightsMixin):
                 for b in range(steps):
                     sl = slice(b * batch_size, min((b + 1) * batch_size, n)) if order is None \
                         else order[b * batch_size : (b + 1) * batch_size]
+                    sl = par.part(sl, n)
                     yield (_slice(xs, sl), _slice(ys, sl), _slice(masks, sl),
                            None if sw is None else sw[sl])
 
             logs = self._run_epoch(epoch, batches(), steps, train_metrics, cb, val, batch_size)
+            self.stop_training = par.stop(self.stop_training)
             if self.stop_training:
                 break
         cb.on_train_end(logs)
@@ -400,6 +421,7 @@ class Trainer(DataMixin, WeightsMixin):
         cbs = list(callbacks or [])
         if verbose:
             cbs.insert(0, callbacks_mod.ProgbarLogger(verbose))
+        cbs = self._parallel.callbacks(cbs)
         cbs.append(history)
         params = {"verbose": verbose, "epochs": epochs, "steps": steps}
         params.update(extra)
@@ -409,36 +431,48 @@ class Trainer(DataMixin, WeightsMixin):
         self.stop_training = False
         return cb, history
 
+    def _logs(self, sums, metrics, penalty=0.0):
+        """Logs from the sums ``[loss * count, count, per-output loss * count...]``."""
+        loss_sum, loss_count, part_sum = sums[0], sums[1], sums[2:]
+        logs = {"loss": (loss_sum / loss_count if loss_count else 0.0) + penalty}
+        if len(self._output_tensors) > 1:
+            for k, L in enumerate(self._losses):
+                if L is not None:
+                    logs[f"{self.output_names[k]}_loss"] = \
+                        part_sum[k] / loss_count if loss_count else 0.0
+        for _, name, m in metrics:
+            logs[name] = m.result()
+        return logs
+
+    def _accumulate(self, sums, yb, value, values, outs, weights, metrics):
+        count = self._count
+        sums[0] += value * count
+        sums[1] += count
+        for k, v in enumerate(values):
+            if v is not None:
+                sums[2 + k] += v * count
+        if outs is not None:  # None: this rank had no rows of the batch
+            for k, _, m in metrics:
+                m.update(yb[k], outs[k], weights[k])
+
     def _run_epoch(self, epoch, batches, steps, train_metrics, cb, val, batch_size):
+        par = self._parallel
         for _, _, m in train_metrics:
             m.reset()
         cb.on_epoch_begin(epoch)
-        multi = len(self._output_tensors) > 1
-        loss_sum, loss_count = 0.0, 0.0
-        part_sum = [0.0] * len(self._output_tensors)
-        logs = {}
+        sums = [0.0] * (2 + len(self._output_tensors))
         for b, (xb, yb, mb, swb) in enumerate(batches):
             cb.on_train_batch_begin(b)
             value, values, out, weights = self._train_batch(xb, yb, mb, swb, epoch, b, steps)
-            count = _batch_count(xb, self._counts)
-            loss_sum += value * count
-            loss_count += count
-            logs = {"loss": loss_sum / loss_count if loss_count else 0.0}
-            if multi:
-                for k, v in enumerate(values):
-                    if v is not None:
-                        part_sum[k] += v * count
-                        logs[f"{self.output_names[k]}_loss"] = part_sum[k] / loss_count
-            for k, name, m in train_metrics:
-                m.update(yb[k], out[k], weights[k])
-                logs[name] = m.result()
-            cb.on_train_batch_end(b, logs)
-            if self.stop_training:
+            self._accumulate(sums, yb, value, values, out, weights, train_metrics)
+            # running logs: the global batches' loss; the metrics of this process's rows
+            cb.on_train_batch_end(b, self._logs(sums, train_metrics))
+            if self.stop_training and par.stops_mid_epoch:
                 break
-        epoch_logs = dict(logs)
+        epoch_logs = self._logs(par.totals(sums, train_metrics), train_metrics)
         if val is not None:
             vlogs = val() if callable(val) else \
-                self._evaluate_arrays(*val, batch_size=batch_size, cb=None)
+                self._evaluate_arrays(*val, batch_size=batch_size, cb=None, par=par)
             epoch_logs.update({"val_" + k: v for k, v in vlogs.items()})
         cb.on_epoch_end(epoch, epoch_logs)
         return epoch_logs
@@ -452,40 +486,29 @@ class Trainer(DataMixin, WeightsMixin):
         return int(verbose)
 
     # ------------------------------------------------------------------------------ evaluate
-    def _evaluate_arrays(self, xs, ys, masks, sw, batch_size, cb):
+    def _evaluate_arrays(self, xs, ys, masks, sw, batch_size, cb, par=ONE_PROCESS):
+        """Loss and metrics over the samples in batches (``par``: each split over the
+        processes as in ``fit``)."""
         self._acquire()
         self._ensure_outputs_compiled()
         self._update_fused()
         metrics = self._make_metrics()
-        multi = len(self._output_tensors) > 1
-        loss_sum, loss_count = 0.0, 0.0
-        part_sum = [0.0] * len(self._output_tensors)
         n = len(xs[0])
-        logs = {}
+        sums = [0.0] * (2 + len(self._output_tensors))
         penalty = self._penalty(with_grad=False) if self._reg is not None else 0.0
         for b in range(-(-n // batch_size)):
-            sl = slice(b * batch_size, min((b + 1) * batch_size, n))
+            sl = par.part(slice(b * batch_size, min((b + 1) * batch_size, n)), n)
             if cb is not None:
                 cb.on_test_batch_begin(b)
             xb, yb, mb = _slice(xs, sl), _slice(ys, sl), _slice(masks, sl)
             swb = None if sw is None else sw[sl]
-            outs, oms = self._run(xb, mb, False)
-            value, values, _, weights = self._losses_of(yb, outs, oms, swb, need_grad=False)
-            count = _batch_count(xb, self._counts)
-            loss_sum += value * count
-            loss_count += count
-            logs = {"loss": (loss_sum / loss_count if loss_count else 0.0) + penalty}
-            if multi:
-                for k, v in enumerate(values):
-                    if v is not None:
-                        part_sum[k] += v * count
-                        logs[f"{self.output_names[k]}_loss"] = part_sum[k] / loss_count
-            for k, name, m in metrics:
-                m.update(yb[k], outs[k], weights[k])
-                logs[name] = m.result()
+            outs, value, values, _, weights = self._batch_losses(xb, yb, mb, swb, False, par)
+            self._accumulate(sums, yb, value, values, outs, weights, metrics)
             if cb is not None:
-                cb.on_test_batch_end(b, logs)
-        return logs
+                cb.on_test_batch_end(b, self._logs(sums, metrics, penalty))
+        if n == 0:
+            return {}
+        return self._logs(par.totals(sums, metrics), metrics, penalty)
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", callbacks=None,
                  return_dict=False, lengths=None, sample_weight=None, steps=None):
@@ -577,10 +600,10 @@ class Trainer(DataMixin, WeightsMixin):
         self._update_fused()
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             value, values, out, weights = self._train_step(xs, ys, masks, sw)
-        if not (math.isfinite(value) and math.isfinite(float(self.flat_grads.sum(dtype=np.float64)))):
-            raise NonFiniteLossError(f"train_on_batch: the loss is {value} (or a gradient is not "
-                                     "finite); the weights were not changed", 0, 1)
-        self._apply_step()
+        what = ONE_PROCESS.apply_step(self, value)
+        if what is not None:
+            raise NonFiniteLossError(f"train_on_batch: {what}; the weights were not changed",
+                                     0, 1)
         logs = {"loss": value}
         if len(values) > 1:
             logs.update({f"{n}_loss": v for n, v in zip(self.output_names, values)
@@ -602,13 +625,6 @@ class Trainer(DataMixin, WeightsMixin):
         """Forgets the state carried by stateful recurrent layers."""
         for layer in self.layers:
             layer.reset_states()
-
-
-def _batch_count(xb, counts):
-    """How much a batch's mean loss weighs in the epoch's: the real steps of a masked
-    sequence output, else the samples."""
-    c = next((c for c in counts if c is not None), None)
-    return float(len(xb[0])) if c is None else c
 
 
 def _is_arrayish(x):

@@ -43,7 +43,7 @@ import time
 import numpy as np
 
 from .models.parallel import OneProcess
-from .models.training import _is_arrayish
+from .models.inputs import _is_arrayish
 from .optim import Optimizer
 
 __all__ = ["init", "rank", "size", "is_distributed", "DistributedOptimizer",

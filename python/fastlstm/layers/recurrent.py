@@ -29,18 +29,12 @@ from ..rnn import GRU as _EngineGRU
 from ..rnn import LSTM as _EngineLSTM
 from ..rnn import _positive_int as _int_arg
 from .base import Layer, _flatten_tensors, _is_symbolic, _rate_arg, _shape_str
+from .mask_steps import place_outputs, reverse_index, unplace_outputs
 
 __all__ = ["LSTM", "GRU"]
 
 
 # ------------------------------------------------------------------------------------- recurrent
-def _reverse_index(lengths, B, T):
-    """[B, T] gather index that reverses each row's first ``lengths[b]`` steps (an involution)."""
-    t = np.arange(T)[None, :]
-    L = lengths[:, None]
-    return np.where(t < L, L - 1 - t, t)
-
-
 class _Recurrent(Layer):
     """LSTM and GRU as Keras layers over one engine module (batch-first, one layer)."""
 
@@ -296,7 +290,7 @@ class _Recurrent(Layer):
             if eng_len is None:
                 x = x[:, ::-1]
             else:
-                rev = _reverse_index(eng_len, B, T)
+                rev = reverse_index(eng_len, B, T)
                 x = x[np.arange(B)[:, None], rev]
         x = np.ascontiguousarray(x)
         given = initial_state is not None and len(initial_state) > 0
@@ -310,7 +304,8 @@ class _Recurrent(Layer):
             self._state = (h_n.copy(), None if c_n is None else c_n.copy())
         carry = None
         if self.return_sequences:
-            out, carry = self._place_outputs(out, mask, idx, count, hx, B, T)
+            out, carry = place_outputs(out, mask, idx, count, hx, B, T, self._directions,
+                                        self.go_backwards, self.units)
             y = self._merge(out[..., : self.units], out[..., self.units :], training) \
                 if self._directions == 2 else out
         else:
@@ -319,68 +314,6 @@ class _Recurrent(Layer):
             self._cache = (B, T, zero, drop, rev, idx, mask, carry, given)
         self._last_states = (h_n, c_n)
         return y
-
-    def _place_outputs(self, out, mask, idx, count, hx, B, T):
-        """Engine outputs (real steps packed left) -> outputs at every step, as Keras gives
-        them: at a masked step a one-direction layer repeats the last output (its initial
-        state before the first real step); a bidirectional one gives zeros there."""
-        if mask is None or (self.go_backwards and self._directions == 1):
-            if mask is not None:
-                out[~mask] = 0  # go_backwards keeps the right-padded processing order
-            return out, None
-        if idx is None:
-            # right padding: the engine's outputs are in place (zeros after each length)
-            if self._directions == 2:
-                if (count == 0).any():
-                    out[count == 0] = 0  # the engine ran one step on empty rows
-                return out, None
-            last = out[np.arange(B), np.maximum(count - 1, 0)]  # [B, H]
-            if hx is not None:
-                last[count == 0] = hx[0][0][count == 0]
-            elif (count == 0).any():
-                last[count == 0] = 0
-            return np.where(mask[:, :, None], out, last[:, None, :]), ("prefix", count)
-        k = np.cumsum(mask, axis=1) - 1  # [B, T]: the packed step each step shows
-        kc = np.maximum(k, 0)
-        full = np.take_along_axis(out, kc[:, :, None], axis=1)
-        if self._directions == 2:
-            full[~mask] = 0
-            return full, (k, None)
-        before = k < 0  # no real step yet: the initial state
-        if before.any():
-            full[before] = 0 if hx is None else np.broadcast_to(
-                hx[0][0][:, None, :], (B, T, self.units))[before]
-        return full, (k, before)
-
-    def _unplace_outputs(self, d_y, cache):
-        """The transpose of :meth:`_place_outputs` (gradients onto the packed outputs, and
-        onto the initial h from the steps before the first real one)."""
-        B, T, zero, drop, rev, idx, mask, carry, given = cache
-        if carry is None:
-            d = np.ascontiguousarray(d_y)
-            if mask is not None:
-                d = d * mask[:, :, None]
-            return d, None
-        if isinstance(carry[0], str):
-            # a padded step repeats the last real output (the initial h for an empty row)
-            count = carry[1]
-            d_out = d_y * mask[:, :, None]
-            d_last = (d_y * ~mask[:, :, None]).sum(axis=1)  # [B, H]
-            real = count > 0
-            d_out[np.flatnonzero(real), count[real] - 1] += d_last[real]
-            d_h0 = None
-            if (~real).any():
-                d_h0 = np.where(real[:, None], 0, d_last).astype(d_y.dtype, copy=False)
-            return d_out, d_h0
-        k, before = carry
-        d_out = np.zeros_like(d_y)
-        valid = mask if before is None else (k >= 0)
-        b_i, t_i = np.nonzero(valid)
-        np.add.at(d_out, (b_i, k[b_i, t_i]), d_y[b_i, t_i])
-        d_h0 = None
-        if before is not None and before.any():
-            d_h0 = (d_y * before[:, :, None]).sum(axis=1)  # [B, H]
-        return d_out, d_h0
 
     def _merge(self, f, b, training):
         mode = self.merge_mode
@@ -429,7 +362,7 @@ class _Recurrent(Layer):
             if d_y is None:
                 d_output = np.zeros((B, T, D * H), dtype=self.dtype)
             else:
-                d_output, d_h0_out = self._unplace_outputs(d_y, cache)
+                d_output, d_h0_out = unplace_outputs(d_y, cache)
         else:
             d_output = np.zeros((B, T, D * H), dtype=self.dtype)
             if d_y is not None:

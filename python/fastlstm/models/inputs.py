@@ -190,3 +190,12 @@ class DataMixin:
         sw = self._prepare_sample_weight(sample_weight, class_weight, ys, n)
         return xs, ys, masks, sw
 
+
+def _slice(arrs, sl):
+    return [None if a is None else a[sl] for a in arrs]
+
+
+def _is_arrayish(x):
+    if x is None or isinstance(x, (np.ndarray, list, tuple, dict)):
+        return True
+    return hasattr(x, "__array__") or hasattr(x, "shape")

@@ -31,10 +31,57 @@
 #include "fastlstm/model.hpp"
 #include "fastlstm/rnn.hpp"
 #include "fastlstm/threads.hpp"
+// The floors are measured with the instructions the library's kernels use on this CPU, while
+// this program itself is built for the x86-64 baseline (it ships in the wheel): the FMA and
+// activation chains are compiled for AVX2+FMA and run where the CPU has them (else the
+// baseline's correctly rounded library fma, as the library's generic level does), and the read
+// bandwidth loop is the kernel table's.
+#include "kernels/dispatch.hpp"
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__AVX2__)
+#define STREAM_BENCH_FMA_TARGET 1
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#endif
 // the cell's sigmoid and tanh, to time their latency: the kernel header, compiled here into a
 // namespace of this program's own (the library's copies are per ISA level)
 #define FASTLSTM_ISA_NS stream_bench_isa
 #include "kernels/activations.hpp"
+namespace {
+float fma_chain(float a, float m, float c, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    a = __builtin_fmaf(a, m, c);
+    __asm__ volatile("" : "+x"(a));  // keeps the chain as written
+  }
+  return a;
+}
+float activation_chain(float a, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    a = fastlstm::detail::stream_bench_isa::tanh_act(fastlstm::detail::stream_bench_isa::sigmoid(a));
+    __asm__ volatile("" : "+x"(a));
+  }
+  return a;
+}
+}  // namespace
+#ifdef STREAM_BENCH_FMA_TARGET
+#pragma GCC pop_options
+#endif
+namespace {
+// the chains above need AVX2 and FMA where this program is built for the baseline
+bool have_fma_chains() {
+#ifdef STREAM_BENCH_FMA_TARGET
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  return true;
+#endif
+}
+float fma_chain_baseline(float a, float m, float c, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    a = std::fma(a, m, c);
+    __asm__ volatile("" : "+x"(a));
+  }
+  return a;
+}
+}  // namespace
 
 namespace {
 
@@ -56,13 +103,10 @@ double fma_latency_ns() {
   const float m = vm, c = vc;
   std::vector<double> t;
   for (int r = 0; r < 21; ++r) {
-    float a = 1.0f;
     const int64_t n = 20'000;
     const auto t0 = Clock::now();
-    for (int64_t i = 0; i < n; ++i) {
-      a = std::fma(a, m, c);
-      __asm__ volatile("" : "+x"(a));  // keeps the chain as written
-    }
+    const float a = have_fma_chains() ? fma_chain(1.0f, m, c, n)
+                                      : fma_chain_baseline(1.0f, m, c, n);
     t.push_back(seconds_since(t0) * 1e9 / double(n));
     vm = a;
   }
@@ -71,16 +115,13 @@ double fma_latency_ns() {
 
 // ns per sigmoid-then-tanh pair in a dependent chain (scalar float): the cell's own latency
 double activation_pair_ns() {
+  if (!have_fma_chains()) return 0.0;  // not measured on a CPU without AVX2 and FMA
   volatile float v0 = 0.3f;
   std::vector<double> t;
   for (int r = 0; r < 21; ++r) {
-    float a = v0;
     const int64_t n = 5'000;
     const auto t0 = Clock::now();
-    for (int64_t i = 0; i < n; ++i) {
-      a = fastlstm::detail::stream_bench_isa::tanh_act(fastlstm::detail::stream_bench_isa::sigmoid(a));
-      __asm__ volatile("" : "+x"(a));
-    }
+    const float a = activation_chain(v0, n);
     t.push_back(seconds_since(t0) * 1e9 / double(n));
     v0 = a;
   }
@@ -99,16 +140,13 @@ double read_bandwidth(int64_t bytes) {
   std::vector<double> t;
   float sink = 0;
   for (int r = 0; r < 21; ++r) {
-    alignas(64) float acc[kW] = {};
+    const auto read_sum = fastlstm::detail::kernels().read_sum;  // the level in use
     const auto t0 = Clock::now();
     for (int64_t k = 0; k < reps; ++k) {
-      const float* p = buf;
-      for (int64_t i = 0; i < n; i += kW)
-        for (int j = 0; j < kW; ++j) acc[j] += p[i + j];
+      sink += read_sum(buf, n);
       __asm__ volatile("" ::: "memory");
     }
     t.push_back(double(n) * 4 * double(reps) / (seconds_since(t0) * 1e9));
-    for (float a : acc) sink += a;
   }
   ::operator delete(buf, std::align_val_t(64));
   if (sink == 42.0f) std::printf(" ");

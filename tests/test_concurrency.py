@@ -24,35 +24,44 @@ def _reference_dx(module, x):
     return d_x
 
 
+def _run_threads(work, n):
+    """Runs work(k) for k < n on n threads; returns the exceptions they raised."""
+    errors = []
+
+    def guarded(k):
+        try:
+            work(k)
+        except BaseException as e:  # noqa: BLE001 - reported by the main thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=guarded, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
+
 def _hammer(module, inputs, rounds):
     """Each thread loops forward(train=True) + backward on its own input; returns per thread
     the list of d_x arrays that came back and the count of refusals, plus any other error."""
     results = [[] for _ in inputs]
     refused = [0 for _ in inputs]
-    errors = []
     barrier = threading.Barrier(len(inputs))
 
     def work(k):
-        try:
-            barrier.wait()
-            for _ in range(rounds):
-                out, _ = module.forward(inputs[k], train=True)
-                try:
-                    d_x, _ = module.backward(np.ones_like(out))
-                except RuntimeError as e:
-                    assert "being trained by another thread" in str(e)
-                    refused[k] += 1
-                    continue
-                results[k].append(d_x)
-        except BaseException as e:  # noqa: BLE001 - reported by the main thread
-            errors.append(e)
+        barrier.wait()
+        for _ in range(rounds):
+            out, _ = module.forward(inputs[k], train=True)
+            try:
+                d_x, _ = module.backward(np.ones_like(out))
+            except RuntimeError as e:
+                assert "being trained by another thread" in str(e)
+                refused[k] += 1
+                continue
+            results[k].append(d_x)
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(len(inputs))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return results, refused, errors
+    return results, refused, _run_threads(work, len(inputs))
 
 
 @pytest.mark.parametrize("batches", [(4, 2), (3, 3)], ids=["unequal", "equal"])
@@ -95,20 +104,12 @@ def test_inference_from_several_threads():
     m = fastlstm.LSTM(6, 10, num_layers=2, seed=2)
     inputs = [rng.standard_normal((7, b, 6)).astype(np.float32) for b in (1, 2, 3, 5)]
     expected = [m(x)[0] for x in inputs]
-    errors = []
 
     def work(k):
-        try:
-            for _ in range(50):
-                np.testing.assert_array_equal(m(inputs[k])[0], expected[k])
-        except BaseException as e:  # noqa: BLE001
-            errors.append(e)
+        for _ in range(50):
+            np.testing.assert_array_equal(m(inputs[k])[0], expected[k])
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(len(inputs))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = _run_threads(work, len(inputs))
     assert not errors, errors[0]
 
 
@@ -124,19 +125,11 @@ def test_sequential_predict_from_several_threads():
     inputs = [rng.standard_normal((b, 4 + b, 5)).astype(np.float32) for b in (1, 2, 3, 5)]
     lengths = [None, np.array([6, 2]), None, np.array([9, 1, 4, 9, 3])]
     expected = [m.predict(x, lengths=n, verbose=0) for x, n in zip(inputs, lengths)]
-    errors = []
 
     def work(k):
-        try:
-            for _ in range(40):
-                y = m.predict(inputs[k], lengths=lengths[k], verbose=0)
-                np.testing.assert_array_equal(y, expected[k])
-        except BaseException as e:  # noqa: BLE001
-            errors.append(e)
+        for _ in range(40):
+            y = m.predict(inputs[k], lengths=lengths[k], verbose=0)
+            np.testing.assert_array_equal(y, expected[k])
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(len(inputs))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = _run_threads(work, len(inputs))
     assert not errors, errors[0]

@@ -448,3 +448,12 @@ def layer_from_config(layer):
     if cls is None:
         raise ValueError(f"unknown layer class {layer['class']!r}; expected one of {sorted(_REGISTRY)}")
     return cls.from_config(dict(layer.get("config", {})))
+
+
+def _sequence_input(layer, input_shape, features_known=False):
+    """``input_shape`` (without the batch) when it is [time, features] (features given, if
+    ``features_known``); else the ValueError that names the layer and the shape it got."""
+    if len(input_shape) != 2 or (features_known and input_shape[1] is None):
+        raise ValueError(f"{layer._label()} expects 3-D input [batch, time, features], got "
+                         f"input shape {_shape_str((None,) + input_shape)}")
+    return input_shape

@@ -10,6 +10,7 @@ from .. import initializers
 from ..optim import get_regularizer
 from ..rnn import _positive_int as _int_arg
 from .base import (
+    _sequence_input,
     Layer,
     _activate,
     _activate_backward,
@@ -218,10 +219,7 @@ class SpatialDropout1D(Dropout):
     at every time step (Keras's ``SpatialDropout1D``); the identity at inference."""
 
     def _build(self, input_shape):
-        if len(input_shape) != 2:
-            raise ValueError(f"{self._label()} expects 3-D input [batch, time, features], got "
-                             f"input shape {_shape_str((None,) + input_shape)}")
-        return input_shape
+        return _sequence_input(self, input_shape)
 
     def _noise_shape(self, x):
         return (x.shape[0], 1, x.shape[2])
@@ -259,10 +257,7 @@ class Masking(Layer):
         self.mask_value = float(mask_value)
 
     def _build(self, input_shape):
-        if len(input_shape) != 2:
-            raise ValueError(f"{self._label()} expects 3-D input [batch, time, features], got "
-                             f"input shape {_shape_str((None,) + input_shape)}")
-        return input_shape
+        return _sequence_input(self, input_shape)
 
     def _keep(self, x):
         return (np.asarray(x) != self.mask_value).any(axis=-1)  # [B, T]

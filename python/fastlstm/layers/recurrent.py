@@ -28,7 +28,8 @@ from ..optim import get_regularizer
 from ..rnn import GRU as _EngineGRU
 from ..rnn import LSTM as _EngineLSTM
 from ..rnn import _positive_int as _int_arg
-from .base import Layer, _flatten_tensors, _is_symbolic, _rate_arg, _shape_str
+from .base import (Layer, _flatten_tensors, _is_symbolic, _rate_arg, _sequence_input,
+                   _shape_str)
 from .mask_steps import place_outputs, reverse_index, unplace_outputs
 
 __all__ = ["LSTM", "GRU"]
@@ -84,11 +85,7 @@ class _Recurrent(Layer):
         return {}
 
     def _build(self, input_shape):
-        if len(input_shape) != 2 or input_shape[1] is None:
-            raise ValueError(
-                f"{self._label()} expects 3-D input [batch, time, features], got input shape "
-                f"{_shape_str((None,) + input_shape)}"
-            )
+        _sequence_input(self, input_shape, features_known=True)
         F = input_shape[1]
         H, G = self.units, self._gates * self.units
         self._module = self._engine_cls(

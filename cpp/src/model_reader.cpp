@@ -138,6 +138,10 @@ class Loader {
                   ", expected " + st_dtype_ + " (the model's dtype is " + dtype_ + ")");
   }
   // Copies a recurrent network's weights (names from param_layout, with a prefix) into params.
+  // In a quantized file (precision_ bf16 / int8) the matrices are stored quantized (BF16, or I8
+  // with an F32 "<name>.scale" per row) and everything else of the network is F32: params get
+  // the weights' values as float32 (bf16 widened; int8 code * its row's scale), the values the
+  // quantized module computes with, so that packing them reproduces the stored quantization.
   void rnn_weights(const RNNConfig& c, const std::string& prefix, const std::string& what,
                    std::vector<float>& params) {
     // a layer count the file cannot back would make param_layout build a huge table
@@ -153,7 +157,26 @@ class Loader {
     // shapes first, so nothing is allocated on the strength of the header alone
     for (const auto& p : layout) {
       const detail::TensorEntry& t = tensor(prefix + p.name, what);
-      check_float_dtype(t, what);
+      if (precision_ == Precision::Float32) {
+        check_float_dtype(t, what);
+      } else {
+        const bool matrix = is_matrix(p.name);
+        const char* want = !matrix ? "F32" : precision_ == Precision::BF16 ? "BF16" : "I8";
+        if (t.dtype != want)
+          header_fail("tensor \"" + t.name + "\" (" + what + ") has dtype " + t.dtype +
+                      ", expected " + want + " (the model is quantized to " +
+                      precision_name(precision_) + ")");
+        if (matrix && precision_ == Precision::Int8) {
+          const detail::TensorEntry& s = tensor(prefix + p.name + ".scale", what);
+          if (s.dtype != "F32")
+            header_fail("tensor \"" + s.name + "\" (" + what + ") has dtype " + s.dtype +
+                        ", expected F32 (the int8 row scales)");
+          if (s.shape != std::vector<int64_t>{p.shape[0]})
+            throw ShapeError(where_ + ": tensor \"" + s.name + "\" has shape " +
+                             shape_str(s.shape) + ", expected [" + std::to_string(p.shape[0]) +
+                             "] (one int8 scale per row of " + p.name + ")");
+        }
+      }
       if (t.shape != p.shape)
         throw ShapeError(where_ + ": tensor \"" + prefix + p.name + "\" has shape " +
                          shape_str(t.shape) + ", expected " + shape_str(p.shape) + " (" + what +
@@ -161,15 +184,60 @@ class Loader {
     }
     params.assign(static_cast<size_t>(num_params(c)), 0.0f);
     for (const auto& p : layout) {
-      std::vector<float> w = weight(prefix + p.name, p.shape, what);
+      const std::string name = prefix + p.name;
+      if (precision_ == Precision::Int8 && is_matrix(p.name)) {
+        int8_rows(name, p, params.data() + p.offset);
+        continue;
+      }
+      std::vector<float> w = st_.read_float(*st_.find(name));
+      if (precision_ == Precision::BF16 && is_matrix(p.name))
+        for (size_t k = 0; k < w.size(); ++k)
+          if (!std::isfinite(w[k]))
+            header_fail("tensor \"" + name + "\" holds a NaN or infinity at element " +
+                        std::to_string(k) + " (quantized weights are finite)");
       std::copy(w.begin(), w.end(), params.begin() + p.offset);
+    }
+  }
+  static bool is_matrix(const std::string& name) {
+    return name.rfind("weight_ih", 0) == 0 || name.rfind("weight_hh", 0) == 0 ||
+           name.rfind("weight_hr", 0) == 0;
+  }
+  // An int8 matrix (codes [R, K] and "<name>.scale" [R], shapes checked) to its values
+  // code * scale in out. The symmetric per-row scheme of the quantizer, checked row by row:
+  // codes in [-127, 127]; a scale finite and > 0 with some code +-127 (the row's largest
+  // weight), or 0 for a row of zero codes (an all-zero row).
+  void int8_rows(const std::string& name, const ParamInfo& p, float* out) {
+    const std::vector<int8_t> q = st_.read_int8(*st_.find(name));
+    const std::vector<float> scale = st_.read_float(*st_.find(name + ".scale"));
+    const int64_t R = p.shape[0], K = p.shape[1];
+    for (int64_t r = 0; r < R; ++r) {
+      const int8_t* row = q.data() + r * K;
+      int mx = 0;
+      for (int64_t k = 0; k < K; ++k) {
+        if (row[k] == -128)
+          header_fail("tensor \"" + name + "\" holds the code -128 in row " +
+                      std::to_string(r) + " (int8 weights are symmetric, in [-127, 127])");
+        mx = std::max(mx, std::abs(int(row[k])));
+      }
+      const float s = scale[size_t(r)];
+      char buf[40];
+      std::snprintf(buf, sizeof buf, "%.9g", double(s));
+      if (!std::isfinite(s) || s < 0.0f || (s == 0.0f) != (mx == 0))
+        header_fail("tensor \"" + name + ".scale\" has " + buf + " in row " +
+                    std::to_string(r) + " (a scale must be finite and > 0, or 0 for a row of "
+                    "zero codes)");
+      if (mx != 0 && mx != 127)
+        header_fail("tensor \"" + name + "\" row " + std::to_string(r) + ": its largest "
+                    "code is " + std::to_string(mx) + ", expected 127 (the row's largest weight "
+                    "is +-127 x scale)");
+      for (int64_t k = 0; k < K; ++k) out[r * K + k] = float(row[k]) * s;
     }
   }
 
   // ---- architectures
   void bare_module(const detail::Json& m, const std::string& cls, ModelSpec& impl) {
     const std::string ctx = "model";
-    only_keys(m, ctx, {"class", "config", "dtype"});
+    only_keys(m, ctx, model_keys(true));
     check_dtype(m, ctx, impl);
     const detail::Json& cfg = get_object(m, "config", ctx);
     const std::string cctx = "model.config";
@@ -204,7 +272,27 @@ class Loader {
       header_fail(ctx + ".dtype must be \"float32\" or \"float64\", got \"" + dt + "\"");
     dtype_ = impl.dtype = dt;
     st_dtype_ = dt == "float32" ? "F32" : "F64";
+    // precision: format_version 2 on (in version 1 it is an unknown key, refused before)
+    const std::string p = get_string(m, "precision", ctx, "float32");
+    if (p != "float32" && p != "bf16" && p != "int8")
+      header_fail(ctx + ".precision must be \"float32\", \"bf16\" or \"int8\", got \"" + p +
+                  "\"");
+    precision_ = impl.precision = parse_precision(p);
+    if (precision_ != Precision::Float32 && impl.class_name != "Sequential" && dt != "float32")
+      header_fail(ctx + ".dtype must be \"float32\" for a module quantized to " + p +
+                  " (quantized modules compute in float32), got \"" + dt + "\"");
   }
+  // the keys a model object may have in this file's format version
+  std::initializer_list<const char*> model_keys(bool bare) const {
+    static const std::initializer_list<const char*> bare1 = {"class", "config", "dtype"};
+    static const std::initializer_list<const char*> bare2 = {"class", "config", "dtype",
+                                                             "precision"};
+    static const std::initializer_list<const char*> seq1 = {"class", "dtype", "layers"};
+    static const std::initializer_list<const char*> seq2 = {"class", "dtype", "layers",
+                                                            "precision"};
+    return bare ? (version_ >= 2 ? bare2 : bare1) : (version_ >= 2 ? seq2 : seq1);
+  }
+  void set_version(int64_t v) { version_ = v; }
 
   // An LSTM or GRU layer config (inside Sequential or Bidirectional) into L.rnn.
   void recurrent_layer(const std::string& cls, const detail::Json& cfg, const std::string& cctx,
@@ -232,7 +320,7 @@ class Loader {
   }
 
   void sequential(const detail::Json& m, ModelSpec& impl) {
-    only_keys(m, "model", {"class", "dtype", "layers"});
+    only_keys(m, "model", model_keys(false));
     check_dtype(m, "model", impl);
     const detail::Json& layers = field(m, "layers", "model");
     if (!layers.is_array()) header_fail("model.layers must be an array");
@@ -426,6 +514,8 @@ class Loader {
   std::string where_;
   std::set<std::string> used_;
   std::string dtype_ = "float32", st_dtype_ = "F32";
+  Precision precision_ = Precision::Float32;
+  int64_t version_ = 1;
 };
 
 }  // namespace
@@ -473,11 +563,13 @@ ModelSpec load_spec(std::vector<char> bytes, const std::string& path) {
   if (!fv->is_integer())
     throw FormatVersionError(where + ": format_version must be an integer, got " +
                              detail::Json::kind_name(fv->kind()));
-  if (fv->as_int() != kFormatVersion)
+  if (fv->as_int() < 1 || fv->as_int() > kFormatVersion)
     throw FormatVersionError(
         where + " has format_version " + std::to_string(fv->as_int()) +
-        "; this fastlstm reads format_version " + std::to_string(kFormatVersion) +
+        "; this fastlstm reads format_version 1 to " + std::to_string(kFormatVersion) +
         (fv->as_int() > kFormatVersion ? " (the file was written by a newer fastlstm)" : ""));
+  impl->format_version = fv->as_int();
+  ld.set_version(fv->as_int());
   ld.only_keys(j, "__metadata__[\"fastlstm\"]", {"format_version", "model"});
   const detail::Json& m = ld.get_object(j, "model", "__metadata__[\"fastlstm\"]");
   const std::string cls = ld.get_string(m, "class", "model");
@@ -491,6 +583,8 @@ ModelSpec load_spec(std::vector<char> bytes, const std::string& path) {
     ld.header_fail("model.class must be \"LSTM\", \"GRU\" or \"Sequential\", got \"" + cls +
                    "\"");
   }
+  for (Layer& L : impl->layers)
+    if (L.kind == LayerKind::Recurrent) L.rnn.precision = impl->precision;
   impl->output_size = impl->layers.back().out_dim;
   impl->out_seq = impl->layers.back().out_seq;
 
@@ -506,9 +600,18 @@ Model::Model(std::shared_ptr<const Impl> impl) : impl_(std::move(impl)) {}
 
 // verify at the file's own precision, then quantize (the workspaces made by the check hold
 // engines of the old precision: dropped)
+// A quantized file runs at its own precision: LoadOptions::precision Float32 (the default) or
+// the file's precision; another one would quantize already quantized weights a second time and
+// is refused.
 Model Model::finish_load(std::shared_ptr<Impl> impl, const LoadOptions& o) {
+  if (impl->precision != Precision::Float32 && o.precision != Precision::Float32 &&
+      o.precision != impl->precision)
+    throw ModelFileError("model file '" + impl->path + "' is quantized to " +
+                         precision_name(impl->precision) + "; it cannot be loaded at precision " +
+                         precision_name(o.precision) + " (load it with the default precision, "
+                         "or quantize the float model to " + precision_name(o.precision) + ")");
   if (o.verify) impl->self_check();
-  if (o.precision != Precision::Float32) {
+  if (o.precision != Precision::Float32 && impl->precision == Precision::Float32) {
     for (detail::Layer& L : impl->layers)
       if (L.kind == detail::LayerKind::Recurrent) L.rnn.precision = o.precision;
     impl->pool.clear();

@@ -15,7 +15,10 @@
 namespace fastlstm {
 namespace detail {
 
-inline constexpr int64_t kFormatVersion = 1;
+// The newest format version this library reads and writes; it reads every version from 1 on.
+// Version 2 added quantized files (model.precision, BF16 / I8 weights); a float model is still
+// written as version 1.
+inline constexpr int64_t kFormatVersion = 2;
 // Documented limits of the model format (README, "Model files"), far above any real model and
 // checked before anything is allocated or looped over on the strength of a claimed size: every
 // feature size (input_size, hidden_size, proj_size, units, input_dim of Dense, output_dim) at
@@ -86,6 +89,10 @@ struct ModelSpec {
   std::string path;
   std::string class_name;
   std::string dtype = "float32";  // of the weights and self-check floats ("float32"/"float64")
+  int64_t format_version = 1;
+  // of the recurrent layers' matrices as stored (bf16 / int8: a quantized file; the layers'
+  // rnn.precision says the same, and their params hold the weights' values as float32)
+  Precision precision = Precision::Float32;
   bool batch_first = false;       // a bare module's flag (predict is batch-first always)
   std::vector<Layer> layers;
   bool tokens = false;

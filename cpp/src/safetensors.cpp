@@ -212,10 +212,24 @@ std::vector<float> SafeTensors::read_float(const TensorEntry& t) const {
     }
   } else if (t.dtype == "F64") {
     for (int64_t k = 0; k < n; ++k) out[k] = static_cast<float>(load_le<double>(p + 8 * k));
+  } else if (t.dtype == "BF16") {
+    for (int64_t k = 0; k < n; ++k) {
+      const uint32_t bits = uint32_t(load_le<uint16_t>(p + 2 * k)) << 16;
+      std::memcpy(&out[k], &bits, 4);
+    }
   } else {
     throw HeaderError(where_ + ": tensor \"" + t.name + "\" has dtype " + t.dtype +
-                      ", expected F32 or F64");
+                      ", expected F32, F64 or BF16");
   }
+  return out;
+}
+
+std::vector<int8_t> SafeTensors::read_int8(const TensorEntry& t) const {
+  if (t.dtype != "I8")
+    throw HeaderError(where_ + ": tensor \"" + t.name + "\" has dtype " + t.dtype +
+                      ", expected I8");
+  std::vector<int8_t> out(static_cast<size_t>(t.numel()));
+  if (!out.empty()) std::memcpy(out.data(), data(t), out.size());
   return out;
 }
 

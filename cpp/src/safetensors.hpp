@@ -38,9 +38,11 @@ class SafeTensors {
   const std::vector<std::pair<std::string, std::string>>& metadata() const { return metadata_; }
   const std::string* metadata_value(const std::string& key) const;  // nullptr if absent
 
-  // Element values converted to float / int64; F32 and F64 / I64 (and I32) only, else
-  // HeaderError naming the tensor.
+  // Element values converted to float / int64; F32, F64 and BF16 (exact: a bf16 is the upper
+  // half of a float32) / I64 (and I32) only, else HeaderError naming the tensor.
   std::vector<float> read_float(const TensorEntry& t) const;
+  // The values of an I8 tensor, else HeaderError naming the tensor.
+  std::vector<int8_t> read_int8(const TensorEntry& t) const;
   std::vector<int64_t> read_int64(const TensorEntry& t) const;
   // The tensor's bytes as stored (little-endian), end - begin of them.
   const char* raw(const TensorEntry& t) const { return data(t); }

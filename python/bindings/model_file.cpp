@@ -94,8 +94,13 @@ py::dict layer_dict(const Layer& L) {
 
 py::array tensor_array(const fastlstm::detail::SafeTensors& st,
                        const fastlstm::detail::TensorEntry& t) {
-  // the reader accepted only these (the model's float dtype, I64 for tokens and lengths)
-  const char* fmt = t.dtype == "F32" ? "<f4" : t.dtype == "F64" ? "<f8" : "<i8";
+  // the reader accepted only these (the model's float dtype, I64 for tokens and lengths; in a
+  // quantized file BF16 matrices, as their bits (uint16), and I8 matrices)
+  const char* fmt = t.dtype == "F32"    ? "<f4"
+                    : t.dtype == "F64"  ? "<f8"
+                    : t.dtype == "BF16" ? "<u2"
+                    : t.dtype == "I8"   ? "i1"
+                                        : "<i8";
   py::array a(py::dtype(fmt), std::vector<py::ssize_t>(t.shape.begin(), t.shape.end()));
   if (t.end > t.begin) std::memcpy(a.mutable_data(), st.raw(t), t.end - t.begin);
   return a;
@@ -117,6 +122,8 @@ py::dict read_model_file(const py::bytes& data, const std::string& name) {
   py::dict out;
   out["class"] = spec.class_name;
   out["dtype"] = spec.dtype;
+  out["precision"] = fastlstm::precision_name(spec.precision);
+  out["format_version"] = spec.format_version;
   if (spec.class_name == "Sequential") {
     py::list layers;
     for (const Layer& L : spec.layers) layers.append(layer_dict(L));
@@ -161,5 +168,7 @@ py::dict read_model_file(const py::bytes& data, const std::string& name) {
 void bind_model_file(py::module_& m) {
   m.def("read_model_file", &read_model_file, py::arg("data"), py::arg("name"),
         "Reads and validates a model file's bytes (the C++ reader): a dict with class, dtype, "
-        "config (LSTM/GRU) or layers (Sequential), weights and selfcheck.");
+        "config (LSTM/GRU) or layers (Sequential), precision, format_version, weights (as "
+        "stored: bf16 matrices as uint16 bits, int8 ones as int8 with float32 '.scale' rows) "
+        "and selfcheck.");
 }

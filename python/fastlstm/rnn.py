@@ -131,14 +131,21 @@ class _RNNBase(Module):
         opts = self._options()
         opts["dtype"] = "float32"
         q = type(self)(**opts)
-        q.precision = precision
-        q._engine = q._make_engine()
-        q.eval()
+        q._become_quantized(precision)
         q.flat_params[...] = flat
         for name, w in q.params.items():
             if name.startswith(_MATRIX_PREFIXES):
                 w[...] = quantize_rows(w, precision)[0]
         return q
+
+    def _become_quantized(self, precision):
+        """Makes this float32 module an inference-only one quantized to ``precision`` (its
+        engine and eval mode); the caller then sets the parameters to the quantized values
+        (:meth:`quantize`, or a model file's weights through :func:`dequantize_rows`)."""
+        assert self.dtype == np.float32 and not self.quantized
+        self.precision = _check_precision(precision)
+        self._engine = self._make_engine()
+        self.eval()
 
     def _check_trainable(self, what):
         if self.quantized:
@@ -326,6 +333,25 @@ def quantize_rows(w, precision):
         inv = np.where(mx > 0, np.float32(127) / mx, np.float32(0)).astype(np.float32)
     q = np.clip(np.rint(w * inv[:, None]), -127, 127).astype(np.int8)
     return (q.astype(np.float32) * scale[:, None]).astype(np.float32), q, scale
+
+
+def is_quantized_matrix(name):
+    """True for the parameters a quantized module keeps quantized (``weight_ih``,
+    ``weight_hh``, ``weight_hr``; biases and peepholes stay float32). ``name`` may carry a
+    ``"layers.{i}."`` prefix."""
+    return name.rsplit(".", 1)[-1].startswith(_MATRIX_PREFIXES)
+
+
+def dequantize_rows(stored, scales, precision):
+    """The inverse of :func:`quantize_rows`: the float32 values of stored quantized weights
+    (bf16: uint16 bits; int8: int8 codes and float32 per-row ``scales``). Quantizing the result
+    again gives back ``stored`` and ``scales`` exactly (the writer's scales are fixed points of
+    the scheme), so a model file's weights are what the engine packs."""
+    if precision == "bf16":
+        return (np.asarray(stored, np.uint16).astype(np.uint32) << 16).view(np.float32)
+    q = np.asarray(stored, np.int8)
+    scales = np.asarray(scales, np.float32)
+    return (q.astype(np.float32) * scales[:, None]).astype(np.float32)
 
 
 class LSTM(_RNNBase):

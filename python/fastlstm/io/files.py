@@ -21,7 +21,7 @@ import json
 import numpy as np
 
 from .. import _core
-from ..rnn import GRU, LSTM
+from ..rnn import GRU, LSTM, dequantize_rows, is_quantized_matrix, quantize_rows
 from .atomic import fspath as _fspath
 from .atomic import read_bytes
 from .safetensors import save_safetensors
@@ -29,7 +29,10 @@ from .safetensors import save_safetensors
 __all__ = ["FORMAT_VERSION", "save", "load", "save_model", "load_model", "read_model_info",
            "register_model_class", "SELFCHECK_INPUT", "SELFCHECK_OUTPUT", "SELFCHECK_LENGTHS"]
 
-FORMAT_VERSION = 1
+#: the newest format version (docs/model-format.md): 2 adds quantized models. A float model is
+#: written as version 1, which every fastlstm reads; a quantized one as version 2.
+FORMAT_VERSION = 2
+_LOW = ("bf16", "int8")
 #: tensor names of the self-check data inside a model file
 SELFCHECK_INPUT = "selfcheck.input"
 SELFCHECK_OUTPUT = "selfcheck.output"
@@ -65,7 +68,8 @@ def _example_lengths(lengths):
 
 
 def _write_model(path, model_dict, tensors, selfcheck):
-    metadata = {"fastlstm": json.dumps({"format_version": FORMAT_VERSION, "model": model_dict})}
+    version = 2 if model_dict.get("precision", "float32") in _LOW else 1
+    metadata = {"fastlstm": json.dumps({"format_version": version, "model": model_dict})}
     if selfcheck is not None:
         extra, check = selfcheck
         clash = set(extra) & set(tensors)
@@ -76,11 +80,34 @@ def _write_model(path, model_dict, tensors, selfcheck):
     save_safetensors(path, tensors, metadata)
 
 
-def _refuse_quantized(precision):
-    if precision in ("bf16", "int8"):
-        raise NotImplementedError(
-            f"saving a model quantized to {precision} is not supported yet: save the float "
-            "model and quantize after loading (Python: quantize(); C++: LoadOptions::precision)")
+def _stored_weights(weights, precision):
+    """name -> array as the file stores it: a quantized model's matrices (weight_ih, weight_hh,
+    weight_hr) quantized as the engine packs them (bf16 bits as uint16; int8 codes plus a
+    float32 ``<name>.scale`` per row), everything else as it is."""
+    out = {}
+    for name, value in weights.items():
+        if precision in _LOW and is_quantized_matrix(name):
+            _, stored, scales = quantize_rows(value, precision)
+            out[name] = stored
+            if scales is not None:
+                out[name + ".scale"] = scales
+        else:
+            out[name] = np.array(value)
+    return out
+
+
+def _float_weights(weights, precision):
+    """The inverse of :func:`_stored_weights` on a validated file's tensors: the quantized
+    matrices' float32 values (what the saved model computed with), the scales consumed."""
+    if precision not in _LOW:
+        return dict(weights)
+    out = {}
+    for name, value in weights.items():
+        if is_quantized_matrix(name) and value.dtype != np.float32:  # BF16 bits or I8 codes
+            out[name] = dequantize_rows(value, weights.get(name + ".scale"), precision)
+        elif not name.endswith(".scale"):
+            out[name] = value
+    return out
 
 
 def save(module, path, *, example_input=None, example_lengths=None):
@@ -95,10 +122,11 @@ def save(module, path, *, example_input=None, example_lengths=None):
                 if hasattr(module, "get_weight_dict") else "")
         raise TypeError(f"module must be a fastlstm.LSTM or fastlstm.GRU, got "
                         f"{type(module).__name__}{hint}")
-    _refuse_quantized(getattr(module, "precision", "float32"))
     model = {"class": type(module).__name__, "config": _module_config(module),
              "dtype": module.dtype.name}
-    tensors = {name: np.array(v) for name, v in module.params.items()}
+    if module.quantized:
+        model["precision"] = module.precision
+    tensors = _stored_weights(module.params, module.precision)
     selfcheck = None
     if example_input is not None:
         lengths = _example_lengths(example_lengths)
@@ -142,9 +170,10 @@ def _check_weights(weights, expected, dtype, where, what="weight"):
         raise ValueError(f"{where}: unexpected tensors {unexpected} (expected {shown})")
     for name, shape in expected.items():
         arr = weights[name]
-        if arr.dtype != dtype:
-            raise ValueError(f"{where}: {what} {name!r} has dtype {arr.dtype.name}, the model's "
-                             f"dtype is {dtype.name}")
+        want = dtype.get(name) if isinstance(dtype, dict) else dtype
+        if arr.dtype != want:
+            raise ValueError(f"{where}: {what} {name!r} has dtype {arr.dtype.name}, expected "
+                             f"{want.name}")
         if tuple(arr.shape) != tuple(shape):
             raise ValueError(f"{where}: {what} {name!r} has shape {tuple(arr.shape)}, expected "
                              f"{tuple(shape)}")
@@ -179,7 +208,9 @@ def load(path, verify=False):
     if cls is GRU:  # validated: no projection, no peepholes
         del config["proj_size"], config["peephole"]
     module = cls(**config, dtype=spec["dtype"], seed=0)
-    for name, arr in spec["weights"].items():
+    if spec["precision"] in _LOW:  # validated: dtype float32
+        module._become_quantized(spec["precision"])
+    for name, arr in _float_weights(spec["weights"], spec["precision"]).items():
         module.params[name][...] = arr
     if verify:
         check = spec["selfcheck"]
@@ -198,10 +229,11 @@ def load(path, verify=False):
 def read_model_info(path):
     """The validated ``{"format_version", "model", "selfcheck"}`` description of a model file
     (no weights built), e.g. to see which class it holds; ``model`` has every field, defaults
-    filled in."""
+    filled in (``precision``: "float32", or "bf16"/"int8" for a quantized model)."""
     spec = _read_model(path)
-    model = {k: spec[k] for k in ("class", "dtype", "config", "layers") if k in spec}
-    return {"format_version": FORMAT_VERSION, "model": model,
+    model = {k: spec[k] for k in ("class", "dtype", "precision", "config", "layers")
+             if k in spec}
+    return {"format_version": spec["format_version"], "model": model,
             "selfcheck": spec["selfcheck"] is not None}
 
 
@@ -222,10 +254,12 @@ def register_model_class(cls):
     return cls
 
 
-def build_model(model, weights, dtype, where):
+def build_model(model, weights, dtype, where, precision="float32"):
     """A registered model class built from its description ``model`` (the ``"model"`` object of
     a file) with ``weights`` (name -> array, checked against the built model's own names,
-    shapes and ``dtype`` before anything is written)."""
+    shapes and ``dtype`` before anything is written). ``precision`` "bf16"/"int8": the built
+    model is quantized first (``quantize``) and ``weights`` are the float32 values of its
+    quantized recurrent layers (their weights are float32, the others ``dtype``)."""
     cls = _MODEL_CLASSES.get(model["class"])
     if cls is None:  # pragma: no cover - fastlstm/__init__ imports fastlstm.models
         raise ValueError(f"{where}: no model class {model['class']!r} is registered (import "
@@ -235,8 +269,11 @@ def build_model(model, weights, dtype, where):
     except Exception as e:  # noqa: BLE001 - any failure here means a bad description
         raise ValueError(f"{where}: invalid {model['class']} description: "
                          f"{type(e).__name__}: {e}") from None
-    expected = {k: np.shape(v) for k, v in built.get_weight_dict().items()}
-    _check_weights(weights, expected, dtype, where)
+    if precision in _LOW:
+        built.quantize(precision)
+    own = built.get_weight_dict()
+    expected = {k: np.shape(v) for k, v in own.items()}
+    _check_weights(weights, expected, {k: v.dtype for k, v in own.items()}, where)
     built.set_weight_dict(weights)
     return built
 
@@ -255,13 +292,13 @@ def save_model(model, path, *, example_input=None, example_lengths=None):
     if not (hasattr(model, "get_config") and hasattr(model, "get_weight_dict")):
         raise TypeError(f"model must be a fastlstm.models.Sequential, got "
                         f"{type(model).__name__}")
-    _refuse_quantized(getattr(model, "precision", "float32"))
+    precision = getattr(model, "precision", "float32")
     config = dict(model.get_config())
     config.setdefault("class", "Sequential")
+    if precision in _LOW:
+        config["precision"] = precision
     dtype = np.dtype(config.get("dtype", "float32"))
-    tensors = {}
-    for name, value in model.get_weight_dict().items():
-        tensors[name] = np.array(value)
+    tensors = _stored_weights(model.get_weight_dict(), precision)
     selfcheck = None
     if example_input is not None:
         lengths = _example_lengths(example_lengths)
@@ -302,7 +339,8 @@ def load_model(path, verify=False):
                          "fastlstm.io.load)")
     dtype = np.dtype(spec["dtype"])
     model = {"class": "Sequential", "dtype": spec["dtype"], "layers": spec["layers"]}
-    seq = build_model(model, spec["weights"], dtype, where)
+    seq = build_model(model, _float_weights(spec["weights"], spec["precision"]), dtype, where,
+                      spec["precision"])
     if verify:
         check = spec["selfcheck"]
         if check is None:

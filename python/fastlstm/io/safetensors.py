@@ -15,13 +15,18 @@ from .atomic import atomic_write, fspath, read_bytes
 
 __all__ = ["save_safetensors", "load_safetensors"]
 
-_ST_DTYPES = {"F32": np.dtype("<f4"), "F64": np.dtype("<f8"), "I64": np.dtype("<i8")}
-_ST_NAMES = {np.dtype("float32"): "F32", np.dtype("float64"): "F64", np.dtype("int64"): "I64"}
+# NumPy has no bfloat16: BF16 tensors are read and written as their bits, uint16 arrays (a
+# fastlstm file holds no other 16-bit tensors). I8 holds int8 weights of quantized models.
+_ST_DTYPES = {"F32": np.dtype("<f4"), "F64": np.dtype("<f8"), "I64": np.dtype("<i8"),
+              "BF16": np.dtype("<u2"), "I8": np.dtype("i1")}
+_ST_NAMES = {np.dtype("float32"): "F32", np.dtype("float64"): "F64", np.dtype("int64"): "I64",
+             np.dtype("uint16"): "BF16", np.dtype("int8"): "I8"}
 _MAX_HEADER = 100_000_000  # bytes: the safetensors crate's limit, and the C++ reader's
 def save_safetensors(path, tensors, metadata=None):
-    """Writes ``tensors`` (name -> float32/float64/int64 array) and ``metadata`` (str -> str) to
-    a safetensors file, atomically. 8-byte tensors come first so that every tensor is aligned
-    to its element size in the file."""
+    """Writes ``tensors`` (name -> float32/float64/int64/int8 array, or uint16 for the bits of
+    bf16 values, written as BF16) and ``metadata`` (str -> str) to a safetensors file,
+    atomically. 8-byte tensors come first, then the narrower ones, so that every tensor is
+    aligned to its element size in the file."""
     if not isinstance(tensors, Mapping):
         raise TypeError(f"tensors must be a mapping name -> array, got {type(tensors).__name__}")
     metadata = {} if metadata is None else metadata
@@ -38,7 +43,7 @@ def save_safetensors(path, tensors, metadata=None):
         arr = np.asarray(value)
         if arr.dtype not in _ST_NAMES:
             raise TypeError(f"tensor {name!r} has dtype {arr.dtype}; a fastlstm file holds "
-                            "float32, float64 or int64")
+                            "float32, float64, int64, int8 or uint16 (bf16 bits)")
         # np.array, not ascontiguousarray, which turns 0-d arrays into 1-d ones
         arrays.append((name, np.array(arr, dtype=arr.dtype.newbyteorder("<"), order="C")))
     arrays.sort(key=lambda item: -item[1].dtype.itemsize)  # stable: ties keep their order

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <new>
 #include <random>
 #include <thread>
@@ -197,8 +198,14 @@ static void test_file_errors() {
 
   const auto T = dense_tensors();
   MT_CHECK_THROWS(FormatVersionError,
-                  mt::load_string(mt::make_file(T, {{"fastlstm", dense_model("", 2)}})),
-                  "format_version 2", "reads format_version 1", "newer");
+                  mt::load_string(mt::make_file(T, {{"fastlstm", dense_model("", 3)}})),
+                  "format_version 3", "reads format_version 1 to 2", "newer");
+  MT_CHECK_THROWS(FormatVersionError,
+                  mt::load_string(mt::make_file(T, {{"fastlstm", dense_model("", 0)}})),
+                  "format_version 0", "reads format_version 1 to 2");
+  // version 2 (quantized files) reads float models too
+  MT_CHECK(mt::load_string(mt::make_file(T, {{"fastlstm", dense_model("", 2)}})).output_size() ==
+           2);
   MT_CHECK_THROWS(HeaderError, mt::load_string(mt::make_file(T, {})),
                   "not a fastlstm model file");
   MT_CHECK_THROWS(HeaderError,
@@ -603,6 +610,57 @@ static void test_load_time_quantization() {
   }
 }
 
+// Quantized files (made by make_cpp_fixtures.py, which quantizes the float fixture's weights
+// from the format's description): loading one gives bitwise what quantizing the float file on
+// load gives (the stored codes and scales are what the kernels pack), predict and streams; a
+// quantized file refuses another load precision.
+static void test_quantized_files() {
+  using fastlstm::Precision;
+  for (const char* name : {"lstm_stacked_bidir_proj", "seq_stream"}) {
+    const Check c = read_check(name);
+    for (Precision p : {Precision::BF16, Precision::Int8}) {
+      const std::string qname = std::string(name) + "_" + fastlstm::precision_name(p);
+      fastlstm::LoadOptions o;
+      o.precision = p;
+      const Model onload = Model::load(mt::data_path(name), o);
+      const Model file = Model::load(mt::data_path(qname));
+      MT_CHECK(file.precision() == p);
+      MT_CHECK(file.summary().find(fastlstm::precision_name(p)) != std::string::npos);
+      MT_CHECK(Model::load(mt::data_path(qname), o).precision() == p);  // its own precision
+      std::vector<float> ya, yb, yf;
+      MT_CHECK(predict(onload, c, ya) == c.out_shape);
+      MT_CHECK(predict(file, c, yb) == c.out_shape);
+      MT_CHECK(ya.size() == yb.size() &&
+               std::memcmp(ya.data(), yb.data(), ya.size() * sizeof(float)) == 0);
+      predict(Model::load(mt::data_path(name)), c, yf);  // the float model: not the same
+      double worst = 0;
+      for (size_t k = 0; k < yb.size(); ++k) worst = std::max(worst, double(std::abs(yb[k] - yf[k])));
+      MT_CHECK(worst > 1e-6 && worst < 0.05);
+      const Precision other = p == Precision::BF16 ? Precision::Int8 : Precision::BF16;
+      fastlstm::LoadOptions bad;
+      bad.precision = other;
+      const std::string is_q = std::string("is quantized to ") + fastlstm::precision_name(p);
+      const std::string cannot =
+          std::string("cannot be loaded at precision ") + fastlstm::precision_name(other);
+      MT_CHECK_THROWS(fastlstm::ModelFileError, Model::load(mt::data_path(qname), bad),
+                      qname.c_str(), is_q.c_str(), cannot.c_str());
+      if (!file.can_stream() || !c.lengths.empty()) continue;
+      // a stream of the quantized file gives its predict's outputs step by step
+      const int64_t B = c.in_shape[0], T = c.in_shape[1], F = c.in_shape[2];
+      const int64_t U = file.output_size();
+      Model::Stream s(file, B);
+      std::vector<float> xt(B * F), yt(B * U);
+      for (int64_t t = 0; t < T; ++t) {
+        for (int64_t b = 0; b < B; ++b)
+          std::copy_n(c.x.data() + (b * T + t) * F, F, xt.data() + b * F);
+        s.step(xt.data(), yt.data());
+      }
+      if (!file.returns_sequences())  // the last step's output is predict's
+        for (int64_t k = 0; k < B * U; ++k) MT_CHECK(std::abs(yt[k] - yb[k]) < 1e-5f);
+    }
+  }
+}
+
 // ---------------------------------------------------------------- threads
 static void test_concurrent_predict() {
   for (const char* name : {"seq_backwards", "lstm_stacked_bidir_proj", "seq_embedding"}) {
@@ -747,6 +805,7 @@ int main() {
                {"concurrent_predict", test_concurrent_predict},
                {"pool_limits_and_fork", test_pool_limits_and_fork},
                {"load_time_quantization", test_load_time_quantization},
+               {"quantized_files", test_quantized_files},
                {"json", test_json}};
   return mt::run_tests(tests);
 }

@@ -26,7 +26,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "python")
 from fastlstm import reference
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpp")
-DTYPES = {np.dtype("float32"): "F32", np.dtype("float64"): "F64", np.dtype("int64"): "I64"}
+DTYPES = {np.dtype("float32"): "F32", np.dtype("float64"): "F64", np.dtype("int64"): "I64",
+          np.dtype("int8"): "I8", np.dtype("uint16"): "BF16"}  # uint16: bf16 bits
 
 
 def write_safetensors(path, tensors, metadata):
@@ -227,13 +228,49 @@ def bare(name, cell, I, H, B, T, lengths=None, dtype=np.float32, **kw):
     model = {"class": cell, "config": config,
              "dtype": "float64" if dtype == np.float64 else "float32"}
     save(name, model, params, x, lengths, out, dtype)
+    return model, params
+
+
+# ---------------------------------------------------------------------------- quantized files
+def quantize_matrix(w, precision):
+    """The format's quantization of a float32 matrix (docs/model-format.md), written here from
+    the description: bf16 rounds each float32 to nearest even in its upper 16 bits; int8 keeps
+    per row scale = max|w| / 127 and codes round(w * (127 / max|w|)) in [-127, 127]."""
+    w = np.ascontiguousarray(w, dtype=np.float32)
+    if precision == "bf16":
+        bits = w.view(np.uint32).astype(np.uint64)
+        lsb = (bits >> 16) & 1
+        return {"": ((bits + 0x7FFF + lsb) >> 16).astype(np.uint16)}
+    mx = np.max(np.abs(w), axis=1)
+    scale = (mx / np.float32(127)).astype(np.float32)
+    inv = (np.float32(127) / mx).astype(np.float32)
+    codes = np.clip(np.rint(w * inv[:, None]), -127, 127).astype(np.int8)
+    return {"": codes, ".scale": scale}
+
+
+def save_quantized(name, model, tensors, precision):
+    """The model with its recurrent matrices quantized, no self-check (its output is not the
+    float reference's): the C++ tests compare it with the float file quantized on load."""
+    out = {}
+    for k, v in tensors.items():
+        if k.rsplit(".", 1)[-1].startswith(("weight_ih", "weight_hh", "weight_hr")):
+            for suffix, arr in quantize_matrix(v, precision).items():
+                out[k + suffix] = arr
+        else:
+            out[k] = v
+    model = dict(model, precision=precision)
+    path = os.path.join(OUT, f"{name}_{precision}.safetensors")
+    write_safetensors(path, out, {"fastlstm": json.dumps({"format_version": 2, "model": model})})
+    print(f"{path}: {os.path.getsize(path)} bytes")
 
 
 def main():
     os.makedirs(OUT, exist_ok=True)
     # bare modules
-    bare("lstm_stacked_bidir_proj", "LSTM", 7, 9, B=3, T=7, lengths=[5, 3, 7], num_layers=2,
-         bidirectional=True, proj_size=5)
+    quantized = []  # (name, model, tensors): written quantized at the end
+    quantized.append(("lstm_stacked_bidir_proj",) + bare(
+        "lstm_stacked_bidir_proj", "LSTM", 7, 9, B=3, T=7, lengths=[5, 3, 7], num_layers=2,
+        bidirectional=True, proj_size=5))
     bare("lstm_peephole_nobias_f64", "LSTM", 5, 6, B=2, T=4, dtype=np.float64, peephole=True,
          bias=False)
     bare("gru_stacked_bidir", "GRU", 4, 7, B=4, T=6, lengths=[2, 6, 4, 1], num_layers=3,
@@ -284,6 +321,7 @@ def main():
     s.dense(3, 5, "linear")
     x = uniform((2, 5, 4), 1.0)
     save("seq_stream", s.model(), s.tensors, x, None, s.predict(x, None))
+    quantized.append(("seq_stream", s.model(), s.tensors))
 
     # streamable with tokens
     s = Seq()
@@ -292,6 +330,11 @@ def main():
     s.dense(2, 6, "sigmoid")
     tok = rng.integers(0, 13, size=(3, 5)).astype(np.int64)
     save("seq_embedding_stream", s.model(), s.tensors, tok, None, s.predict(tok, None))
+
+    # quantized files (format_version 2) of two of the models above
+    for name, model, tensors in quantized:
+        for precision in ("bf16", "int8"):
+            save_quantized(name, model, tensors, precision)
 
 
 if __name__ == "__main__":

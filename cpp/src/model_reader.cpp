@@ -222,10 +222,10 @@ class Loader {
       const float s = scale[size_t(r)];
       char buf[40];
       std::snprintf(buf, sizeof buf, "%.9g", double(s));
-      if (!std::isfinite(s) || s < 0.0f || (s == 0.0f) != (mx == 0))
+      if (!std::isfinite(127.0f * s) || s < 0.0f || (s == 0.0f) != (mx == 0))
         header_fail("tensor \"" + name + ".scale\" has " + buf + " in row " +
-                    std::to_string(r) + " (a scale must be finite and > 0, or 0 for a row of "
-                    "zero codes)");
+                    std::to_string(r) + " (a scale must be finite and > 0, with 127 x scale "
+                    "finite, or 0 for a row of zero codes)");
       if (mx != 0 && mx != 127)
         header_fail("tensor \"" + name + "\" row " + std::to_string(r) + ": its largest "
                     "code is " + std::to_string(mx) + ", expected 127 (the row's largest weight "

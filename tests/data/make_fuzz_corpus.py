@@ -24,7 +24,8 @@ OUT = os.path.join(HERE, "fuzz")
 
 # the fuzzer's seed files (tests/cpp/test_model_fuzz.cpp)
 SEED_NAMES = ["seq_embedding", "seq_backwards", "lstm_stacked_bidir_proj",
-              "lstm_peephole_nobias_f64", "seq_merge_modes", "seq_gru_last"]
+              "lstm_peephole_nobias_f64", "seq_merge_modes", "seq_gru_last",
+              "lstm_stacked_bidir_proj_int8", "seq_stream_bf16"]
 
 
 def read(name):
@@ -56,6 +57,33 @@ def edit_text(seed, fn):
     header, body = read(seed)
     header["__metadata__"]["fastlstm"] = fn(header["__metadata__"]["fastlstm"])
     return header, body
+
+
+def edit_tensors(seed, fn):
+    """The seed rebuilt after fn(tensors, info): tensors maps name -> [dtype, shape, bytes]
+    (in file order, editable), info is the parsed __metadata__["fastlstm"]."""
+    header, body = read(seed)
+    meta = header.pop("__metadata__")
+    tensors = {name: [e["dtype"], e["shape"], body[e["data_offsets"][0]:e["data_offsets"][1]]]
+               for name, e in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"])}
+    info = json.loads(meta["fastlstm"])
+    fn(tensors, info)
+    meta["fastlstm"] = json.dumps(info)
+    out, chunks, offset = {"__metadata__": meta}, [], 0
+    for name, (dtype, shape, data) in tensors.items():
+        out[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + len(data)]}
+        chunks.append(data)
+        offset += len(data)
+    return out, b"".join(chunks)
+
+
+def set_bytes(name, index, packed):
+    """Sets element bytes of tensor `name` (element `index`, `packed` its new bytes)."""
+    def fn(tensors, info):
+        data = bytearray(tensors[name][2])
+        data[index * len(packed):(index + 1) * len(packed)] = packed
+        tensors[name][2] = bytes(data)
+    return fn
 
 
 def layer_cfg(i):
@@ -139,6 +167,39 @@ def main():
     refused("dtype_mismatch", ["dtype F64, expected F32"],
             *edit_model("lstm_peephole_nobias_f64",
                         lambda info: info["model"].update(dtype="float32")))
+
+    # quantized files (format_version 2): what the precision asks of the tensors
+    q8, qbf = "lstm_stacked_bidir_proj_int8", "seq_stream_bf16"
+    refused("q_precision_in_version_1", ["unknown key \"precision\""],
+            *edit_model(q8, lambda info: info.update(format_version=1)))
+    refused("q_unknown_precision", ["model.precision", "\"fp8\""],
+            *edit_model(q8, lambda info: info["model"].update(precision="fp8")))
+    refused("q_int8_read_as_bf16", ["weight_ih_l0", "dtype I8, expected BF16"],
+            *edit_model(q8, lambda info: info["model"].update(precision="bf16")))
+    refused("q_float64_module", ["model.dtype must be \"float32\"", "quantized"],
+            *edit_model(q8, lambda info: info["model"].update(dtype="float64")))
+    refused("q_scale_missing", ["weight_hh_l1.scale", "missing"],
+            *edit_tensors(q8, lambda t, info: t.pop("weight_hh_l1.scale")))
+    refused("q_scale_wrong_shape", ["weight_hr_l0.scale", "shape [4]", "expected [5]"],
+            *edit_tensors(q8, lambda t, info: t["weight_hr_l0.scale"].__setitem__(
+                slice(1, 3), [[4], t["weight_hr_l0.scale"][2][:16]])))
+    refused("q_scale_nan", ["weight_ih_l0_reverse.scale", "nan", "row 2"],
+            *edit_tensors(q8, set_bytes("weight_ih_l0_reverse.scale", 2,
+                                        struct.pack("<f", float("nan")))))
+    refused("q_scale_negative", ["weight_hh_l0.scale", "row 0", "finite and > 0"],
+            *edit_tensors(q8, set_bytes("weight_hh_l0.scale", 0, struct.pack("<f", -0.01))))
+    refused("q_code_minus_128", ["weight_ih_l1", "-128", "row 0"],
+            *edit_tensors(q8, set_bytes("weight_ih_l1", 0, struct.pack("<b", -128))))
+    refused("q_bf16_infinity", ["layers.1.weight_hh_l0", "NaN or infinity"],
+            *edit_tensors(qbf, set_bytes("layers.1.weight_hh_l0", 3, struct.pack("<H", 0x7F80))))
+
+    def widen(tensors, info):  # a bf16 matrix written as F32 (the same values)
+        entry = tensors["layers.1.weight_ih_l0"]
+        bits = entry[2]
+        entry[0], entry[2] = "F32", b"".join(b"\0\0" + bits[k:k + 2]
+                                             for k in range(0, len(bits), 2))
+    refused("q_bf16_matrix_as_f32", ["layers.1.weight_ih_l0", "dtype F32, expected BF16"],
+            *edit_tensors(qbf, widen))
 
     with open(os.path.join(OUT, "expected.json"), "w") as f:
         json.dump(expected, f, indent=1, sort_keys=True)

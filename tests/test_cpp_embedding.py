@@ -166,6 +166,43 @@ def test_app_quantizes_on_load(app, tmp_path, precision):
                for b, r in enumerate(rows)) > 1e-5
 
 
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_app_runs_quantized_files(app, tmp_path, precision):
+    """Files saved quantized in Python (weights stored as BF16 / I8 + scales) run in the app at
+    their own precision, self-check included, and give Python's outputs exactly (the same
+    kernels, the same dispatch; the app prints 9 significant digits, which round-trip a
+    float32); asking the app for another precision is refused."""
+    rng = np.random.default_rng(11)
+    module = fastlstm.LSTM(5, 24, num_layers=2, proj_size=7, batch_first=True, seed=2)
+    q = module.quantize(precision)
+    x = rng.standard_normal((3, 8, 5)).astype(np.float32)
+    lengths = np.array([8, 5, 2])
+    path = tmp_path / "lstm_q.safetensors"
+    fio.save(q, path, example_input=x, example_lengths=lengths)
+    rows = _run(app, path, _feature_lines(x, lengths), "--verify")
+    want = q(x, lengths=lengths)[0]
+    for b, row in enumerate(rows):
+        assert np.array_equal(row.astype(np.float32), want[b, :lengths[b]].ravel()), b
+    assert np.ptp(np.concatenate(rows)) > 1e-3
+
+    model = _seq_embedding()
+    tok = rng.integers(1, 12, size=(6, 7)).astype(np.int64)
+    tok[2, 4:] = 0
+    tok_lengths = np.array([7, 7, 4, 7, 7, 7])
+    model.predict(tok[:1], verbose=0)  # builds it
+    model.quantize(precision)
+    path = tmp_path / "seq_q.safetensors"
+    model.save(path, example_input=tok[:3])
+    rows = _run(app, path, _token_lines(tok, tok_lengths), "--verify")
+    assert np.array_equal(np.stack(rows).astype(np.float32), model.predict(tok, verbose=0))
+
+    other = "int8" if precision == "bf16" else "bf16"
+    r = subprocess.run([app, str(path), "--precision", other], input="1 2\n",
+                       capture_output=True, text=True, check=False)
+    assert r.returncode == 1
+    assert f"is quantized to {precision}" in r.stderr and "seq_q.safetensors" in r.stderr
+
+
 def test_trained_lstm_same_lengths(app, tmp_path):
     """All sequences of the same length: the app passes no lengths at all."""
     rng = np.random.default_rng(0)

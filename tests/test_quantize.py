@@ -304,9 +304,9 @@ def test_model_quantize_in_place(precision, tmp_path, capsys):
         model.train_on_batch(x, y)
     with pytest.raises(ValueError, match="already quantized"):
         model.quantize("int8")
-    with pytest.raises(NotImplementedError, match="not supported yet"):
-        model.save(str(tmp_path / "q.safetensors"))
-    assert not (tmp_path / "q.safetensors").exists()
+    # saving and loading: tests/test_quantized_files.py
+    model.save(str(tmp_path / "q.safetensors"))
+    assert fastlstm.load_model(str(tmp_path / "q.safetensors")).precision == precision
 
 
 def test_model_quantize_refusals():

@@ -159,6 +159,7 @@ class Loader {
       const detail::TensorEntry& t = tensor(prefix + p.name, what);
       if (precision_ == Precision::Float32) {
         check_float_dtype(t, what);
+        check_shape(t, p, c, what);
       } else {
         const bool matrix = is_matrix(p.name);
         const char* want = !matrix ? "F32" : precision_ == Precision::BF16 ? "BF16" : "I8";
@@ -166,6 +167,7 @@ class Loader {
           header_fail("tensor \"" + t.name + "\" (" + what + ") has dtype " + t.dtype +
                       ", expected " + want + " (the model is quantized to " +
                       precision_name(precision_) + ")");
+        check_shape(t, p, c, what);
         if (matrix && precision_ == Precision::Int8) {
           const detail::TensorEntry& s = tensor(prefix + p.name + ".scale", what);
           if (s.dtype != "F32")
@@ -177,10 +179,6 @@ class Loader {
                              "] (one int8 scale per row of " + p.name + ")");
         }
       }
-      if (t.shape != p.shape)
-        throw ShapeError(where_ + ": tensor \"" + prefix + p.name + "\" has shape " +
-                         shape_str(t.shape) + ", expected " + shape_str(p.shape) + " (" + what +
-                         describe_config(c) + ")");
     }
     params.assign(static_cast<size_t>(num_params(c)), 0.0f);
     for (const auto& p : layout) {
@@ -197,6 +195,13 @@ class Loader {
                         std::to_string(k) + " (quantized weights are finite)");
       std::copy(w.begin(), w.end(), params.begin() + p.offset);
     }
+  }
+  void check_shape(const detail::TensorEntry& t, const ParamInfo& p, const RNNConfig& c,
+                   const std::string& what) const {
+    if (t.shape != p.shape)
+      throw ShapeError(where_ + ": tensor \"" + t.name + "\" has shape " + shape_str(t.shape) +
+                       ", expected " + shape_str(p.shape) + " (" + what + describe_config(c) +
+                       ")");
   }
   static bool is_matrix(const std::string& name) {
     return name.rfind("weight_ih", 0) == 0 || name.rfind("weight_hh", 0) == 0 ||

@@ -169,9 +169,10 @@ def test_app_quantizes_on_load(app, tmp_path, precision):
 @pytest.mark.parametrize("precision", ["bf16", "int8"])
 def test_app_runs_quantized_files(app, tmp_path, precision):
     """Files saved quantized in Python (weights stored as BF16 / I8 + scales) run in the app at
-    their own precision, self-check included, and give Python's outputs exactly (the same
-    kernels, the same dispatch; the app prints 9 significant digits, which round-trip a
-    float32); asking the app for another precision is refused."""
+    their own precision, self-check included: a bare module gives Python's outputs exactly (the
+    same kernels, the same dispatch; the app prints 9 significant digits, which round-trip a
+    float32), a Sequential to the float files' tolerance; asking the app for another precision
+    is refused."""
     rng = np.random.default_rng(11)
     module = fastlstm.LSTM(5, 24, num_layers=2, proj_size=7, batch_first=True, seed=2)
     q = module.quantize(precision)
@@ -194,7 +195,9 @@ def test_app_runs_quantized_files(app, tmp_path, precision):
     path = tmp_path / "seq_q.safetensors"
     model.save(path, example_input=tok[:3])
     rows = _run(app, path, _token_lines(tok, tok_lengths), "--verify")
-    assert np.array_equal(np.stack(rows).astype(np.float32), model.predict(tok, verbose=0))
+    # the Dense/softmax head and the masking are the two runners' own (float models: the same
+    # tolerance); the recurrent layers run the same quantized kernels
+    _compare(rows, model.predict(tok, verbose=0), tok_lengths, False, 1e-5)
 
     other = "int8" if precision == "bf16" else "bf16"
     r = subprocess.run([app, str(path), "--precision", other], input="1 2\n",

@@ -11,6 +11,10 @@
 // Output: one line per sequence: its outputs at each of its T steps (T*U numbers) for a model
 // that returns sequences, else its U outputs. With --repeat N, the whole batch is predicted N
 // more times and the median time per call goes to stderr.
+//
+// A quantized file (a bf16 / int8 module or model saved from Python) runs at its own precision;
+// --precision bf16|int8 quantizes a float file's recurrent layers on load (a quantized file
+// accepts only its own precision there).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -71,7 +75,7 @@ int main(int argc, char** argv) {
     const std::string a = argv[k];
     if (a == "--verify") verify = true;
     else if (a == "--summary") summary = true;
-    else if (a == "--precision") {  // quantize the recurrent layers on load
+    else if (a == "--precision") {  // quantize a float file's recurrent layers on load
       if (++k >= argc) usage("--precision needs float32, bf16 or int8");
       precision = argv[k];
     }

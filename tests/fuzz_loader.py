@@ -4,7 +4,7 @@ kinds of mutation as tests/cpp/test_model_fuzz.cpp) must load (and then verify, 
 self-check) or raise ValueError; never crash, hang (> 5 s for one file) or raise anything else.
 
 Usage (CI runs it from .ci/run): ``python tests/fuzz_loader.py [ITERATIONS] [SEED|time]``;
-ITERATIONS mutations per seed file (default 2000: 12,000 files), SEED fixed (default 20261123)
+ITERATIONS mutations per seed file (default 2000: 16,000 files, 8 seeds), SEED fixed (default 20261123)
 or ``time`` (a seed from the clock, printed, so a failure reproduces). Exit status 1 on any
 crash, hang or foreign exception. Prints the counts and the slowest file.
 """

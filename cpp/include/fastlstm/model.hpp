@@ -7,7 +7,8 @@
 // A model file holds either a bare recurrent module (class LSTM or GRU: stacked, bidirectional,
 // projection, peephole) or a Sequential stack of Embedding, LSTM, GRU, Bidirectional, Dense and
 // Dropout layers. Everything runs in float32 (float64 files are converted on load); the
-// recurrent layers' products can run in bf16 or int8 (LoadOptions::precision). The file
+// recurrent layers' products can run in bf16 or int8 (a quantized file, or
+// LoadOptions::precision). The file
 // format, and what a reader refuses, is specified in docs/model-format.md.
 #pragma once
 
@@ -66,7 +67,9 @@ class ShapeError : public Error {
 struct LoadOptions {
   bool verify = false;  // run the file's self-check (at the precision the file was saved in)
   // Float32: run at the file's precision. BF16 / Int8: quantize every recurrent layer's
-  // weights on load (inference at that precision, see fastlstm/config.hpp's Precision).
+  // weights on load (inference at that precision, see fastlstm/config.hpp's Precision). A
+  // quantized file (saved quantized from Python, docs/model-format.md) runs at its own
+  // precision: Float32 or that precision; another one is a ModelFileError.
   Precision precision = Precision::Float32;
 };
 

@@ -112,6 +112,8 @@ def _float_weights(weights, precision):
 
 def save(module, path, *, example_input=None, example_lengths=None):
     """Saves a bare :class:`~fastlstm.LSTM`/:class:`~fastlstm.GRU` to ``path`` (atomically).
+    A module made by ``quantize("bf16" | "int8")`` is saved with its matrices stored quantized
+    (format_version 2, docs/model-format.md); :func:`load` gives it back bit for bit.
 
     With ``example_input`` (in the module's layout, [T, B, I] or [B, T, I] if batch_first) and
     optionally ``example_lengths`` [B], the file also stores that input and the module's output
@@ -196,7 +198,8 @@ def _compare_selfcheck(got, expected, dtype, where):
 
 # the largest size a file may give (the C++ reader's limit as well; docs/model-format.md)
 def load(path, verify=False):
-    """Loads a bare LSTM/GRU saved by :func:`save`. With ``verify=True`` the file's self-check
+    """Loads a bare LSTM/GRU saved by :func:`save` (a quantized file: an inference-only module
+    of that ``precision``, as ``quantize`` makes). With ``verify=True`` the file's self-check
     is rerun and a ValueError raised if the outputs differ (or if the file has none)."""
     spec = _read_model(path)
     where = repr(_fspath(path))
@@ -285,7 +288,8 @@ def _predict(model, x, lengths):
 
 def save_model(model, path, *, example_input=None, example_lengths=None):
     """Saves a ``fastlstm.models.Sequential`` (architecture from ``model.get_config()``, weights
-    from ``model.get_weight_dict()``) atomically. ``example_input`` ([B, T, F] floats or [B, T]
+    from ``model.get_weight_dict()``) atomically; after ``model.quantize(...)`` the recurrent
+    matrices are stored quantized (format_version 2). ``example_input`` ([B, T, F] floats or [B, T]
     int tokens when the first layer is an Embedding) adds a self-check."""
     if isinstance(model, (LSTM, GRU)):
         raise TypeError("model is a bare LSTM/GRU module: use fastlstm.io.save")

@@ -110,14 +110,17 @@ py::dict read_model_file(const py::bytes& data, const std::string& name) {
   std::unique_ptr<fastlstm::detail::SafeTensors> st;
   {
     py::gil_scoped_release nogil;
-    spec = fastlstm::detail::load_spec(bytes, name);
+    spec = fastlstm::detail::load_spec(bytes, name, /*graph_for_python=*/true);
     st = std::make_unique<fastlstm::detail::SafeTensors>(fastlstm::detail::SafeTensors::parse(
         std::move(bytes), "model file '" + name + "'"));
   }
   py::dict out;
   out["class"] = spec.class_name;
+  out["format_version"] = spec.format_version;
   out["dtype"] = spec.dtype;
-  if (spec.class_name == "Sequential") {
+  if (spec.class_name == "Model") {
+    out["graph"] = spec.graph_json;  // checked and built by fastlstm.io.files
+  } else if (spec.class_name == "Sequential") {
     py::list layers;
     for (const Layer& L : spec.layers) layers.append(layer_dict(L));
     out["layers"] = layers;
@@ -153,6 +156,8 @@ py::dict read_model_file(const py::bytes& data, const std::string& name) {
   }
   out["weights"] = weights;
   out["selfcheck"] = check;
+  out["compile"] = spec.compile_json.empty() ? py::object(py::none())
+                                             : py::object(py::str(spec.compile_json));
   return out;
 }
 
@@ -161,5 +166,6 @@ py::dict read_model_file(const py::bytes& data, const std::string& name) {
 void bind_model_file(py::module_& m) {
   m.def("read_model_file", &read_model_file, py::arg("data"), py::arg("name"),
         "Reads and validates a model file's bytes (the C++ reader): a dict with class, dtype, "
-        "config (LSTM/GRU) or layers (Sequential), weights and selfcheck.");
+        "config (LSTM/GRU), layers (Sequential) or graph (Model: the metadata JSON text), "
+        "weights (optimizer slots included), selfcheck and compile (JSON text or None).");
 }

@@ -23,6 +23,7 @@ from collections import Counter
 
 import numpy as np
 
+from ..io import files as _files
 from ..layers.base import KerasTensor, Layer, _shape_str
 from .training import Trainer
 
@@ -402,16 +403,32 @@ class Model(Trainer, Layer):
             t = Input(tuple(spec["shape"]), dtype=dt, name=spec.get("name"))
             t.compute_dtype = dtype
             ins.append(t)
-        outputs_of = {}
+        from ..io.files import _MODEL_CLASSES
+
+        layers, pending = {}, []
         for spec in config["layers"]:
             spec = dict(spec)
             name, calls = spec.pop("name"), spec.pop("calls")
             if spec["class"] == "Model":
                 layer = Model.from_config(spec)
+            elif spec["class"] in _MODEL_CLASSES:  # a nested Sequential
+                layer = _MODEL_CLASSES[spec["class"]].from_config(spec)
             else:
                 layer = layer_from_config(spec)
             layer.name = name
-            for k, call in enumerate(calls):
+            layers[name] = layer
+            pending += [(name, k, call) for k, call in enumerate(calls)]
+        # calls in an order where each comes after the calls it reads (a layer shared along
+        # a path is called again downstream of its first call)
+        outputs_of = {}
+        while pending:
+            later = []
+            for name, k, call in pending:
+                if any(ln != "__input__" and (ln, i) not in outputs_of
+                       for ln, i, _ in call["inputs"]):
+                    later.append((name, k, call))
+                    continue
+                layer = layers[name]
                 args = [ins[i] if ln == "__input__" else outputs_of[(ln, i)][j]
                         for ln, i, j in call["inputs"]]
                 kw = call.get("kwargs", {})
@@ -424,6 +441,10 @@ class Model(Trainer, Layer):
                 else:
                     out = layer(args[0])
                 outputs_of[(name, k)] = out if isinstance(out, list) else [out]
+            if len(later) == len(pending):
+                raise ValueError(f"the graph has a cycle or refers to missing layer calls: "
+                                 f"{[(n, k) for n, k, _ in later][:4]}")
+            pending = later
         outs = [ins[i] if ln == "__input__" else outputs_of[(ln, i)][j]
                 for ln, i, j in config["outputs"]]
         names = config.get("output_names")
@@ -491,3 +512,7 @@ class Model(Trainer, Layer):
 
     def __repr__(self):
         return f"<{type(self).__name__} {self.name!r}: {len(getattr(self, 'layers', []))} layers>"
+
+
+# model files build functional models through this registration
+_files.register_model_class(Model)

@@ -309,12 +309,13 @@ def _set_model(meta, fn):
 
 
 MODEL_ERRORS = {
-    "format_version_2": (lambda i: i.update(format_version=2),
-                         "format_version 2; this fastlstm reads format_version 1"),
+    "format_version_3": (lambda i: i.update(format_version=3),
+                         "format_version 3; this fastlstm reads format_version 1 to 2"),
+    "format_version_0": (lambda i: i.update(format_version=0), "format_version 0"),
     "format_version_str": (lambda i: i.update(format_version="1"), "must be an integer"),
     "no_version": (lambda i: i.pop("format_version"), "format_version"),
     "unknown_class": (lambda i: i["model"].update({"class": "Transformer"}),
-                      'model.class must be "LSTM", "GRU" or "Sequential", got "Transformer"'),
+                      'model.class must be "LSTM", "GRU", "Sequential" or "Model", got "Transformer"'),
     "sequential": (lambda i: i["model"].update({"class": "Sequential"}),
                    'model has an unknown key "config"'),
     "bad_dtype": (lambda i: i["model"].update(dtype="float16"), "float16"),

@@ -384,7 +384,8 @@ class Model(Trainer, Layer):
             "layers": [dict(layer.get_config(), name=layer.name, calls=calls[id(layer)])
                        for layer in self.layers],
             "outputs": [tid[id(t)] for t in self._output_tensors],
-            "output_names": list(self.output_names),
+            # only dict outputs are named here (the other names follow from the layers')
+            **({"output_names": list(self.output_names)} if self._out_kind == "dict" else {}),
         }
 
     @classmethod
@@ -448,7 +449,7 @@ class Model(Trainer, Layer):
         outs = [ins[i] if ln == "__input__" else outputs_of[(ln, i)][j]
                 for ln, i, j in config["outputs"]]
         names = config.get("output_names")
-        if names and len(outs) > 1:
+        if names:
             outputs = dict(zip(names, outs))
         else:
             outputs = outs[0] if len(outs) == 1 else outs

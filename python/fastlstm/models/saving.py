@@ -58,7 +58,7 @@ def _loss_to_json(loss):
 
 
 def _metric_to_json(m):
-    if isinstance(m, str):
+    if m is None or isinstance(m, str):
         return m
     if type(m) is _METRIC_CLASSES.get(type(m).__name__):
         cfg = {"name": m.name}
@@ -92,7 +92,10 @@ def _loss_from_json(j, custom_objects, what):
     if j is None:
         return None
     if isinstance(j, str):
-        losses_mod.get(j)  # ValueError for an unknown name
+        try:
+            losses_mod.get(j)
+        except ValueError as e:
+            raise ValueError(f"{what}: {e}") from None
         return j
     if isinstance(j, dict) and set(j) == {"custom"}:
         return _custom(j["custom"], custom_objects, what)
@@ -110,8 +113,13 @@ def _loss_from_json(j, custom_objects, what):
 
 
 def _metric_from_json(j, custom_objects, what):
+    if j is None:
+        return None
     if isinstance(j, str):
-        metrics_mod.get(j, None, (2,))  # ValueError for an unknown name
+        try:
+            metrics_mod.get(j, None, (2,))
+        except ValueError as e:
+            raise ValueError(f"{what}: {e}") from None
         return j
     if isinstance(j, dict) and set(j) == {"custom"}:
         return _custom(j["custom"], custom_objects, what)
@@ -211,7 +219,10 @@ class CompileStateMixin:
             if tensors:
                 raise ValueError(f"{ctx}: optimizer slots without an optimizer")
         else:
-            opt = optim.deserialize(opt_spec, custom_objects)
+            try:
+                opt = optim.deserialize(opt_spec, custom_objects)
+            except ValueError as e:
+                raise ValueError(f"{ctx}: {e}") from None
         slots, state = meta.get("slots"), None
         if ("slots" in meta) != ("iterations" in meta) or (opt_spec is None and "slots" in meta):
             raise ValueError(f"{ctx}: iterations and slots come together, with an optimizer")

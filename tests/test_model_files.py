@@ -250,6 +250,32 @@ def test_training_resumes_bitwise_after_loading_a_functional_model(tmp_path):
     _assert_same(back.get_weights(), model.get_weights())
 
 
+def test_frozen_layers_and_regularizers_come_back_for_training(tmp_path):
+    """Architecture files keep no regularizers or trainable flags; the compile state does, so
+    training resumes as it would have gone on."""
+    set_seed(36)
+    x, y = _fit_data(np.random.default_rng(36), 16)
+    frozen = LSTM(5, return_sequences=True)
+    model = Sequential([Input((6, 3)), frozen,
+                        GRU(4, kernel_regularizer=fastlstm.regularizers.l2(0.05)),
+                        Dense(2, kernel_regularizer=fastlstm.regularizers.l1_l2(0.01, 0.02))],
+                       dtype="float64")
+    frozen.trainable = False
+    model.compile("adam", "mse")
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    model.save(tmp_path / "m.safetensors")
+    back = fastlstm.load_model(tmp_path / "m.safetensors")
+    assert not back.layers[0].trainable and back.layers[2].regularizers["kernel"].l1 == 0.01
+    before = back.get_weights()
+    for m in (model, back):
+        set_seed(37)
+        m.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    _assert_same(back.get_weights(), model.get_weights())
+    np.testing.assert_array_equal(back.get_weights()[0], before[0])  # still frozen
+    # without the compile state the flags are not restored
+    assert fastlstm.load_model(tmp_path / "m.safetensors", compile=False).layers[0].trainable
+
+
 def test_compile_false_include_optimizer_false_and_unfitted_models(tmp_path):
     set_seed(34)
     x, y = _fit_data(np.random.default_rng(34), 8)
@@ -402,6 +428,11 @@ BAD_FILES = {
     "unknown_model_key": (_graph(lambda m: m.update(optimizer="adam")), None, "unknown key"),
     "duplicate_layer_name": (_graph(lambda m: m["layers"][1].update(name="encoder")), None,
                              "names two layers"),
+    "layer_state_for_no_layer": (_edit_json("fastlstm_compile", lambda c: c.update(
+        layers={"layers.9": {"trainable": False}})), None, "names no layer with weights"),
+    "bad_regularizer": (_edit_json("fastlstm_compile", lambda c: c.update(
+        layers={"layers.0": {"regularizers": {"kernel": {"l1": -1, "l2": 0}}}})), None,
+        r"regularizers\['kernel'\]"),
     "unknown_layer_class": (_graph(lambda m: m["layers"][0].update({"class": "Conv1D"})),
                             None, "unknown layer class 'Conv1D'"),
 }

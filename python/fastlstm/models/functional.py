@@ -187,27 +187,34 @@ class Model(Trainer, Layer):
         views = self._named_views()
         item, base = fp.itemsize, fp.ctypes.data
         segs, names = [], []
+        for name, leaf, wname, view in views:
+            segs.append((view.ctypes.data - base) // item)
+            names.append(name)
+        order = np.argsort(segs, kind="stable")
+        self._segments = np.asarray(segs, dtype=np.int64)[order]
+        self._weight_names = names
+        self._build_regularizers()
+        if self.optimizer is not None:
+            self.optimizer.build(total, self.dtype, self._segments)
+
+    def _build_regularizers(self):
+        """The per-value l1/l2 factors of the leaves' regularizers over the flat buffer."""
+        total = self.flat_params.size
+        item, base = self.flat_params.itemsize, self.flat_params.ctypes.data
         l1 = np.zeros(total, dtype=self.dtype)
         l2 = np.zeros(total, dtype=self.dtype)
         any_reg = False
-        for name, leaf, wname, view in views:
+        for name, leaf, wname, view in self._named_views():
             start = (view.ctypes.data - base) // item
-            segs.append(start)
-            names.append(name)
             reg = leaf.regularizers.get(wname)
             if reg is not None:
                 any_reg = True
                 l1[start : start + view.size] = reg.l1
                 l2[start : start + view.size] = reg.l2
-        order = np.argsort(segs, kind="stable")
-        self._segments = np.asarray(segs, dtype=np.int64)[order]
-        self._weight_names = names
         self._reg = None
         if any_reg:
             self._reg = (l1 if l1.any() else None, l2 if l2.any() else None)
             self._reg_tmp = np.zeros(total, dtype=self.dtype)
-        if self.optimizer is not None:
-            self.optimizer.build(total, self.dtype, self._segments)
 
     def _bind(self, flat_params, flat_grads):
         """As a nested model: its leaves are bound one by one by the outer model."""

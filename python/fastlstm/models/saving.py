@@ -168,10 +168,14 @@ class CompileStateMixin:
         if not getattr(self, "compiled", False):
             return None
         meta = {"loss": _structured(self._loss_arg, _loss_to_json, "loss"),
-                "loss_weights": _structured(self._loss_weights_arg, lambda v: v,
+                "loss_weights": _structured(self._loss_weights_arg,
+                                            lambda v: None if v is None else float(v),
                                             "loss_weights"),
                 "metrics": _structured(self._metrics_arg, _metric_to_json, "metrics"),
                 "optimizer": None}
+        layers = self._layer_training_state()
+        if layers:
+            meta["layers"] = layers
         tensors = {}
         if include_optimizer:
             opt = self.optimizer
@@ -186,6 +190,61 @@ class CompileStateMixin:
                 meta["slots"] = sorted(state["slots"])
         return meta, tensors
 
+    def _leaf_prefixes(self):
+        """{weight-name prefix ("layers.0", "layers.2.layers.1"): leaf layer} of the leaves
+        that hold weights."""
+        out = {}
+        for name, leaf, wname, _ in self._named_views():
+            out.setdefault(name[:-len(wname) - 1], leaf)
+        return out
+
+    def _layer_training_state(self):
+        """What training needs that the architecture does not keep: the layers frozen with
+        ``trainable=False`` and the weight regularizers, by layer prefix (defaults left out)."""
+        out = {}
+        for prefix, leaf in self._leaf_prefixes().items():
+            entry = {}
+            if not leaf.trainable:
+                entry["trainable"] = False
+            regs = {w: {"l1": float(r.l1), "l2": float(r.l2)}
+                    for w, r in leaf.regularizers.items() if r is not None}
+            if regs:
+                entry["regularizers"] = regs
+            if entry:
+                out[prefix] = entry
+        return out
+
+    def _check_layer_training_state(self, layers, ctx):
+        """The staged (leaf, trainable, {weight: L1L2}) of a file's "layers" entry."""
+        leaves = self._leaf_prefixes()
+        if not isinstance(layers, dict) or len(layers) > len(leaves):
+            raise ValueError(f"{ctx}: layers must be an object by layer prefix")
+        staged = []
+        for prefix, entry in layers.items():
+            lctx = f"{ctx}: layers[{prefix!r}]"
+            leaf = leaves.get(prefix)
+            if leaf is None:
+                raise ValueError(f"{lctx} names no layer with weights of the model")
+            if not isinstance(entry, dict) or set(entry) - {"trainable", "regularizers"}:
+                raise ValueError(f"{lctx} may hold only trainable and regularizers")
+            trainable = entry.get("trainable", True)
+            if not isinstance(trainable, bool):
+                raise ValueError(f"{lctx}.trainable must be true or false")
+            regs = entry.get("regularizers", {})
+            if not isinstance(regs, dict):
+                raise ValueError(f"{lctx}.regularizers must be an object")
+            built = {}
+            for w, r in regs.items():
+                if w not in leaf.params or not isinstance(r, dict) or set(r) != {"l1", "l2"}:
+                    raise ValueError(f"{lctx}.regularizers[{w!r}] must be {{'l1', 'l2'}} for a "
+                                     f"weight of the layer ({sorted(leaf.params)})")
+                try:
+                    built[w] = optim.L1L2(_number(r["l1"], "l1"), _number(r["l2"], "l2"))
+                except (TypeError, ValueError) as e:
+                    raise ValueError(f"{lctx}.regularizers[{w!r}]: {e}") from None
+            staged.append((leaf, trainable, built))
+        return staged
+
     def _flat_views(self):
         """[(weight name, start, size, shape)] of each weight in the flat buffer."""
         base, item = self.flat_params.ctypes.data, self.flat_params.itemsize
@@ -197,13 +256,15 @@ class CompileStateMixin:
         and step count; everything is checked before the model changes."""
         if not isinstance(meta, dict):
             raise ValueError(f"{where}: the compile state must be a JSON object")
-        known = {"loss", "loss_weights", "metrics", "optimizer", "iterations", "slots"}
+        known = {"loss", "loss_weights", "metrics", "optimizer", "iterations", "slots",
+                 "layers"}
         unknown = set(meta) - known
         if unknown or not {"loss", "loss_weights", "metrics", "optimizer"} <= set(meta):
             raise ValueError(f"{where}: the compile state must have the keys loss, "
                              f"loss_weights, metrics, optimizer (and iterations, slots when "
                              f"the optimizer was built), got {sorted(meta)}")
         ctx = f"{where}: compile state"
+        layer_state = self._check_layer_training_state(meta.get("layers", {}), ctx)
         loss = _unstructured(meta["loss"], lambda j, w: _loss_from_json(j, custom_objects, w),
                              f"{ctx} loss")
         if loss is None:
@@ -257,6 +318,11 @@ class CompileStateMixin:
             state = {"iterations": it, "slots": flat}
         elif tensors:
             raise ValueError(f"{ctx}: slot tensors {sorted(tensors)[:6]} without a slots list")
+        for leaf, trainable, regs in layer_state:
+            leaf.trainable = trainable
+            leaf.regularizers = dict(regs)
+        if layer_state:
+            self._build_regularizers()
         try:
             self.compile(opt, loss, metrics, loss_weights=lw)
         except (TypeError, ValueError) as e:

@@ -231,6 +231,29 @@ def test_training_resumes_bitwise_after_loading_a_sequential(tmp_path, opt):
                    zip(fresh.get_weights(), model.get_weights()))
 
 
+def test_an_interrupted_run_ends_as_an_uninterrupted_one(tmp_path):
+    """The issue's wording: fit 2 epochs, save, load, fit 1 more gives the losses and weights
+    of 3 epochs in one go (no shuffling, so the batches are the same)."""
+    rng = np.random.default_rng(38)
+    x, y = _fit_data(rng)
+    runs = []
+    for interrupted in (False, True):
+        set_seed(38)
+        model = _seq_model("float32")
+        model.compile(optim.Adam(0.01), "mse")
+        if not interrupted:
+            runs.append((model.fit(x, y, epochs=3, batch_size=8, shuffle=False,
+                                   verbose=0).history["loss"], model.get_weights()))
+            continue
+        first = model.fit(x, y, epochs=2, batch_size=8, shuffle=False, verbose=0)
+        model.save(tmp_path / "m.safetensors")
+        back = fastlstm.load_model(tmp_path / "m.safetensors")
+        last = back.fit(x, y, epochs=1, batch_size=8, shuffle=False, verbose=0)
+        runs.append((first.history["loss"] + last.history["loss"], back.get_weights()))
+    assert runs[0][0] == runs[1][0]
+    _assert_same(runs[0][1], runs[1][1])
+
+
 def test_training_resumes_bitwise_after_loading_a_functional_model(tmp_path):
     set_seed(32)
     model, x = two_in_two_out()

@@ -34,6 +34,8 @@ FORMAT_VERSION = 2
 SELFCHECK_INPUT = "selfcheck.input"
 SELFCHECK_OUTPUT = "selfcheck.output"
 SELFCHECK_LENGTHS = "selfcheck.lengths"
+#: prefix of the optimizer slot tensors of a compile state ("optimizer.{slot}.{weight name}")
+SLOT_PREFIX = "optimizer."
 
 # relative tolerance of verify=True: max|got - expected| <= tol * (1 + max|expected|). Loose
 # enough for another machine's SIMD path, far below what a wrongly mapped weight produces.
@@ -325,8 +327,8 @@ def load_model(path, verify=False, compile=True, custom_objects=None):
         raise TypeError(f"custom_objects must be a dict name -> object, got "
                         f"{type(custom_objects).__name__}")
     dtype = np.dtype(spec["dtype"])
-    weights = {k: v for k, v in spec["weights"].items() if not k.startswith(_SLOT_PREFIX)}
-    slots = {k: v for k, v in spec["weights"].items() if k.startswith(_SLOT_PREFIX)}
+    weights = {k: v for k, v in spec["weights"].items() if not k.startswith(SLOT_PREFIX)}
+    slots = {k: v for k, v in spec["weights"].items() if k.startswith(SLOT_PREFIX)}
     if spec["class"] == "Model":
         model = _graph_description(spec["graph"], where)
     else:
@@ -350,8 +352,7 @@ def load_model(path, verify=False, compile=True, custom_objects=None):
 
 # ------------------------------------------------------------------------- compile state
 # (docs/model-format.md, "Compile state"): the JSON in __metadata__["fastlstm_compile"], the
-# optimizer's slots as tensors "optimizer.{slot}.{weight name}" of the weights' shapes
-_SLOT_PREFIX = "optimizer."
+# optimizer's slots as tensors SLOT_PREFIX + "{slot}.{weight name}" of the weights' shapes
 
 
 def _add_compile_state(metadata, tensors, state):

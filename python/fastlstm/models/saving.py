@@ -18,10 +18,10 @@ import numpy as np
 from .. import losses as losses_mod
 from .. import metrics as metrics_mod
 from .. import optim
+from ..io.files import SLOT_PREFIX
 
-__all__ = ["CompileStateMixin", "SLOT_PREFIX"]
+__all__ = ["CompileStateMixin"]
 
-SLOT_PREFIX = "optimizer."
 _MAX_ITEMS = 1024  # outputs, metrics per output: far above any real model
 
 _LOSS_CLASSES = {c.__name__: c for c in (

@@ -414,6 +414,11 @@ def _graph(fn):
 BAD_FILES = {
     "unknown_optimizer": (_edit_json("fastlstm_compile", lambda c: c["optimizer"].update(
         {"class": "Lion"})), None, "unknown optimizer class 'Lion'"),
+    "optimizer_class_not_a_name": (_edit_json("fastlstm_compile", lambda c: c["optimizer"]
+                                          .update({"class": ["Adam"]})), None,
+                                   "optimizer's class must be a name"),
+    "loss_class_not_a_name": (_edit_json("fastlstm_compile", lambda c: c.update(
+        loss={"class": {}, "config": {}})), None, "compile state loss must be a loss name"),
     "bad_optimizer_config": (_edit_json("fastlstm_compile", lambda c: c["optimizer"]["config"]
                                         .update(beta_1=2.0)), None, "beta_1 must be in"),
     "fractional_step_count": (_edit_json("fastlstm_compile", lambda c: c.update(

@@ -589,6 +589,8 @@ def deserialize(spec, custom_objects=None):
         raise ValueError("an optimizer description must be an object with exactly 'class' and "
                          "'config'")
     name, cfg = spec["class"], spec["config"]
+    if not isinstance(name, str):
+        raise ValueError(f"an optimizer's class must be a name, got {name!r}")
     known = {c.__name__: c for c in _OPTIMIZERS.values()}
     cls = (custom_objects or {}).get(name) or known.get(name)
     if not (isinstance(cls, type) and issubclass(cls, Optimizer)):
@@ -600,8 +602,8 @@ def deserialize(spec, custom_objects=None):
     cfg = dict(cfg)
     lr = cfg.get("learning_rate")
     if isinstance(lr, dict):
-        if set(lr) != {"class", "config"} or lr["class"] not in _SCHEDULES or not isinstance(
-                lr["config"], dict):
+        if set(lr) != {"class", "config"} or not isinstance(lr["class"], str) or \
+                lr["class"] not in _SCHEDULES or not isinstance(lr["config"], dict):
             raise ValueError(f"the {name} optimizer's learning_rate schedule must be one of "
                              f"{sorted(_SCHEDULES)} as {{'class', 'config'}}, got {lr!r}")
         try:

@@ -99,7 +99,8 @@ def _loss_from_json(j, custom_objects, what):
         return j
     if isinstance(j, dict) and set(j) == {"custom"}:
         return _custom(j["custom"], custom_objects, what)
-    if isinstance(j, dict) and set(j) == {"class", "config"} and isinstance(j["config"], dict):
+    if isinstance(j, dict) and set(j) == {"class", "config"} and isinstance(j["config"], dict) \
+            and isinstance(j["class"], str):
         cls = _LOSS_CLASSES.get(j["class"])
         if cls is None:
             raise ValueError(f"{what}: unknown loss class {j['class']!r}; expected one of "
@@ -123,7 +124,8 @@ def _metric_from_json(j, custom_objects, what):
         return j
     if isinstance(j, dict) and set(j) == {"custom"}:
         return _custom(j["custom"], custom_objects, what)
-    if isinstance(j, dict) and set(j) == {"class", "config"} and isinstance(j["config"], dict):
+    if isinstance(j, dict) and set(j) == {"class", "config"} and isinstance(j["config"], dict) \
+            and isinstance(j["class"], str):
         cls = _METRIC_CLASSES.get(j["class"])
         if cls is None:
             raise ValueError(f"{what}: unknown metric class {j['class']!r}; expected one of "

@@ -304,7 +304,7 @@ def test_compile_false_include_optimizer_false_and_unfitted_models(tmp_path):
     x, y = _fit_data(np.random.default_rng(34), 8)
     model = _seq_model("float32")
     model.compile(optim.RMSprop(0.01), "mse")
-    model.save(tmp_path / "compiled.safetensors")  # compiled, no step yet: no slots
+    model.save(tmp_path / "compiled.safetensors")  # compiled, no step yet: zero slots
     back = fastlstm.load_model(tmp_path / "compiled.safetensors")
     assert back.compiled and back.optimizer.iterations == 0 and back.optimizer.rho == 0.9
     assert not fastlstm.load_model(tmp_path / "compiled.safetensors", compile=False).compiled

@@ -4,7 +4,7 @@ kinds of mutation as tests/cpp/test_model_fuzz.cpp) must load (and then verify, 
 self-check) or raise ValueError; never crash, hang (> 5 s for one file) or raise anything else.
 
 Usage (CI runs it from .ci/run): ``python tests/fuzz_loader.py [ITERATIONS] [SEED|time]``;
-ITERATIONS mutations per seed file (default 2000: 14,000 files), SEED fixed (default 20261123)
+ITERATIONS mutations per seed file (default 2000: 16,000 files), SEED fixed (default 20261123)
 or ``time`` (a seed from the clock, printed, so a failure reproduces). Exit status 1 on any
 crash, hang or foreign exception. Prints the counts and the slowest file.
 """
@@ -25,10 +25,11 @@ from fastlstm import io as fio
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SEEDS = ["seq_embedding", "seq_backwards", "lstm_stacked_bidir_proj", "lstm_peephole_nobias_f64",
-         "seq_merge_modes", "seq_gru_last", "functional"]
-# where each seed lies: tests/data/cpp/NAME, or the corpus's seed_NAME (functional models, which
-# the C++ runner refuses, are seeds of the Python loader only)
-SEED_PATHS = {"functional": os.path.join("fuzz", "seed_functional.safetensors")}
+         "seq_merge_modes", "seq_gru_last", "functional", "compiled"]
+# where each seed lies: tests/data/cpp/NAME, or the corpus's seed_NAME (a functional model, which
+# the C++ runner refuses, and a Sequential with a compile state: seeds of the Python loader)
+SEED_PATHS = {"functional": os.path.join("fuzz", "seed_functional.safetensors"),
+              "compiled": os.path.join("fuzz", "seed_compiled.safetensors")}
 JSONISH = b'{}[]",:0123456789-+.eE tfnul\\'
 HANG_SECONDS = 5.0
 

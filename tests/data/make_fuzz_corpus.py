@@ -101,6 +101,34 @@ def functional_seed():
     return header, body
 
 
+def compiled_seed(seed="seq_gru_last"):
+    """A Sequential seed with a compile state (Adam after 3 steps: its m and v per weight, the
+    weight's bytes and their squares' stand-ins), so the fuzzers reach the compile-state
+    checks of both readers. Loads in C++ (which ignores the state) and in Python (compiled)."""
+    header, body = read(seed)
+    info = json.loads(header["__metadata__"]["fastlstm"])
+    info["format_version"] = 2
+    header["__metadata__"]["fastlstm"] = json.dumps(info)
+    weights = [k for k in header if k != "__metadata__" and not k.startswith("selfcheck.")]
+    for slot in ("m", "v"):
+        for name in weights:
+            t = header[name]
+            a, b = t["data_offsets"]
+            data = body[a:b]
+            if slot == "v":  # non-negative
+                n = (b - a) // 4
+                data = struct.pack(f"<{n}f", *[abs(x) for x in struct.unpack(f"<{n}f", data)])
+            header[f"optimizer.{slot}.{name}"] = {
+                "dtype": t["dtype"], "shape": t["shape"],
+                "data_offsets": [len(body), len(body) + len(data)]}
+            body += data
+    header["__metadata__"]["fastlstm_compile"] = json.dumps({
+        "loss": "binary_crossentropy", "loss_weights": None, "metrics": {"list": ["accuracy"]},
+        "optimizer": {"class": "Adam", "config": {"learning_rate": 0.001, "beta_1": 0.9}},
+        "iterations": 3, "slots": ["m", "v"]})
+    return header, body
+
+
 def layer_cfg(i):
     return lambda info: info["model"]["layers"][i]["config"]
 
@@ -136,6 +164,10 @@ def main():
     expected["seed_functional"] = {
         "outcome": "refused", "python_outcome": "loads",
         "words": ["functional model", "not supported by the C++ runner yet"]}
+
+    # a Sequential with a compile state: loads (and verifies) in both readers
+    write("seed_compiled", *compiled_seed())
+    expected["seed_compiled"] = {"outcome": "loads"}
 
     def refused(name, words, header, body, raw_header=None):
         write(name, header, body, raw_header)

@@ -4,8 +4,8 @@ kinds of mutation as tests/cpp/test_model_fuzz.cpp) must load (and then verify, 
 self-check) or raise ValueError; never crash, hang (> 5 s for one file) or raise anything else.
 
 Usage (CI runs it from .ci/run): ``python tests/fuzz_loader.py [ITERATIONS] [SEED|time]``;
-ITERATIONS mutations per seed file (default 2000: 16,000 files, 8 seeds), SEED fixed (default 20261123)
-or ``time`` (a seed from the clock, printed, so a failure reproduces). Exit status 1 on any
+ITERATIONS mutations per seed file (default 2000: 20,000 files, 10 seeds), SEED fixed (default
+20261123) or ``time`` (a seed from the clock, printed, so a failure reproduces). Exit status 1 on any
 crash, hang or foreign exception. Prints the counts and the slowest file.
 """
 
@@ -27,7 +27,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SEEDS = ["seq_embedding", "seq_backwards", "lstm_stacked_bidir_proj", "lstm_peephole_nobias_f64",
          "seq_merge_modes", "seq_gru_last",
          # quantized files (no self-check: a loaded one is run on an input instead of verified)
-         "lstm_stacked_bidir_proj_int8", "seq_stream_bf16"]
+         "lstm_stacked_bidir_proj_int8", "seq_stream_bf16", "functional", "compiled"]
+# where each seed lies: tests/data/cpp/NAME, or the corpus's seed_NAME (a functional model, which
+# the C++ runner refuses, and a Sequential with a compile state: seeds of the Python loader)
+SEED_PATHS = {"functional": os.path.join("fuzz", "seed_functional.safetensors"),
+              "compiled": os.path.join("fuzz", "seed_compiled.safetensors")}
 JSONISH = b'{}[]",:0123456789-+.eE tfnul\\'
 HANG_SECONDS = 5.0
 
@@ -100,9 +104,11 @@ def main(argv):
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "fuzz.safetensors")
         for name in SEEDS:
-            with open(os.path.join(HERE, "data", "cpp", name + ".safetensors"), "rb") as f:
+            rel = SEED_PATHS.get(name, os.path.join("cpp", name + ".safetensors"))
+            with open(os.path.join(HERE, "data", rel), "rb") as f:
                 good = f.read()
-            load = fio.load_model if name.startswith("seq_") else fastlstm.load
+            load = fio.load_model if name.startswith("seq_") or name in SEED_PATHS \
+                else fastlstm.load
             for i in range(iterations):
                 data = mutate(good, rng)
                 with open(path, "wb") as f:

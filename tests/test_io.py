@@ -318,7 +318,7 @@ MODEL_ERRORS = {
     "format_version_str": (lambda i: i.update(format_version="1"), "must be an integer"),
     "no_version": (lambda i: i.pop("format_version"), "format_version"),
     "unknown_class": (lambda i: i["model"].update({"class": "Transformer"}),
-                      'model.class must be "LSTM", "GRU" or "Sequential", got "Transformer"'),
+                      'model.class must be "LSTM", "GRU", "Sequential" or "Model", got "Transformer"'),
     "sequential": (lambda i: i["model"].update({"class": "Sequential"}),
                    'model has an unknown key "config"'),
     "bad_dtype": (lambda i: i["model"].update(dtype="float16"), "float16"),

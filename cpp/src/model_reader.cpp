@@ -25,6 +25,8 @@ namespace detail {
 namespace {
 
 
+constexpr const char* kSlotPrefix = "optimizer.";
+
 class Loader {
  public:
   Loader(const detail::SafeTensors& st, std::string where) : st_(st), where_(std::move(where)) {}
@@ -443,6 +445,54 @@ class Loader {
       if (L.kind == LayerKind::Dropout && L.in_dim < 0) L.in_dim = L.out_dim = impl.input_size;
   }
 
+  // A functional model for Python (docs/model-format.md, "Functional models"): the model
+  // object's keys and dtype; every tensor but the optimizer slots is a weight of the model's
+  // float dtype. The graph itself is checked by the Python loader, which builds it.
+  void graph_model(const detail::Json& m, ModelSpec& impl) {
+    only_keys(m, "model", {"class", "dtype", "inputs", "layers", "outputs", "output_names"});
+    check_dtype(m, "model", impl);
+    for (const char* key : {"inputs", "layers", "outputs"})
+      if (!field(m, key, "model").is_array())
+        header_fail(std::string("model.") + key + " must be an array");
+    for (const auto& t : st_.tensors()) {
+      if (t.name.rfind(kSlotPrefix, 0) == 0) continue;
+      check_float_dtype(t, "weight");
+      used_.insert(t.name);
+    }
+  }
+
+  // The compile state (docs/model-format.md, "Compile state"): Python's business, but its
+  // tensors are checked here like the rest: "optimizer.{slot}.{weight}" with the weight's
+  // shape and dtype, for a weight the model uses.
+  void compile_state(const std::string& text, int64_t version) {
+    const std::string ctx = "__metadata__[\"fastlstm_compile\"]";
+    if (version < 2) header_fail(ctx + " needs format_version 2 or later");
+    detail::Json j;
+    try {
+      j = detail::Json::parse(text);
+    } catch (const detail::JsonError& e) {
+      header_fail(ctx + " is not valid JSON: " + e.what());
+    }
+    if (!j.is_object()) header_fail(ctx + " must be a JSON object");
+    const std::set<std::string> weights = used_;
+    for (const auto& t : st_.tensors()) {
+      if (t.name.rfind(kSlotPrefix, 0) != 0) continue;
+      const std::string rest = t.name.substr(std::strlen(kSlotPrefix));
+      const size_t dot = rest.find('.');
+      const std::string weight = dot == std::string::npos ? "" : rest.substr(dot + 1);
+      const detail::TensorEntry* w = weight.empty() ? nullptr : st_.find(weight);
+      if (dot == 0 || !w || !weights.count(weight))
+        header_fail("optimizer slot \"" + t.name + "\" names no weight of the model (expected "
+                    "\"optimizer.{slot}.{weight name}\")");
+      check_float_dtype(t, "optimizer slot");
+      if (t.shape != w->shape)
+        throw ShapeError(where_ + ": optimizer slot \"" + t.name + "\" has shape " +
+                         shape_str(t.shape) + ", its weight \"" + weight + "\" has " +
+                         shape_str(w->shape));
+      used_.insert(t.name);
+    }
+  }
+
   void self_check_spec(const std::string& text, ModelSpec& impl) {
     detail::Json j;
     try {
@@ -544,7 +594,7 @@ std::vector<char> read_file(const std::string& path) {
   return bytes;
 }
 
-ModelSpec load_spec(std::vector<char> bytes, const std::string& path) {
+ModelSpec load_spec(std::vector<char> bytes, const std::string& path, bool graph_for_python) {
   const std::string where = "model file '" + path + "'";
   const detail::SafeTensors st = detail::SafeTensors::parse(std::move(bytes), where);
   ModelSpec spec;
@@ -568,13 +618,15 @@ ModelSpec load_spec(std::vector<char> bytes, const std::string& path) {
   if (!fv->is_integer())
     throw FormatVersionError(where + ": format_version must be an integer, got " +
                              detail::Json::kind_name(fv->kind()));
-  if (fv->as_int() < 1 || fv->as_int() > kFormatVersion)
+  if (fv->as_int() < kOldestFormatVersion || fv->as_int() > kFormatVersion)
     throw FormatVersionError(
         where + " has format_version " + std::to_string(fv->as_int()) +
-        "; this fastlstm reads format_version 1 to " + std::to_string(kFormatVersion) +
+        "; this fastlstm reads format_version " + std::to_string(kOldestFormatVersion) +
+        " to " + std::to_string(kFormatVersion) +
         (fv->as_int() > kFormatVersion ? " (the file was written by a newer fastlstm)" : ""));
-  impl->format_version = fv->as_int();
-  ld.set_version(fv->as_int());
+  const int64_t version = fv->as_int();
+  impl->format_version = version;
+  ld.set_version(version);
   ld.only_keys(j, "__metadata__[\"fastlstm\"]", {"format_version", "model"});
   const detail::Json& m = ld.get_object(j, "model", "__metadata__[\"fastlstm\"]");
   const std::string cls = ld.get_string(m, "class", "model");
@@ -584,15 +636,35 @@ ModelSpec load_spec(std::vector<char> bytes, const std::string& path) {
     impl->input_size = impl->layers[0].in_dim;
   } else if (cls == "Sequential") {
     ld.sequential(m, *impl);
+  } else if (cls == "Model") {
+    if (!graph_for_python)
+      throw HeaderError(where + " holds a functional model (model.class \"Model\"): functional "
+                        "models are not supported by the C++ runner yet (Python's "
+                        "fastlstm.load_model reads them)");
+    if (version < 2) ld.header_fail("model.class \"Model\" needs format_version 2 or later");
+    ld.graph_model(m, *impl);
+    if (st.metadata_value("fastlstm_selfcheck"))
+      ld.header_fail("a functional model has no self-check (__metadata__[\"fastlstm_selfcheck\"])");
+    impl->graph_json = *meta;
+    if (const std::string* cs = st.metadata_value("fastlstm_compile")) {
+      ld.compile_state(*cs, version);
+      impl->compile_json = *cs;
+    }
+    ld.check_all_used();
+    return spec;
   } else {
-    ld.header_fail("model.class must be \"LSTM\", \"GRU\" or \"Sequential\", got \"" + cls +
-                   "\"");
+    ld.header_fail("model.class must be \"LSTM\", \"GRU\", \"Sequential\" or \"Model\", got "
+                   "\"" + cls + "\"");
   }
   for (Layer& L : impl->layers)
     if (L.kind == LayerKind::Recurrent) L.rnn.precision = impl->precision;
   impl->output_size = impl->layers.back().out_dim;
   impl->out_seq = impl->layers.back().out_seq;
 
+  if (const std::string* cs = st.metadata_value("fastlstm_compile")) {
+    ld.compile_state(*cs, version);  // before the self-check: slots belong to weights only
+    impl->compile_json = *cs;
+  }
   if (const std::string* sc = st.metadata_value("fastlstm_selfcheck"))
     ld.self_check_spec(*sc, *impl);
   ld.check_all_used();

@@ -15,10 +15,12 @@
 namespace fastlstm {
 namespace detail {
 
-// The newest format version this library reads and writes; it reads every version from 1 on.
-// Version 2 added quantized files (model.precision, BF16 / I8 weights); a float model is still
-// written as version 1.
+// The newest format version this library reads and writes; it reads every version from
+// kOldestFormatVersion on. Version 2 added quantized files (model.precision, BF16 / I8 weights),
+// functional models and the compile state; a file that needs none of them is still written as
+// version 1.
 inline constexpr int64_t kFormatVersion = 2;
+inline constexpr int64_t kOldestFormatVersion = 1;
 // Documented limits of the model format (README, "Model files"), far above any real model and
 // checked before anything is allocated or looped over on the strength of a claimed size: every
 // feature size (input_size, hidden_size, proj_size, units, input_dim of Dense, output_dim) at
@@ -107,10 +109,18 @@ struct ModelSpec {
   std::vector<int64_t> check_y_shape;
   std::string check_y_name;
   std::string check_x_name, check_len_name;  // tensor names ("" when absent)
+  // Python only (the C++ runner refuses a functional model and ignores the compile state):
+  int64_t format_version = kFormatVersion;  // the file's
+  std::string graph_json;    // class "Model": the __metadata__["fastlstm"] text, its graph
+  std::string compile_json;  // __metadata__["fastlstm_compile"] text, "" when absent
 };
 
 // Reads and validates a model file's bytes; throws the fastlstm::Error subclasses of model.hpp.
-ModelSpec load_spec(std::vector<char> bytes, const std::string& path);
+// A functional model (class "Model") is refused unless `graph_for_python`: then the container,
+// version, dtype and weights' dtypes are checked and the graph is handed over in graph_json
+// (Python checks and builds it; the C++ runner cannot run it yet).
+ModelSpec load_spec(std::vector<char> bytes, const std::string& path,
+                    bool graph_for_python = false);
 // The whole file at `path`, or FileOpenError.
 std::vector<char> read_file(const std::string& path);
 

@@ -115,16 +115,18 @@ py::dict read_model_file(const py::bytes& data, const std::string& name) {
   std::unique_ptr<fastlstm::detail::SafeTensors> st;
   {
     py::gil_scoped_release nogil;
-    spec = fastlstm::detail::load_spec(bytes, name);
+    spec = fastlstm::detail::load_spec(bytes, name, /*graph_for_python=*/true);
     st = std::make_unique<fastlstm::detail::SafeTensors>(fastlstm::detail::SafeTensors::parse(
         std::move(bytes), "model file '" + name + "'"));
   }
   py::dict out;
   out["class"] = spec.class_name;
+  out["format_version"] = spec.format_version;
   out["dtype"] = spec.dtype;
   out["precision"] = fastlstm::precision_name(spec.precision);
-  out["format_version"] = spec.format_version;
-  if (spec.class_name == "Sequential") {
+  if (spec.class_name == "Model") {
+    out["graph"] = spec.graph_json;  // checked and built by fastlstm.io.files
+  } else if (spec.class_name == "Sequential") {
     py::list layers;
     for (const Layer& L : spec.layers) layers.append(layer_dict(L));
     out["layers"] = layers;
@@ -160,6 +162,8 @@ py::dict read_model_file(const py::bytes& data, const std::string& name) {
   }
   out["weights"] = weights;
   out["selfcheck"] = check;
+  out["compile"] = spec.compile_json.empty() ? py::object(py::none())
+                                             : py::object(py::str(spec.compile_json));
   return out;
 }
 
@@ -168,7 +172,8 @@ py::dict read_model_file(const py::bytes& data, const std::string& name) {
 void bind_model_file(py::module_& m) {
   m.def("read_model_file", &read_model_file, py::arg("data"), py::arg("name"),
         "Reads and validates a model file's bytes (the C++ reader): a dict with class, dtype, "
-        "config (LSTM/GRU) or layers (Sequential), precision, format_version, weights (as "
-        "stored: bf16 matrices as uint16 bits, int8 ones as int8 with float32 '.scale' rows) "
-        "and selfcheck.");
+        "config (LSTM/GRU), layers (Sequential) or graph (Model: the metadata JSON text), "
+        "precision, format_version, weights (as stored: bf16 matrices as uint16 bits, int8 ones "
+        "as int8 with float32 '.scale' rows; optimizer slots included), selfcheck and compile "
+        "(JSON text or None).");
 }

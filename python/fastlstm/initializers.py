@@ -79,6 +79,51 @@ def spawn_seed():
     return int(_STATE["rng"].integers(0, 2**63))
 
 
+# ------------------------------------------------------------------------ building from a file
+# While a model file is being built (weights_from_file), every weight a layer creates is counted
+# against what the file holds, BEFORE it is allocated: a hostile description claiming huge
+# layers is refused instead of allocating (and initializing) what it claims. The initial values
+# are zeros then (the file's weights overwrite them), which also skips the QR of 'orthogonal'.
+_FILE_BUDGET = []
+
+
+@contextlib.contextmanager
+def weights_from_file(elements, where="the model file"):
+    """Within the block, layers may create at most ``elements`` weight values in all (the
+    number the file holds), else :func:`reserve` raises ValueError; initializers give zeros."""
+    _FILE_BUDGET.append([int(elements), where])
+    try:
+        yield
+    finally:
+        _FILE_BUDGET.pop()
+
+
+def reserve(count, what):
+    """Counts ``count`` new weight values against the file budget (no-op outside one)."""
+    if not _FILE_BUDGET:
+        return
+    budget = _FILE_BUDGET[-1]
+    count = int(count)
+    if count > budget[0]:
+        raise ValueError(f"{budget[1]}: {what} would have {count:,} weight values, more than "
+                         f"the {budget[0]:,} the file has left for it (a wrong or hostile "
+                         "architecture)")
+    budget[0] -= count
+
+
+def _budgeted(fn):
+    """An initializer that, while building from a file, reserves its shape and gives zeros."""
+    def init(shape, rng=None, dtype="float32", **kwargs):
+        if _FILE_BUDGET:
+            reserve(math.prod(shape), f"a weight of shape {tuple(shape)}")
+            return np.zeros(shape, dtype=dtype)
+        return fn(shape, rng, dtype, **kwargs)
+
+    init.__name__ = fn.__name__
+    init.__doc__ = fn.__doc__
+    return init
+
+
 def _fans(shape):
     if len(shape) == 0:
         return 1, 1
@@ -108,7 +153,7 @@ def _variance_scaling(scale, mode, distribution):
                 bad = np.abs(out) > 2 * std
         return out.astype(dtype)
 
-    return init
+    return _budgeted(init)
 
 
 glorot_uniform = _variance_scaling(1.0, "fan_avg", "uniform")
@@ -119,6 +164,7 @@ lecun_uniform = _variance_scaling(1.0, "fan_in", "uniform")
 lecun_normal = _variance_scaling(1.0, "fan_in", "normal")
 
 
+@_budgeted
 def orthogonal(shape, rng, dtype="float32", gain=1.0):
     """Keras's Orthogonal: QR of a normal matrix, signs fixed by diag(R); a (rows, cols)
     kernel with rows < cols gets orthonormal rows."""
@@ -134,19 +180,23 @@ def orthogonal(shape, rng, dtype="float32", gain=1.0):
     return (gain * q.reshape(shape)).astype(dtype)
 
 
+@_budgeted
 def random_uniform(shape, rng, dtype="float32", minval=-0.05, maxval=0.05):
     """Keras's RandomUniform default (the Embedding initializer 'uniform')."""
     return rng.uniform(minval, maxval, size=shape).astype(dtype)
 
 
+@_budgeted
 def random_normal(shape, rng, dtype="float32", mean=0.0, stddev=0.05):
     return rng.normal(mean, stddev, size=shape).astype(dtype)
 
 
+@_budgeted
 def zeros(shape, rng=None, dtype="float32"):
     return np.zeros(shape, dtype=dtype)
 
 
+@_budgeted
 def ones(shape, rng=None, dtype="float32"):
     return np.ones(shape, dtype=dtype)
 

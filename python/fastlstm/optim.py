@@ -308,6 +308,51 @@ class Optimizer:
     def _hyper(self):
         return {}
 
+    # ------------------------------------------------------------------------- state
+    #: slot name -> attribute holding it (a flat array like the parameters, or None when the
+    #: configuration does not use it); get_state/set_state and model files use these names
+    _SLOTS = {}
+
+    def slot_names(self):
+        """The names of the slots this optimizer keeps with its configuration (built)."""
+        return [k for k, attr in self._SLOTS.items() if getattr(self, attr, None) is not None]
+
+    def get_state(self):
+        """``{"iterations": int, "slots": {name: flat array copy}}``: everything besides the
+        configuration that the next step depends on (for resuming training). Built only."""
+        if self._n is None:
+            raise RuntimeError(f"{type(self).__name__}.get_state(): the optimizer has not been "
+                               "built (compile a built model, or take one step)")
+        return {"iterations": int(self.iterations),
+                "slots": {k: getattr(self, self._SLOTS[k]).copy() for k in self.slot_names()}}
+
+    def set_state(self, state):
+        """Restores :meth:`get_state`'s result into this built optimizer of the same
+        configuration; everything is checked before anything is written."""
+        if self._n is None:
+            raise RuntimeError(f"{type(self).__name__}.set_state(): build the optimizer first")
+        if not isinstance(state, dict) or set(state) != {"iterations", "slots"}:
+            raise ValueError("state must be a dict with exactly 'iterations' and 'slots'")
+        it = state["iterations"]
+        if isinstance(it, bool) or not isinstance(it, (int, np.integer)) or not 0 <= it <= 2**53:
+            raise ValueError(f"state['iterations'] must be an integer in [0, 2**53], got {it!r}")
+        slots, want = state["slots"], self.slot_names()
+        if not isinstance(slots, dict) or sorted(slots) != sorted(want):
+            got = sorted(slots) if isinstance(slots, dict) else type(slots).__name__
+            raise ValueError(f"{type(self).__name__} with this configuration keeps slots "
+                             f"{sorted(want)}, got {got}")
+        staged = {}
+        for k in want:
+            a = np.asarray(slots[k])
+            if a.shape != (self._n,):
+                raise ValueError(f"slot {k!r} must have shape ({self._n},), got {a.shape}")
+            if a.dtype.kind != "f" or not np.isfinite(a).all():
+                raise ValueError(f"slot {k!r} must hold finite floats")
+            staged[k] = a
+        for k, a in staged.items():
+            getattr(self, self._SLOTS[k])[...] = a
+        self.iterations = int(it)
+
     def __repr__(self):
         return f"{type(self).__name__}(learning_rate={self.learning_rate})"
 
@@ -324,6 +369,8 @@ class SGD(Optimizer):
         if self.momentum >= 1:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
         self.nesterov = bool(nesterov)
+
+    _SLOTS = {"momentum": "_m"}
 
     def _build_state(self):
         self._m = self._zeros() if self.momentum else None
@@ -367,6 +414,8 @@ class Adam(Optimizer):
         self.epsilon = _positive(epsilon, "epsilon")
         self.amsgrad = bool(amsgrad)
         self.epsilon_after_correction = bool(epsilon_after_correction)
+
+    _SLOTS = {"m": "_m", "v": "_v", "vhat": "_vhat"}
 
     def _build_state(self):
         self._m, self._v = self._zeros(), self._zeros()
@@ -425,6 +474,8 @@ class RMSprop(Optimizer):
         self.epsilon = _positive(epsilon, "epsilon")
         self.centered = bool(centered)
 
+    _SLOTS = {"v": "_v", "average_gradient": "_avg", "momentum": "_m"}
+
     def _build_state(self):
         self._v = self._zeros()
         self._avg = self._zeros() if self.centered else None
@@ -473,6 +524,8 @@ class Adagrad(Optimizer):
                                                    "initial_accumulator_value", allow_zero=True)
         self.epsilon = _positive(epsilon, "epsilon")
 
+    _SLOTS = {"accumulator": "_acc"}
+
     def _build_state(self):
         self._acc = self._zeros(self.initial_accumulator_value)
         self._tmp2 = self._zeros()
@@ -507,6 +560,60 @@ def get(identifier):
         f"unknown optimizer {identifier!r}; expected one of {sorted(_OPTIMIZERS)} or an "
         "fastlstm.optim.Optimizer instance"
     )
+
+
+_SCHEDULES = {c.__name__: c for c in (ExponentialDecay, CosineDecay, StepDecay,
+                                      PiecewiseConstantDecay)}
+
+
+def serialize(optimizer):
+    """``{"class", "config"}`` of an optimizer: JSON data that :func:`deserialize` turns back
+    into an equal (unbuilt) optimizer; a schedule is stored as ``{"class", "config"}`` in
+    ``config["learning_rate"]``. Raises ValueError for a learning rate that is a plain
+    function (it cannot be stored)."""
+    cfg = optimizer.get_config()
+    sched = optimizer._schedule
+    if sched is not None:
+        if type(sched).__name__ not in _SCHEDULES or type(sched) is not _SCHEDULES[
+                type(sched).__name__]:
+            raise ValueError(f"the optimizer's learning rate {sched!r} is a function, which "
+                             "cannot be stored in a file (use a fastlstm.optim schedule)")
+        cfg["learning_rate"] = {"class": type(sched).__name__, "config": sched.get_config()}
+    return {"class": type(optimizer).__name__, "config": cfg}
+
+
+def deserialize(spec, custom_objects=None):
+    """The optimizer :func:`serialize` described (``custom_objects``: name -> class, for
+    optimizer classes of your own). Raises ValueError naming what is wrong."""
+    if not isinstance(spec, dict) or set(spec) != {"class", "config"}:
+        raise ValueError("an optimizer description must be an object with exactly 'class' and "
+                         "'config'")
+    name, cfg = spec["class"], spec["config"]
+    if not isinstance(name, str):
+        raise ValueError(f"an optimizer's class must be a name, got {name!r}")
+    known = {c.__name__: c for c in _OPTIMIZERS.values()}
+    cls = (custom_objects or {}).get(name) or known.get(name)
+    if not (isinstance(cls, type) and issubclass(cls, Optimizer)):
+        raise ValueError(f"unknown optimizer class {name!r}; expected one of {sorted(known)} "
+                         "(an optimizer class of your own: load_model(..., custom_objects={"
+                         f"{name!r}: TheClass}}))")
+    if not isinstance(cfg, dict):
+        raise ValueError(f"the {name} optimizer's config must be an object")
+    cfg = dict(cfg)
+    lr = cfg.get("learning_rate")
+    if isinstance(lr, dict):
+        if set(lr) != {"class", "config"} or not isinstance(lr["class"], str) or \
+                lr["class"] not in _SCHEDULES or not isinstance(lr["config"], dict):
+            raise ValueError(f"the {name} optimizer's learning_rate schedule must be one of "
+                             f"{sorted(_SCHEDULES)} as {{'class', 'config'}}, got {lr!r}")
+        try:
+            cfg["learning_rate"] = _SCHEDULES[lr["class"]](**lr["config"])
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"invalid {lr['class']} schedule: {e}") from None
+    try:
+        return cls(**cfg)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"invalid {name} optimizer config: {e}") from None
 
 
 # ------------------------------------------------------------------------------------- regularizers

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from . import _core
+from . import _core, initializers
 from .nn import Module, _as_dtype, _positive_int, _real_array
 
 __all__ = ["LSTM", "GRU", "Stream", "LSTMStream", "param_layout"]
@@ -79,10 +79,14 @@ class _RNNBase(Module):
         self.dtype = _as_dtype(dtype)
         #: "float32"/"float64" (the dtype), or "bf16"/"int8" for a module made by quantize()
         self.precision = self.dtype.name
+        layout = param_layout(self._cell, self.input_size, self.hidden_size, self.num_layers,
+                              self.bidirectional, self.bias, self.proj_size, self.peephole)
+        # counted before the engine allocates (while a model file is built)
+        initializers.reserve(sum(math.prod(p[1]) for p in layout),
+                             f"a {type(self).__name__}(input_size={self.input_size}, "
+                             f"hidden_size={self.hidden_size})")
         self._engine = self._make_engine()
-        self._init_buffers(param_layout(self._cell, self.input_size, self.hidden_size,
-                                        self.num_layers, self.bidirectional, self.bias,
-                                        self.proj_size, self.peephole))
+        self._init_buffers(layout)
         assert self.flat_params.size == self._engine.num_params
         self._rng = np.random.default_rng(seed)
         self.reset_parameters()

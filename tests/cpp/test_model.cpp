@@ -751,6 +751,52 @@ static void test_pool_limits_and_fork() {
 }
 
 // ---------------------------------------------------------------- the JSON reader
+// A functional model (Python's Model) is refused with a clear error, never misread; a compile
+// state (optimizer slots) is Python's business: its tensors are checked and then ignored.
+static void test_functional_and_compile_state() {
+  using namespace fastlstm;
+  const std::string graph =
+      "{\"format_version\":2,\"model\":{\"class\":\"Model\",\"dtype\":\"float32\","
+      "\"inputs\":[{\"shape\":[null,3],\"dtype\":\"float32\",\"name\":\"x\"}],"
+      "\"layers\":[{\"class\":\"Dense\",\"config\":{\"units\":2},\"name\":\"d\","
+      "\"calls\":[{\"inputs\":[[\"__input__\",0,0]]}]}],\"outputs\":[[\"d\",0,0]]}}";
+  const std::string functional = mt::make_file(dense_tensors(), {{"fastlstm", graph}});
+  MT_CHECK_THROWS(HeaderError, mt::load_string(functional), "functional model",
+                  "not supported by the C++ runner yet", "fastlstm.load_model");
+  // Sequential + compile state: the dense model loads and predicts as without it
+  const std::string cstate = "{\"loss\":\"mse\",\"loss_weights\":null,\"metrics\":null,"
+                             "\"optimizer\":null}";
+  const std::string v1 = dense_model("", 1), v2 = dense_model("", 2);
+  std::vector<mt::Tensor> ts = dense_tensors();
+  ts.push_back(mt::f32("optimizer.m.layers.0.kernel", {3, 2}));
+  ts.push_back(mt::f32("optimizer.m.layers.0.bias", {2}));
+  const Model plain = mt::load_string(mt::make_file(dense_tensors(), {{"fastlstm", v1}}));
+  const Model with = mt::load_string(mt::make_file(ts, {{"fastlstm", v2},
+                                                        {"fastlstm_compile", cstate}}));
+  const float x[3] = {1.0f, -2.0f, 0.5f};
+  std::vector<float> ya, yb;
+  plain.predict(x, 1, 1, 3, nullptr, ya);
+  with.predict(x, 1, 1, 3, nullptr, yb);
+  MT_CHECK(ya.size() == 2 && ya == yb);
+  // slots without a compile state, in a version-1 file, of the wrong shape, for no weight
+  const std::string no_state = mt::make_file(ts, {{"fastlstm", v2}});
+  MT_CHECK_THROWS(HeaderError, mt::load_string(no_state), "optimizer.m.layers.0.kernel",
+                  "not used");
+  const std::string old = mt::make_file(ts, {{"fastlstm", v1}, {"fastlstm_compile", cstate}});
+  MT_CHECK_THROWS(HeaderError, mt::load_string(old), "fastlstm_compile", "format_version 2");
+  std::vector<mt::Tensor> bad = dense_tensors();
+  bad.push_back(mt::f32("optimizer.m.layers.0.kernel", {2, 3}));
+  const std::string shape = mt::make_file(bad, {{"fastlstm", v2}, {"fastlstm_compile", cstate}});
+  MT_CHECK_THROWS(ShapeError, mt::load_string(shape), "optimizer.m.layers.0.kernel", "[2, 3]",
+                  "[3, 2]");
+  bad.back() = mt::f32("optimizer.m.layers.9.kernel", {3, 2});
+  const std::string none = mt::make_file(bad, {{"fastlstm", v2}, {"fastlstm_compile", cstate}});
+  MT_CHECK_THROWS(HeaderError, mt::load_string(none), "optimizer.m.layers.9.kernel",
+                  "names no weight");
+  const std::string json = mt::make_file(ts, {{"fastlstm", v2}, {"fastlstm_compile", "[1,"}});
+  MT_CHECK_THROWS(HeaderError, mt::load_string(json), "fastlstm_compile", "not valid JSON");
+}
+
 static void test_json() {
   using fastlstm::detail::Json;
   using fastlstm::detail::JsonError;
@@ -806,6 +852,7 @@ int main() {
                {"pool_limits_and_fork", test_pool_limits_and_fork},
                {"load_time_quantization", test_load_time_quantization},
                {"quantized_files", test_quantized_files},
+               {"functional_and_compile_state", test_functional_and_compile_state},
                {"json", test_json}};
   return mt::run_tests(tests);
 }

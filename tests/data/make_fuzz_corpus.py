@@ -86,6 +86,77 @@ def set_bytes(name, index, packed):
     return fn
 
 
+def functional_seed():
+    """A functional model (two inputs, a Dense shared by both, an encoder LSTM whose states
+    start a decoder LSTM, an Add, a dict output) written from the standard library: the
+    fuzzer's functional seed. The C++ runner refuses it; Python's load_model loads it."""
+    model = {
+        "class": "Model", "dtype": "float32",
+        "inputs": [{"shape": [None, 3], "dtype": "float32", "name": "a"},
+                   {"shape": [None, 3], "dtype": "float32", "name": "b"}],
+        "layers": [
+            {"class": "Dense", "config": {"units": 2, "input_dim": 3, "activation": "linear",
+                                          "use_bias": True},
+             "name": "proj", "calls": [{"inputs": [["__input__", 1, 0]]},
+                                       {"inputs": [["__input__", 0, 0]]}]},
+            {"class": "LSTM", "config": {"units": 2, "input_size": 2, "return_sequences": False,
+                                         "go_backwards": False, "peephole": False, "bias": True,
+                                         "return_state": True},
+             "name": "enc", "calls": [{"inputs": [["proj", 1, 0]]}]},
+            {"class": "LSTM", "config": {"units": 2, "input_size": 2, "return_sequences": False,
+                                         "go_backwards": False, "peephole": False, "bias": True},
+             "name": "dec", "calls": [{"inputs": [["proj", 0, 0], ["enc", 0, 1],
+                                                  ["enc", 0, 2]]}]},
+            {"class": "Add", "config": {}, "name": "add",
+             "calls": [{"inputs": [["dec", 0, 0], ["enc", 0, 1]]}]}],
+        "outputs": [["add", 0, 0]], "output_names": ["y"]}
+    shapes = {"layers.0.kernel": [3, 2], "layers.0.bias": [2]}
+    for i in (1, 2):
+        shapes.update({f"layers.{i}.weight_ih_l0": [8, 2], f"layers.{i}.weight_hh_l0": [8, 2],
+                       f"layers.{i}.bias_ih_l0": [8], f"layers.{i}.bias_hh_l0": [8]})
+    header, body, k = {}, b"", 0
+    for name, shape in shapes.items():
+        n = 1
+        for d in shape:
+            n *= d
+        values = [0.1 * (((k + j) * 7) % 11 - 5) for j in range(n)]
+        k += n
+        data = struct.pack(f"<{n}f", *values)
+        header[name] = {"dtype": "F32", "shape": shape,
+                        "data_offsets": [len(body), len(body) + len(data)]}
+        body += data
+    header["__metadata__"] = {"fastlstm": json.dumps({"format_version": 2, "model": model})}
+    return header, body
+
+
+def compiled_seed(seed="seq_gru_last"):
+    """A Sequential seed with a compile state (Adam after 3 steps: its m and v per weight, the
+    weight's bytes and their squares' stand-ins), so the fuzzers reach the compile-state
+    checks of both readers. Loads in C++ (which ignores the state) and in Python (compiled)."""
+    header, body = read(seed)
+    info = json.loads(header["__metadata__"]["fastlstm"])
+    info["format_version"] = 2
+    header["__metadata__"]["fastlstm"] = json.dumps(info)
+    weights = [k for k in header if k != "__metadata__" and not k.startswith("selfcheck.")]
+    for slot in ("m", "v"):
+        for name in weights:
+            t = header[name]
+            a, b = t["data_offsets"]
+            data = body[a:b]
+            if slot == "v":  # non-negative
+                n = (b - a) // 4
+                data = struct.pack(f"<{n}f", *[abs(x) for x in struct.unpack(f"<{n}f", data)])
+            header[f"optimizer.{slot}.{name}"] = {
+                "dtype": t["dtype"], "shape": t["shape"],
+                "data_offsets": [len(body), len(body) + len(data)]}
+            body += data
+    header["__metadata__"]["fastlstm_compile"] = json.dumps({
+        "loss": "binary_crossentropy", "loss_weights": None, "metrics": {"list": ["accuracy"]},
+        "optimizer": {"class": "Adam", "config": {"learning_rate": 0.001, "beta_1": 0.9}},
+        "iterations": 3, "slots": ["m", "v"]})
+    return header, body
+
+
 def layer_cfg(i):
     return lambda info: info["model"]["layers"][i]["config"]
 
@@ -115,6 +186,16 @@ def main():
         header, body = read(name)
         write("seed_" + name, header, body)
         expected["seed_" + name] = {"outcome": "loads"}
+
+    # the functional seed: refused by the C++ runner, loaded by Python (python_outcome)
+    write("seed_functional", *functional_seed())
+    expected["seed_functional"] = {
+        "outcome": "refused", "python_outcome": "loads",
+        "words": ["functional model", "not supported by the C++ runner yet"]}
+
+    # a Sequential with a compile state: loads (and verifies) in both readers
+    write("seed_compiled", *compiled_seed())
+    expected["seed_compiled"] = {"outcome": "loads"}
 
     def refused(name, words, header, body, raw_header=None):
         write(name, header, body, raw_header)

@@ -20,7 +20,7 @@ import json
 
 import numpy as np
 
-from .. import _core
+from .. import _core, initializers
 from ..rnn import GRU, LSTM, dequantize_rows, is_quantized_matrix, quantize_rows
 from .atomic import fspath as _fspath
 from .atomic import read_bytes
@@ -29,14 +29,17 @@ from .safetensors import save_safetensors
 __all__ = ["FORMAT_VERSION", "save", "load", "save_model", "load_model", "read_model_info",
            "register_model_class", "SELFCHECK_INPUT", "SELFCHECK_OUTPUT", "SELFCHECK_LENGTHS"]
 
-#: the newest format version (docs/model-format.md): 2 adds quantized models. A float model is
-#: written as version 1, which every fastlstm reads; a quantized one as version 2.
+#: the newest format version (docs/model-format.md): 2 adds quantized models, functional models
+#: and the compile state. A file that needs none of them is written as version 1, which every
+#: fastlstm reads.
 FORMAT_VERSION = 2
 _LOW = ("bf16", "int8")
 #: tensor names of the self-check data inside a model file
 SELFCHECK_INPUT = "selfcheck.input"
 SELFCHECK_OUTPUT = "selfcheck.output"
 SELFCHECK_LENGTHS = "selfcheck.lengths"
+#: prefix of the optimizer slot tensors of a compile state ("optimizer.{slot}.{weight name}")
+SLOT_PREFIX = "optimizer."
 
 # relative tolerance of verify=True: max|got - expected| <= tol * (1 + max|expected|). Loose
 # enough for another machine's SIMD path, far below what a wrongly mapped weight produces.
@@ -67,9 +70,13 @@ def _example_lengths(lengths):
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 
-def _write_model(path, model_dict, tensors, selfcheck):
-    version = 2 if model_dict.get("precision", "float32") in _LOW else 1
+def _write_model(path, model_dict, tensors, selfcheck, compile_state=None):
+    # the oldest version that holds the file, so older readers read what they can run
+    version = 2 if (model_dict.get("precision", "float32") in _LOW
+                    or model_dict.get("class") == "Model" or compile_state is not None) else 1
     metadata = {"fastlstm": json.dumps({"format_version": version, "model": model_dict})}
+    if compile_state is not None:
+        tensors = _add_compile_state(metadata, tensors, compile_state)
     if selfcheck is not None:
         extra, check = selfcheck
         clash = set(extra) & set(tensors)
@@ -236,6 +243,8 @@ def read_model_info(path):
     spec = _read_model(path)
     model = {k: spec[k] for k in ("class", "dtype", "precision", "config", "layers")
              if k in spec}
+    if spec["class"] == "Model":
+        model = _graph_description(spec["graph"], repr(_fspath(path)))
     return {"format_version": spec["format_version"], "model": model,
             "selfcheck": spec["selfcheck"] is not None}
 
@@ -268,7 +277,9 @@ def build_model(model, weights, dtype, where, precision="float32"):
         raise ValueError(f"{where}: no model class {model['class']!r} is registered (import "
                          "fastlstm.models)")
     try:
-        built = cls.from_config(model)
+        # every weight a layer creates is counted against the file's before it is allocated
+        with initializers.weights_from_file(_weight_elements(weights) + _BUDGET_SLACK, where):
+            built = cls.from_config(model)
     except Exception as e:  # noqa: BLE001 - any failure here means a bad description
         raise ValueError(f"{where}: invalid {model['class']} description: "
                          f"{type(e).__name__}: {e}") from None
@@ -286,25 +297,36 @@ def _predict(model, x, lengths):
     return model(x, lengths=lengths)
 
 
-def save_model(model, path, *, example_input=None, example_lengths=None):
-    """Saves a ``fastlstm.models.Sequential`` (architecture from ``model.get_config()``, weights
-    from ``model.get_weight_dict()``) atomically; after ``model.quantize(...)`` the recurrent
-    matrices are stored quantized (format_version 2). ``example_input`` ([B, T, F] floats or [B, T]
-    int tokens when the first layer is an Embedding) adds a self-check."""
+def save_model(model, path, *, example_input=None, example_lengths=None,
+               include_optimizer=True):
+    """Saves a Keras-shaped model (``fastlstm.models.Sequential`` or a functional ``Model``:
+    architecture from ``model.get_config()``, weights from ``model.get_weight_dict()``, and
+    once compiled its compile state, the optimizer's slots unless ``include_optimizer=False``)
+    atomically. After ``model.quantize(...)`` (Sequential models) the recurrent matrices are
+    stored quantized and no compile state is kept (a quantized model does not train).
+    ``example_input`` ([B, T, F] floats or [B, T] int tokens when the first layer is an
+    Embedding) adds a self-check (Sequential models)."""
     if isinstance(model, (LSTM, GRU)):
         raise TypeError("model is a bare LSTM/GRU module: use fastlstm.io.save")
     if not (hasattr(model, "get_config") and hasattr(model, "get_weight_dict")):
-        raise TypeError(f"model must be a fastlstm.models.Sequential, got "
+        raise TypeError(f"model must be a fastlstm.models.Sequential or Model, got "
                         f"{type(model).__name__}")
     precision = getattr(model, "precision", "float32")
     config = dict(model.get_config())
     config.setdefault("class", "Sequential")
     if precision in _LOW:
+        if config["class"] != "Sequential":
+            raise NotImplementedError(
+                f"saving a functional Model quantized to {precision} is not supported yet: save "
+                "the float model and call quantize() after fastlstm.load_model")
         config["precision"] = precision
     dtype = np.dtype(config.get("dtype", "float32"))
     tensors = _stored_weights(model.get_weight_dict(), precision)
     selfcheck = None
     if example_input is not None:
+        if config["class"] != "Sequential":
+            raise ValueError("example_input: a self-check is stored for Sequential models only "
+                             f"(this is a {config['class']})")
         lengths = _example_lengths(example_lengths)
         x = np.asarray(example_input)
         if x.dtype.kind in "iu":
@@ -315,7 +337,10 @@ def save_model(model, path, *, example_input=None, example_lengths=None):
             raise TypeError(f"example_input must hold numbers, got dtype {x.dtype}")
         y = np.asarray(_predict(model, x, lengths)).astype(dtype)
         selfcheck = _selfcheck_tensors(x, y, lengths)
-    _write_model(path, config, tensors, selfcheck)
+    state = None
+    if precision not in _LOW and callable(getattr(model, "_compile_state", None)):
+        state = model._compile_state(include_optimizer=bool(include_optimizer))
+    _write_model(path, config, tensors, selfcheck, state)
 
 
 def _refuse_keras_file(path):
@@ -333,22 +358,226 @@ def _refuse_keras_file(path):
             "model.get_weights())); reading .keras archives directly is not supported")
 
 
-def load_model(path, verify=False):
-    """Loads a Sequential model saved by :func:`save_model` (``verify`` as for :func:`load`)."""
+def load_model(path, verify=False, compile=True, custom_objects=None):
+    """Loads a Keras-shaped model saved by :func:`save_model` (a Sequential or a functional
+    Model). A file with a compile state gives a compiled model whose optimizer continues from
+    the saved slots and step count (``compile=False``: an uncompiled model); losses, metrics or
+    an optimizer class of your own are named in the file and found in ``custom_objects``
+    (name -> object). ``verify`` as for :func:`load`."""
     _refuse_keras_file(path)
     spec = _read_model(path)
     where = repr(_fspath(path))
-    if spec["class"] != "Sequential":
-        raise ValueError(f"{where} holds a {spec['class']!r} model, not a Sequential (use "
-                         "fastlstm.io.load)")
+    if spec["class"] not in ("Sequential", "Model"):
+        raise ValueError(f"{where} holds a {spec['class']!r} model, not a Sequential or a "
+                         "functional Model (use fastlstm.io.load)")
+    if custom_objects is not None and not isinstance(custom_objects, dict):
+        raise TypeError(f"custom_objects must be a dict name -> object, got "
+                        f"{type(custom_objects).__name__}")
     dtype = np.dtype(spec["dtype"])
-    model = {"class": "Sequential", "dtype": spec["dtype"], "layers": spec["layers"]}
-    seq = build_model(model, _float_weights(spec["weights"], spec["precision"]), dtype, where,
-                      spec["precision"])
+    weights = {k: v for k, v in spec["weights"].items() if not k.startswith(SLOT_PREFIX)}
+    slots = {k: v for k, v in spec["weights"].items() if k.startswith(SLOT_PREFIX)}
+    if spec["class"] == "Model":
+        model = _graph_description(spec["graph"], where)
+    else:
+        model = {"class": "Sequential", "dtype": spec["dtype"], "layers": spec["layers"]}
+    built = build_model(model, _float_weights(weights, spec["precision"]), dtype, where,
+                        spec["precision"])
     if verify:
         check = spec["selfcheck"]
         if check is None:
             raise _no_self_check(where)
-        y = _predict(seq, check["input"], check["lengths"])
+        y = _predict(built, check["input"], check["lengths"])
         _compare_selfcheck(y, check["output"], dtype, where)
-    return seq
+    if compile and spec["compile"] is not None:
+        try:
+            meta = json.loads(spec["compile"])
+        except ValueError as e:
+            raise ValueError(f"{where}: __metadata__[\"fastlstm_compile\"] is not valid JSON: "
+                             f"{e}") from None
+        built._restore_compile_state(meta, slots, custom_objects, where)
+    return built
+
+
+# ------------------------------------------------------------------------- compile state
+# (docs/model-format.md, "Compile state"): the JSON in __metadata__["fastlstm_compile"], the
+# optimizer's slots as tensors SLOT_PREFIX + "{slot}.{weight name}" of the weights' shapes
+
+
+def _add_compile_state(metadata, tensors, state):
+    meta, slot_tensors = state
+    clash = set(slot_tensors) & set(tensors)
+    if clash:
+        raise ValueError(f"weight names {sorted(clash)[:4]} collide with optimizer slots")
+    metadata["fastlstm_compile"] = json.dumps(meta, allow_nan=False)
+    return {**tensors, **slot_tensors}
+
+
+# ------------------------------------------------------------------------- functional graphs
+# (docs/model-format.md, "Functional models"). The C++ reader checks the container, the version,
+# the class and the weights' dtype and hands the description over; the graph is checked here,
+# before anything is built, and built under a weight budget (initializers.weights_from_file).
+_MAX_ITEMS = 1024       # layers, calls of a layer, inputs and outputs of a model or a call
+_MAX_RANK = 8           # entries of an input shape
+_MAX_DIM = 1 << 24      # a size in a shape or a config (the C++ reader's limit)
+_MAX_INT = 1 << 31      # any integer in a layer config (an Embedding vocabulary)
+_MODEL_KEYS = {"class", "dtype", "inputs", "layers", "outputs", "output_names"}
+
+
+def _graph_description(text, where):
+    try:
+        info = json.loads(text)
+        model = info["model"]
+    except (ValueError, KeyError, TypeError) as e:  # checked by the C++ reader already
+        raise ValueError(f"{where}: invalid functional model description: {e}") from None
+    _check_graph(model, "model", where, depth=0)
+    return model
+
+
+def _fail(where, ctx, msg):
+    raise ValueError(f"{where}: {ctx} {msg}")
+
+
+def _list(obj, key, ctx, where, lo=1, hi=_MAX_ITEMS):
+    v = obj.get(key)
+    if not isinstance(v, list) or not lo <= len(v) <= hi:
+        _fail(where, f"{ctx}.{key}", f"must be a list of {lo} to {hi} entries, got "
+              f"{type(v).__name__ if not isinstance(v, list) else f'{len(v)} entries'}")
+    return v
+
+
+def _check_ints(value, ctx, where, depth=0):
+    """Every number in a layer config: integers within _MAX_INT, floats finite."""
+    if depth > 16:
+        _fail(where, ctx, "is nested too deeply")
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return
+    if isinstance(value, int):
+        if abs(value) > _MAX_INT:
+            _fail(where, ctx, f"is {value}, beyond the limit of {_MAX_INT}")
+    elif isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            _fail(where, ctx, "must be finite")
+    elif isinstance(value, list):
+        if len(value) > _MAX_ITEMS:
+            _fail(where, ctx, f"has {len(value)} entries, more than {_MAX_ITEMS}")
+        for i, v in enumerate(value):
+            _check_ints(v, f"{ctx}[{i}]", where, depth + 1)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_ints(v, f"{ctx}.{k}", where, depth + 1)
+
+
+def _check_graph(model, ctx, where, depth):
+    """The graph description of a functional model (nested models recursively): known keys,
+    sizes within the limits, every tensor reference naming an existing layer call (or model
+    input) and output, and no cycle."""
+    if depth > 16:
+        _fail(where, ctx, "nests models more than 16 deep")
+    if not isinstance(model, dict):
+        _fail(where, ctx, "must be an object")
+    unknown = set(model) - _MODEL_KEYS - ({"name", "calls"} if depth else set())
+    if unknown:
+        _fail(where, ctx, f"has unknown key(s) {sorted(unknown)} (expected only "
+              f"{sorted(_MODEL_KEYS)})")
+    if model.get("dtype") not in ("float32", "float64"):
+        _fail(where, f"{ctx}.dtype", f"must be \"float32\" or \"float64\", got "
+              f"{model.get('dtype')!r}")
+    inputs = _list(model, "inputs", ctx, where)
+    for i, spec in enumerate(inputs):
+        ictx = f"{ctx}.inputs[{i}]"
+        if not isinstance(spec, dict) or set(spec) - {"shape", "dtype", "name"} or \
+                "shape" not in spec:
+            _fail(where, ictx, "must be an object with shape (and dtype, name) only")
+        shape = spec["shape"]
+        if not isinstance(shape, list) or len(shape) > _MAX_RANK or not all(
+                d is None or (isinstance(d, int) and not isinstance(d, bool)
+                              and 1 <= d <= _MAX_DIM) for d in shape):
+            _fail(where, f"{ictx}.shape", f"must be a list of at most {_MAX_RANK} sizes in "
+                  f"[1, {_MAX_DIM}] or null, got {shape!r}")
+        if spec.get("dtype", "float32") not in ("float32", "float64", "int32", "int64"):
+            _fail(where, f"{ictx}.dtype", f"must be float32, float64, int32 or int64, got "
+                  f"{spec.get('dtype')!r}")
+        if not isinstance(spec.get("name", ""), (str, type(None))):
+            _fail(where, f"{ictx}.name", "must be a string")
+    layers = _list(model, "layers", ctx, where)
+    ncalls = {}
+    for i, layer in enumerate(layers):
+        lctx = f"{ctx}.layers[{i}]"
+        if not isinstance(layer, dict):
+            _fail(where, lctx, "must be an object")
+        name, cls = layer.get("name"), layer.get("class")
+        if not isinstance(name, str) or not name or name == "__input__":
+            _fail(where, f"{lctx}.name", f"must be a non-empty layer name, got {name!r}")
+        if name in ncalls:
+            _fail(where, f"{lctx}.name", f"{name!r} names two layers")
+        if not isinstance(cls, str):
+            _fail(where, f"{lctx}.class", "must be a string")
+        ncalls[name] = len(_list(layer, "calls", lctx, where))
+        if cls == "Model":
+            _check_graph(layer, lctx, where, depth + 1)
+        elif cls == "Sequential":
+            if set(layer) - {"class", "dtype", "layers", "name", "calls"}:
+                _fail(where, lctx, f"has unknown key(s) "
+                      f"{sorted(set(layer) - {'class', 'dtype', 'layers', 'name', 'calls'})}")
+            _check_ints(_list(layer, "layers", lctx, where), f"{lctx}.layers", where)
+        else:
+            if set(layer) - {"class", "config", "name", "calls"}:
+                _fail(where, lctx, "has unknown key(s) "
+                      f"{sorted(set(layer) - {'class', 'config', 'name', 'calls'})}")
+            if not isinstance(layer.get("config", {}), dict):
+                _fail(where, f"{lctx}.config", "must be an object")
+            _check_ints(layer.get("config", {}), f"{lctx}.config", where)
+
+    def ref(r, rctx):
+        if not (isinstance(r, list) and len(r) == 3 and isinstance(r[0], str)
+                and all(isinstance(k, int) and not isinstance(k, bool) for k in r[1:])):
+            _fail(where, rctx, f"must be [layer name, call index, output index], got {r!r}")
+        ln, k, j = r
+        if ln == "__input__":
+            if not (0 <= k < len(inputs) and j == 0):
+                _fail(where, rctx, f"refers to model input {k} (output {j}); the model has "
+                      f"{len(inputs)} input(s)")
+            return None
+        if ln not in ncalls:
+            _fail(where, rctx, f"refers to layer {ln!r}, which is not in the model")
+        if not (0 <= k < ncalls[ln] and 0 <= j < 64):
+            _fail(where, rctx, f"refers to call {k} (output {j}) of layer {ln!r}, which is "
+                  f"called {ncalls[ln]} time(s)")
+        return (ln, k)
+
+    deps = {}
+    for i, layer in enumerate(layers):
+        for k, call in enumerate(layer["calls"]):
+            cctx = f"{ctx}.layers[{i}].calls[{k}]"
+            if not isinstance(call, dict) or set(call) - {"inputs", "kwargs"}:
+                _fail(where, cctx, "must be an object with inputs (and kwargs) only")
+            if not isinstance(call.get("kwargs", {}), dict):
+                _fail(where, f"{cctx}.kwargs", "must be an object")
+            _check_ints(call.get("kwargs", {}), f"{cctx}.kwargs", where)
+            srcs = _list(call, "inputs", cctx, where)
+            deps[(layer["name"], k)] = {d for n, r in enumerate(srcs)
+                                        if (d := ref(r, f"{cctx}.inputs[{n}]")) is not None}
+    outputs = _list(model, "outputs", ctx, where)
+    for n, r in enumerate(outputs):
+        ref(r, f"{ctx}.outputs[{n}]")
+    names = model.get("output_names")
+    if names is not None and (not isinstance(names, list) or len(names) != len(outputs)
+                              or not all(isinstance(x, str) for x in names)):
+        _fail(where, f"{ctx}.output_names", "must be a list of strings, one per output")
+    # Kahn's algorithm: whatever is left depends on itself
+    left = dict(deps)
+    while left:
+        ready = [c for c, d in left.items() if not (d & left.keys())]
+        if not ready:
+            ln, k = sorted(left)[0]
+            _fail(where, ctx, f"has a cycle: call {k} of layer {ln!r} depends (through "
+                  f"{len(left)} call(s)) on its own output")
+        for c in ready:
+            del left[c]
+
+
+_BUDGET_SLACK = 1 << 16  # values a layer may create beyond its saved weights (none today)
+
+
+def _weight_elements(weights):
+    return sum(int(np.asarray(w).size) for w in weights.values())

@@ -23,6 +23,7 @@ from collections import Counter
 
 import numpy as np
 
+from ..io import files as _files
 from ..layers.base import KerasTensor, Layer, _shape_str
 from .training import Trainer
 
@@ -186,27 +187,34 @@ class Model(Trainer, Layer):
         views = self._named_views()
         item, base = fp.itemsize, fp.ctypes.data
         segs, names = [], []
+        for name, leaf, wname, view in views:
+            segs.append((view.ctypes.data - base) // item)
+            names.append(name)
+        order = np.argsort(segs, kind="stable")
+        self._segments = np.asarray(segs, dtype=np.int64)[order]
+        self._weight_names = names
+        self._build_regularizers()
+        if self.optimizer is not None:
+            self.optimizer.build(total, self.dtype, self._segments)
+
+    def _build_regularizers(self):
+        """The per-value l1/l2 factors of the leaves' regularizers over the flat buffer."""
+        total = self.flat_params.size
+        item, base = self.flat_params.itemsize, self.flat_params.ctypes.data
         l1 = np.zeros(total, dtype=self.dtype)
         l2 = np.zeros(total, dtype=self.dtype)
         any_reg = False
-        for name, leaf, wname, view in views:
+        for name, leaf, wname, view in self._named_views():
             start = (view.ctypes.data - base) // item
-            segs.append(start)
-            names.append(name)
             reg = leaf.regularizers.get(wname)
             if reg is not None:
                 any_reg = True
                 l1[start : start + view.size] = reg.l1
                 l2[start : start + view.size] = reg.l2
-        order = np.argsort(segs, kind="stable")
-        self._segments = np.asarray(segs, dtype=np.int64)[order]
-        self._weight_names = names
         self._reg = None
         if any_reg:
             self._reg = (l1 if l1.any() else None, l2 if l2.any() else None)
             self._reg_tmp = np.zeros(total, dtype=self.dtype)
-        if self.optimizer is not None:
-            self.optimizer.build(total, self.dtype, self._segments)
 
     def _bind(self, flat_params, flat_grads):
         """As a nested model: its leaves are bound one by one by the outer model."""
@@ -383,7 +391,8 @@ class Model(Trainer, Layer):
             "layers": [dict(layer.get_config(), name=layer.name, calls=calls[id(layer)])
                        for layer in self.layers],
             "outputs": [tid[id(t)] for t in self._output_tensors],
-            "output_names": list(self.output_names),
+            # only dict outputs are named here (the other names follow from the layers')
+            **({"output_names": list(self.output_names)} if self._out_kind == "dict" else {}),
         }
 
     @classmethod
@@ -402,16 +411,32 @@ class Model(Trainer, Layer):
             t = Input(tuple(spec["shape"]), dtype=dt, name=spec.get("name"))
             t.compute_dtype = dtype
             ins.append(t)
-        outputs_of = {}
+        from ..io.files import _MODEL_CLASSES
+
+        layers, pending = {}, []
         for spec in config["layers"]:
             spec = dict(spec)
             name, calls = spec.pop("name"), spec.pop("calls")
             if spec["class"] == "Model":
                 layer = Model.from_config(spec)
+            elif spec["class"] in _MODEL_CLASSES:  # a nested Sequential
+                layer = _MODEL_CLASSES[spec["class"]].from_config(spec)
             else:
                 layer = layer_from_config(spec)
             layer.name = name
-            for k, call in enumerate(calls):
+            layers[name] = layer
+            pending += [(name, k, call) for k, call in enumerate(calls)]
+        # calls in an order where each comes after the calls it reads (a layer shared along
+        # a path is called again downstream of its first call)
+        outputs_of = {}
+        while pending:
+            later = []
+            for name, k, call in pending:
+                if any(ln != "__input__" and (ln, i) not in outputs_of
+                       for ln, i, _ in call["inputs"]):
+                    later.append((name, k, call))
+                    continue
+                layer = layers[name]
                 args = [ins[i] if ln == "__input__" else outputs_of[(ln, i)][j]
                         for ln, i, j in call["inputs"]]
                 kw = call.get("kwargs", {})
@@ -424,10 +449,14 @@ class Model(Trainer, Layer):
                 else:
                     out = layer(args[0])
                 outputs_of[(name, k)] = out if isinstance(out, list) else [out]
+            if len(later) == len(pending):
+                raise ValueError(f"the graph has a cycle or refers to missing layer calls: "
+                                 f"{[(n, k) for n, k, _ in later][:4]}")
+            pending = later
         outs = [ins[i] if ln == "__input__" else outputs_of[(ln, i)][j]
                 for ln, i, j in config["outputs"]]
         names = config.get("output_names")
-        if names and len(outs) > 1:
+        if names:
             outputs = dict(zip(names, outs))
         else:
             outputs = outs[0] if len(outs) == 1 else outs
@@ -491,3 +520,7 @@ class Model(Trainer, Layer):
 
     def __repr__(self):
         return f"<{type(self).__name__} {self.name!r}: {len(getattr(self, 'layers', []))} layers>"
+
+
+# model files build functional models through this registration
+_files.register_model_class(Model)

@@ -22,6 +22,7 @@ from ..rnn import _positive_int as _int_arg
 from .inputs import DataMixin, _is_arrayish, _slice
 from .parallel import ONE_PROCESS
 from .predicting import PredictMixin
+from .saving import CompileStateMixin
 from .weights import WeightsMixin
 
 __all__ = ["Trainer", "NonFiniteLossError"]
@@ -54,7 +55,7 @@ def _per_output(value, names, what, default=None):
     return [value] * n
 
 
-class Trainer(PredictMixin, DataMixin, WeightsMixin):
+class Trainer(PredictMixin, DataMixin, WeightsMixin, CompileStateMixin):
     """The Keras training API over a model's graph (mixed into ``Model``)."""
 
     _parallel = ONE_PROCESS  # how fit splits each batch (fastlstm.distributed sets another)

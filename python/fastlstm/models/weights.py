@@ -112,11 +112,9 @@ class WeightsMixin:
         with np.load(os.fspath(path)) as data:
             self.set_weight_dict({k: data[k] for k in data.files})
 
-    def save(self, path, **kwargs):
-        """Saves architecture and weights as a fastlstm model file (:mod:`fastlstm.io`)."""
-        if self.get_config().get("class") != "Sequential":
-            raise NotImplementedError(
-                "model files hold Sequential models only so far; save a functional Model with "
-                "pickle or model.save_weights(path) (and rebuild it in code)")
-        return _files.save_model(self, path, **kwargs)
+    def save(self, path, include_optimizer=True, **kwargs):
+        """Saves the architecture (the graph), the weights and, once compiled, the compile
+        state (losses, metrics, optimizer with its slots unless ``include_optimizer=False``)
+        as a fastlstm model file (:mod:`fastlstm.io`, docs/model-format.md)."""
+        return _files.save_model(self, path, include_optimizer=include_optimizer, **kwargs)
 

@@ -91,7 +91,7 @@ struct ModelSpec {
   std::string path;
   std::string class_name;
   std::string dtype = "float32";  // of the weights and self-check floats ("float32"/"float64")
-  int64_t format_version = 1;
+  int64_t format_version = 1;  // the file's
   // of the recurrent layers' matrices as stored (bf16 / int8: a quantized file; the layers'
   // rnn.precision says the same, and their params hold the weights' values as float32)
   Precision precision = Precision::Float32;
@@ -110,7 +110,6 @@ struct ModelSpec {
   std::string check_y_name;
   std::string check_x_name, check_len_name;  // tensor names ("" when absent)
   // Python only (the C++ runner refuses a functional model and ignores the compile state):
-  int64_t format_version = kFormatVersion;  // the file's
   std::string graph_json;    // class "Model": the __metadata__["fastlstm"] text, its graph
   std::string compile_json;  // __metadata__["fastlstm_compile"] text, "" when absent
 };

@@ -33,8 +33,10 @@ def make_module(cell, I, H, dtype, seed=0, **opts):
     return cls(I, H, dtype=dtype, seed=seed, **opts)
 
 
-def check_parity(cell, I, H, T, B, dtype, *, with_state=True, lengths=None, seed=0, **opts):
-    """Runs one configuration through the engine and the oracle and compares everything."""
+def check_parity(cell, I, H, T, B, dtype, *, with_state=True, lengths=None, seed=0,
+                 recurrent_dropout=0.0, **opts):
+    """Runs one configuration through the engine and the oracle and compares everything
+    (``recurrent_dropout``: with random recurrent masks of that rate given to both)."""
     rng = np.random.default_rng(seed)
     m = make_module(cell, I, H, dtype, seed=seed, **opts)
     dt = m.dtype
@@ -49,24 +51,31 @@ def check_parity(cell, I, H, T, B, dtype, *, with_state=True, lengths=None, seed
     d_out = rng.standard_normal((B, T, D * S) if bf else (T, B, D * S)).astype(dt)
     d_h_n = rng.standard_normal((L * D, B, S)).astype(dt)
     d_c_n = rng.standard_normal((L * D, B, H)).astype(dt)
+    rmask = None
+    if recurrent_dropout:
+        ng = 4 if cell == "lstm" else 3
+        keep = 1.0 - recurrent_dropout
+        rmask = ((rng.random((L * D, B, ng * S)) < keep) / keep).astype(dt)
 
     # the engine
     if cell == "lstm":
         hx = (h0, c0) if with_state else None
-        out, (h_n, c_n) = m.forward(x, hx, lengths=lengths)
+        out, (h_n, c_n) = m.forward(x, hx, lengths=lengths, recurrent_mask=rmask)
         d_x, (d_h0, d_c0) = m.backward(d_out, d_h_n, d_c_n)
-        inf_out, (inf_h, inf_c) = m(x, hx, lengths=lengths)
+        inf_out, (inf_h, inf_c) = m.forward(x, hx, lengths=lengths, train=False,
+                                            recurrent_mask=rmask)
     else:
-        out, h_n = m.forward(x, h0, lengths=lengths)
+        out, h_n = m.forward(x, h0, lengths=lengths, recurrent_mask=rmask)
         d_x, d_h0 = m.backward(d_out, d_h_n)
-        inf_out, inf_h = m(x, h0, lengths=lengths)
+        inf_out, inf_h = m.forward(x, h0, lengths=lengths, train=False, recurrent_mask=rmask)
     for a in (out, h_n, d_x, d_h0):
         assert a.dtype == dt
 
     # the oracle, on the very same (rounded) numbers in float64
     f64 = lambda a: None if a is None else a.astype(np.float64)  # noqa: E731
     params = {k: f64(v) for k, v in m.params.items()}
-    kw = dict(num_layers=L, bidirectional=m.bidirectional, lengths=lengths, batch_first=bf)
+    kw = dict(num_layers=L, bidirectional=m.bidirectional, lengths=lengths, batch_first=bf,
+              recurrent_masks=f64(rmask))
     if cell == "lstm":
         r_out, r_h, r_c, cache = R.lstm_forward(params, f64(x), f64(h0), f64(c0),
                                                 proj_size=m.proj_size, peephole=m.peephole,
@@ -185,6 +194,32 @@ def test_variant(name, dtype):
     cell, I, H, T, B, opts = VARIANTS[name]
     opts = dict(opts)
     check_parity(cell, I, H, T, B, dtype, seed=sorted(VARIANTS).index(name), **opts)
+
+
+# recurrent dropout (Keras's recurrent_dropout): masks given to the engine and to the oracle
+RECURRENT_DROPOUT = {
+    "lstm": ("lstm", 5, 7, 6, 3, dict()),
+    "lstm_two_tiles_lengths": ("lstm", 3, 33, 5, 4, dict(lengths=[5, 2, 5, 1])),
+    "lstm_threaded": ("lstm", 9, 40, 4, 9, dict(batch_first=True)),
+    "lstm_all_together": ("lstm", 4, 9, 7, 4,
+                          dict(num_layers=2, bidirectional=True, proj_size=5, peephole=True,
+                               lengths=[7, 1, 4, 6], batch_first=True)),
+    "lstm_no_state": ("lstm", 3, 17, 5, 2, dict(with_state=False, bias=False)),
+    "gru": ("gru", 5, 7, 6, 3, dict()),
+    "gru_threaded_bidirectional": ("gru", 6, 47, 5, 9,
+                                   dict(bidirectional=True, lengths=[5, 4, 1, 5, 2, 3, 5, 5, 4])),
+    "gru_stacked": ("gru", 3, 9, 5, 2, dict(num_layers=2, bias=False, batch_first=True)),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", sorted(RECURRENT_DROPOUT))
+def test_recurrent_dropout_matches_reference(name, dtype):
+    """Outputs, states and every gradient with per-gate recurrent masks (rate 0.4), training
+    and inference forward, against the oracle given the same masks."""
+    cell, I, H, T, B, opts = RECURRENT_DROPOUT[name]
+    check_parity(cell, I, H, T, B, dtype, seed=100 + sorted(RECURRENT_DROPOUT).index(name),
+                 recurrent_dropout=0.4, **opts)
 
 
 def test_backward_overwrites_grads():

@@ -450,6 +450,64 @@ def test_dropout_gradients_match_finite_differences(cell):
         assert_close(grads[name], numeric, 1e-6, f"grads[{name!r}]")
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_recurrent_dropout_gradients_match_finite_differences(cell):
+    """The engine's backward with fixed recurrent masks against central differences of its own
+    forward: every parameter (W_hh gate by gate), x, h0 and c0, on a stacked bidirectional
+    network with lengths (and a projection and peepholes for the LSTM)."""
+    rng = np.random.default_rng(8)
+    T, B, I, H, L = 4, 3, 3, 4, 2
+    opts = dict(num_layers=L, bidirectional=True)
+    if cell == "lstm":
+        opts.update(proj_size=3, peephole=True)
+    m = make_module(cell, I, H, "float64", seed=6, **opts)
+    D, S, ng = m.num_directions, m.state_size, (4 if cell == "lstm" else 3)
+    x = rng.standard_normal((T, B, I))
+    lengths = np.array([4, 1, 3])
+    h0 = 0.5 * rng.standard_normal((L * D, B, S))
+    c0 = 0.5 * rng.standard_normal((L * D, B, H))
+    mask = (rng.random((L * D, B, ng * S)) >= 0.5) / 0.5
+    d_out = rng.standard_normal((T, B, D * S))
+    d_h_n = rng.standard_normal((L * D, B, S))
+    d_c_n = rng.standard_normal((L * D, B, H))
+    hx = (h0, c0) if cell == "lstm" else h0
+
+    def loss():
+        out, st = m.forward(x, hx, lengths=lengths, recurrent_mask=mask)
+        if cell == "lstm":
+            return np.sum(out * d_out) + np.sum(st[0] * d_h_n) + np.sum(st[1] * d_c_n)
+        return np.sum(out * d_out) + np.sum(st * d_h_n)
+
+    plain = m.forward(x, hx, lengths=lengths)[0]
+    assert not np.allclose(m.forward(x, hx, lengths=lengths, recurrent_mask=mask)[0], plain)
+    if cell == "lstm":
+        d_x, (d_h0, d_c0) = m.backward(d_out, d_h_n, d_c_n)
+        inputs = {"x": (x, d_x), "h0": (h0, d_h0), "c0": (c0, d_c0)}
+    else:
+        d_x, d_h0 = m.backward(d_out, d_h_n)
+        inputs = {"x": (x, d_x), "h0": (h0, d_h0)}
+    grads = {name: g.copy() for name, g in m.grads.items()}
+    for name, (arr, analytic) in inputs.items():
+        assert_close(analytic, numerical_gradient(loss, arr), 1e-6, f"d_{name}")
+    for name, p in m.params.items():
+        assert_close(grads[name], numerical_gradient(loss, p), 1e-6, f"grads[{name!r}]")
+
+
+def test_recurrent_mask_bad_input_is_refused():
+    m = fastlstm.LSTM(3, 4, num_layers=2, seed=0)
+    x = np.zeros((5, 2, 3), np.float32)
+    with pytest.raises(ValueError, match=r"recurrent_mask must have shape \(2, 2, 16\)"):
+        m.forward(x, recurrent_mask=np.ones((2, 2, 12), np.float32))
+    with pytest.raises(TypeError, match="recurrent_mask must hold real numbers"):
+        m.forward(x, recurrent_mask=np.full((2, 2, 16), "a"))
+    g = fastlstm.GRU(3, 4, seed=0)
+    with pytest.raises(ValueError, match=r"recurrent_mask must have shape \(1, 2, 12\)"):
+        g.forward(x, recurrent_mask=np.ones((1, 2, 16), np.float32))
+    q = fastlstm.LSTM(3, 4, seed=0).quantize("bf16")
+    with pytest.raises(ValueError, match="recurrent_mask needs float weights"):
+        q.forward(x, train=False, recurrent_mask=np.ones((1, 2, 16), np.float32))
+
+
 def test_stream_state_read_from_another_thread_is_never_torn():
     """step() runs with the GIL released; state() from another thread takes the stream's mutex
     too, so every state it reads is one that a step boundary had (never layer 0 after a step

@@ -13,7 +13,8 @@ import pytest
 from fastlstm import Input, Model, Sequential, load_model, optimizers
 from fastlstm import reference as R
 from fastlstm.initializers import set_seed
-from fastlstm.layers import GRU, LSTM, Bidirectional, Dense, Flatten, layer_from_config
+from fastlstm.layers import (GRU, LSTM, Bidirectional, Concatenate, Dense, Flatten,
+                             layer_from_config)
 
 from gradcheck import numerical_gradient
 
@@ -249,3 +250,38 @@ def test_matches_keras_with_the_same_masks(kind):
     want = _keras_to_layer(kind, trained[:3], H) + trained[3:]
     for k, (a, b) in enumerate(zip(model.get_weights(), want)):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6, err_msg=f"weight {k}")
+
+
+def test_shared_layer_in_a_graph_keeps_each_calls_masks_for_backward():
+    """A layer called twice in a functional model draws masks per call; backward re-runs each
+    call with its own masks, so the gradient equals central differences of the loss with the
+    same per-call masks."""
+    rng = np.random.default_rng(12)
+    B, T, F, H = 3, 4, 2, 3
+    a_in, b_in = Input((T, F), dtype="float64"), Input((T, F), dtype="float64")
+    shared = LSTM(H, recurrent_dropout=0.5)
+    model = Model([a_in, b_in], Dense(1)(Concatenate()([shared(a_in), shared(b_in)])))
+    model.compile(optimizers.SGD(0.1), "mse")
+    xs = [rng.normal(size=(B, T, F)), rng.normal(size=(B, T, F))]
+    y = rng.normal(size=(B, 1))
+    fixed = [(rng.random((1, B, 4 * H)) >= 0.5) * 2.0 for _ in range(2)]
+    calls = []
+
+    def masks(batch):
+        calls.append(None)
+        return fixed[(len(calls) - 1) % 2]  # the first call gets fixed[0], the second fixed[1]
+
+    shared._recurrent_masks = masks
+
+    def loss():
+        calls.clear()
+        return model.compute_loss_and_gradients(xs, y)[0]
+
+    loss()
+    assert len(calls) == 2
+    grad = shared.grads["weight_hh_l0"].copy()
+    numeric = numerical_gradient(loss, shared.params["weight_hh_l0"])
+    np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8)
+    fixed[1] = fixed[0]  # the same masks for both calls change the gradient
+    loss()
+    assert not np.allclose(shared.grads["weight_hh_l0"], grad)

@@ -24,8 +24,8 @@ def restore_threads():
     fastlstm.set_num_threads(n)
 
 
-def _run(mod, x, lengths, d_out):
-    out, state = mod.forward(x, lengths=lengths, train=True)
+def _run(mod, x, lengths, d_out, recurrent_mask=None):
+    out, state = mod.forward(x, lengths=lengths, train=True, recurrent_mask=recurrent_mask)
     d_x, _ = mod.backward(d_out)
     return out, (state[0] if isinstance(state, tuple) else state), d_x, mod.flat_grads.copy()
 
@@ -45,6 +45,27 @@ def test_bitwise_identical_for_any_thread_count(cell, kw, dtype, restore_threads
     for other in results[1:]:
         for a, b in zip(results[0], other):
             assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("cell,kw", CONFIGS)
+def test_recurrent_dropout_bitwise_identical_for_any_thread_count(cell, kw, restore_threads):
+    """With recurrent masks (one product per gate forward, per gate and panel backward)"""
+    rng = np.random.default_rng(3)
+    mod = getattr(fastlstm, cell)(19, 70, seed=1, **kw)
+    x = rng.standard_normal((13, 9, 19)).astype(np.float32)
+    lengths = rng.integers(1, 14, size=9)
+    ng = 4 if cell == "LSTM" else 3
+    LD = mod.num_layers * mod.num_directions
+    rmask = ((rng.random((LD, 9, ng * mod.state_size)) < 0.6) / 0.6).astype(np.float32)
+    d_out = rng.standard_normal(mod.forward(x, lengths=lengths)[0].shape).astype(np.float32)
+    results = []
+    for n in (1, 2, 3):
+        fastlstm.set_num_threads(n)
+        results.append(_run(mod, x, lengths, d_out, rmask))
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert np.array_equal(a, b)
+    assert not np.array_equal(results[0][0], _run(mod, x, lengths, d_out)[0])
 
 
 @pytest.mark.parametrize("cell,kw", CONFIGS)

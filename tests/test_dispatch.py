@@ -123,6 +123,15 @@ for dt in ["float32", "float64"]:
     dx, _ = g.backward(out)
     for a in (out, hn, dx, g.flat_grads):
         h.update(a.tobytes())
+    # recurrent dropout masks: per-gate products forward, per gate and panel backward
+    for cell, ng in ((fastlstm.LSTM, 4), (fastlstm.GRU, 3)):
+        m = cell(13, 37, num_layers=2, bidirectional=True, dtype=dt, seed=6)
+        rm = (rng.random((4, 6, ng * 37)) < 0.7) / 0.7
+        out, st = m.forward(rng.standard_normal((9, 6, 13)), lengths=np.array([9, 3, 5, 9, 1, 2]),
+                            train=True, recurrent_mask=rm)
+        dx, _ = m.backward(np.ones_like(out))
+        for a in (out, dx, m.flat_grads):
+            h.update(np.ascontiguousarray(a).tobytes())
     s = fastlstm.LSTM(20, 100, num_layers=2, dtype=dt, seed=4).stream(2)
     for t in range(5):
         h.update(s.step(rng.standard_normal((2, 20))).tobytes())

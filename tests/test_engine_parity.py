@@ -33,8 +33,10 @@ def make_module(cell, I, H, dtype, seed=0, **opts):
     return cls(I, H, dtype=dtype, seed=seed, **opts)
 
 
-def check_parity(cell, I, H, T, B, dtype, *, with_state=True, lengths=None, seed=0, **opts):
-    """Runs one configuration through the engine and the oracle and compares everything."""
+def check_parity(cell, I, H, T, B, dtype, *, with_state=True, lengths=None, seed=0,
+                 recurrent_dropout=0.0, **opts):
+    """Runs one configuration through the engine and the oracle and compares everything
+    (``recurrent_dropout``: with random recurrent masks of that rate given to both)."""
     rng = np.random.default_rng(seed)
     m = make_module(cell, I, H, dtype, seed=seed, **opts)
     dt = m.dtype
@@ -49,24 +51,31 @@ def check_parity(cell, I, H, T, B, dtype, *, with_state=True, lengths=None, seed
     d_out = rng.standard_normal((B, T, D * S) if bf else (T, B, D * S)).astype(dt)
     d_h_n = rng.standard_normal((L * D, B, S)).astype(dt)
     d_c_n = rng.standard_normal((L * D, B, H)).astype(dt)
+    rmask = None
+    if recurrent_dropout:
+        ng = 4 if cell == "lstm" else 3
+        keep = 1.0 - recurrent_dropout
+        rmask = ((rng.random((L * D, B, ng * S)) < keep) / keep).astype(dt)
 
     # the engine
     if cell == "lstm":
         hx = (h0, c0) if with_state else None
-        out, (h_n, c_n) = m.forward(x, hx, lengths=lengths)
+        out, (h_n, c_n) = m.forward(x, hx, lengths=lengths, recurrent_mask=rmask)
         d_x, (d_h0, d_c0) = m.backward(d_out, d_h_n, d_c_n)
-        inf_out, (inf_h, inf_c) = m(x, hx, lengths=lengths)
+        inf_out, (inf_h, inf_c) = m.forward(x, hx, lengths=lengths, train=False,
+                                            recurrent_mask=rmask)
     else:
-        out, h_n = m.forward(x, h0, lengths=lengths)
+        out, h_n = m.forward(x, h0, lengths=lengths, recurrent_mask=rmask)
         d_x, d_h0 = m.backward(d_out, d_h_n)
-        inf_out, inf_h = m(x, h0, lengths=lengths)
+        inf_out, inf_h = m.forward(x, h0, lengths=lengths, train=False, recurrent_mask=rmask)
     for a in (out, h_n, d_x, d_h0):
         assert a.dtype == dt
 
     # the oracle, on the very same (rounded) numbers in float64
     f64 = lambda a: None if a is None else a.astype(np.float64)  # noqa: E731
     params = {k: f64(v) for k, v in m.params.items()}
-    kw = dict(num_layers=L, bidirectional=m.bidirectional, lengths=lengths, batch_first=bf)
+    kw = dict(num_layers=L, bidirectional=m.bidirectional, lengths=lengths, batch_first=bf,
+              recurrent_masks=f64(rmask))
     if cell == "lstm":
         r_out, r_h, r_c, cache = R.lstm_forward(params, f64(x), f64(h0), f64(c0),
                                                 proj_size=m.proj_size, peephole=m.peephole,
@@ -185,6 +194,32 @@ def test_variant(name, dtype):
     cell, I, H, T, B, opts = VARIANTS[name]
     opts = dict(opts)
     check_parity(cell, I, H, T, B, dtype, seed=sorted(VARIANTS).index(name), **opts)
+
+
+# recurrent dropout (Keras's recurrent_dropout): masks given to the engine and to the oracle
+RECURRENT_DROPOUT = {
+    "lstm": ("lstm", 5, 7, 6, 3, dict()),
+    "lstm_two_tiles_lengths": ("lstm", 3, 33, 5, 4, dict(lengths=[5, 2, 5, 1])),
+    "lstm_threaded": ("lstm", 9, 40, 4, 9, dict(batch_first=True)),
+    "lstm_all_together": ("lstm", 4, 9, 7, 4,
+                          dict(num_layers=2, bidirectional=True, proj_size=5, peephole=True,
+                               lengths=[7, 1, 4, 6], batch_first=True)),
+    "lstm_no_state": ("lstm", 3, 17, 5, 2, dict(with_state=False, bias=False)),
+    "gru": ("gru", 5, 7, 6, 3, dict()),
+    "gru_threaded_bidirectional": ("gru", 6, 47, 5, 9,
+                                   dict(bidirectional=True, lengths=[5, 4, 1, 5, 2, 3, 5, 5, 4])),
+    "gru_stacked": ("gru", 3, 9, 5, 2, dict(num_layers=2, bias=False, batch_first=True)),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", sorted(RECURRENT_DROPOUT))
+def test_recurrent_dropout_matches_reference(name, dtype):
+    """Outputs, states and every gradient with per-gate recurrent masks (rate 0.4), training
+    and inference forward, against the oracle given the same masks."""
+    cell, I, H, T, B, opts = RECURRENT_DROPOUT[name]
+    check_parity(cell, I, H, T, B, dtype, seed=100 + sorted(RECURRENT_DROPOUT).index(name),
+                 recurrent_dropout=0.4, **opts)
 
 
 def test_backward_overwrites_grads():
@@ -413,6 +448,64 @@ def test_dropout_gradients_match_finite_differences(cell):
     for name, p in m.params.items():
         numeric = numerical_gradient(loss, p)
         assert_close(grads[name], numeric, 1e-6, f"grads[{name!r}]")
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_recurrent_dropout_gradients_match_finite_differences(cell):
+    """The engine's backward with fixed recurrent masks against central differences of its own
+    forward: every parameter (W_hh gate by gate), x, h0 and c0, on a stacked bidirectional
+    network with lengths (and a projection and peepholes for the LSTM)."""
+    rng = np.random.default_rng(8)
+    T, B, I, H, L = 4, 3, 3, 4, 2
+    opts = dict(num_layers=L, bidirectional=True)
+    if cell == "lstm":
+        opts.update(proj_size=3, peephole=True)
+    m = make_module(cell, I, H, "float64", seed=6, **opts)
+    D, S, ng = m.num_directions, m.state_size, (4 if cell == "lstm" else 3)
+    x = rng.standard_normal((T, B, I))
+    lengths = np.array([4, 1, 3])
+    h0 = 0.5 * rng.standard_normal((L * D, B, S))
+    c0 = 0.5 * rng.standard_normal((L * D, B, H))
+    mask = (rng.random((L * D, B, ng * S)) >= 0.5) / 0.5
+    d_out = rng.standard_normal((T, B, D * S))
+    d_h_n = rng.standard_normal((L * D, B, S))
+    d_c_n = rng.standard_normal((L * D, B, H))
+    hx = (h0, c0) if cell == "lstm" else h0
+
+    def loss():
+        out, st = m.forward(x, hx, lengths=lengths, recurrent_mask=mask)
+        if cell == "lstm":
+            return np.sum(out * d_out) + np.sum(st[0] * d_h_n) + np.sum(st[1] * d_c_n)
+        return np.sum(out * d_out) + np.sum(st * d_h_n)
+
+    plain = m.forward(x, hx, lengths=lengths)[0]
+    assert not np.allclose(m.forward(x, hx, lengths=lengths, recurrent_mask=mask)[0], plain)
+    if cell == "lstm":
+        d_x, (d_h0, d_c0) = m.backward(d_out, d_h_n, d_c_n)
+        inputs = {"x": (x, d_x), "h0": (h0, d_h0), "c0": (c0, d_c0)}
+    else:
+        d_x, d_h0 = m.backward(d_out, d_h_n)
+        inputs = {"x": (x, d_x), "h0": (h0, d_h0)}
+    grads = {name: g.copy() for name, g in m.grads.items()}
+    for name, (arr, analytic) in inputs.items():
+        assert_close(analytic, numerical_gradient(loss, arr), 1e-6, f"d_{name}")
+    for name, p in m.params.items():
+        assert_close(grads[name], numerical_gradient(loss, p), 1e-6, f"grads[{name!r}]")
+
+
+def test_recurrent_mask_bad_input_is_refused():
+    m = fastlstm.LSTM(3, 4, num_layers=2, seed=0)
+    x = np.zeros((5, 2, 3), np.float32)
+    with pytest.raises(ValueError, match=r"recurrent_mask must have shape \(2, 2, 16\)"):
+        m.forward(x, recurrent_mask=np.ones((2, 2, 12), np.float32))
+    with pytest.raises(TypeError, match="recurrent_mask must hold real numbers"):
+        m.forward(x, recurrent_mask=np.full((2, 2, 16), "a"))
+    g = fastlstm.GRU(3, 4, seed=0)
+    with pytest.raises(ValueError, match=r"recurrent_mask must have shape \(1, 2, 12\)"):
+        g.forward(x, recurrent_mask=np.ones((1, 2, 16), np.float32))
+    q = fastlstm.LSTM(3, 4, seed=0).quantize("bf16")
+    with pytest.raises(ValueError, match="recurrent_mask needs float weights"):
+        q.forward(x, train=False, recurrent_mask=np.ones((1, 2, 16), np.float32))
 
 
 def test_stream_state_read_from_another_thread_is_never_torn():

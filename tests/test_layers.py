@@ -401,8 +401,6 @@ def test_weight_names_follow_the_model_file():
 def test_bad_layer_arguments():
     with pytest.raises(ValueError, match="unknown activation 'swishy'"):
         Dense(3, activation="swishy")
-    with pytest.raises(NotImplementedError, match="recurrent_dropout"):
-        LSTM(3, recurrent_dropout=0.2)
     with pytest.raises(ValueError, match="dropout must be in"):
         LSTM(3, dropout=1.0)
     with pytest.raises(ValueError, match="units must be >= 1"):

@@ -77,6 +77,15 @@ FD_CASES = {
                                                lengths=[2, 5, 1]), True),
     "gru_batch_first_dropout": ("gru", 3, 3, 3, 2,
                                 dict(batch_first=True, num_layers=2, dropout=0.5), True),
+    # recurrent dropout: per-gate masks on h_prev in the recurrent product
+    "recurrent_dropout": ("lstm", 3, 4, 4, 3, dict(recurrent_dropout=0.4), True),
+    "recurrent_dropout_all_together": ("lstm", 2, 3, 4, 3,
+                                       dict(num_layers=2, bidirectional=True, proj_size=2,
+                                            peephole=True, lengths=[4, 1, 3],
+                                            recurrent_dropout=0.3), True),
+    "gru_recurrent_dropout": ("gru", 3, 4, 4, 3,
+                              dict(bidirectional=True, lengths=[2, 4, 3],
+                                   recurrent_dropout=0.4), True),
 }
 
 
@@ -94,6 +103,10 @@ def _setup(rng, cell, I, H, T, B, opts, with_state):
     if p:
         shape = (B, T, D * S) if bf else (T, B, D * S)
         opts["dropout_masks"] = [(rng.random(shape) >= p) / (1 - p) for _ in range(L - 1)]
+    r = opts.pop("recurrent_dropout", 0.0)
+    if r:
+        ng = 4 if cell == "lstm" else 3
+        opts["recurrent_masks"] = (rng.random((L * D, B, ng * S)) >= r) / (1 - r)
     if "lengths" in opts:
         opts["lengths"] = np.array(opts["lengths"])
     x = rng.standard_normal((B, T, I) if bf else (T, B, I))
@@ -337,3 +350,46 @@ def test_bad_arguments_raise_clear_errors():
         R.lstm_forward(params, x, lengths=np.array([0, 5]))
     with pytest.raises(ValueError, match="dropout_masks"):
         R.lstm_forward(params, x, dropout_masks=[np.ones((5, 2, 4))])
+
+
+def test_recurrent_masks_multiply_each_gates_recurrent_input():
+    """One LSTM and one GRU step written out with the masks: gate g's pre-activation is
+    x W_ih_g^T + b_ih_g + (h_prev * m_g) W_hh_g^T + b_hh_g; the GRU's z * h_prev and the LSTM's
+    cell state use h_prev unmasked. Masks of ones are the unmasked network."""
+    rng = np.random.default_rng(31)
+    I, H, B = 3, 4, 2
+    for cell, ng in (("lstm", 4), ("gru", 3)):
+        params = make_params(rng, cell, I, H)
+        x = rng.standard_normal((1, B, I))
+        h0 = rng.standard_normal((1, B, H))
+        c0 = rng.standard_normal((1, B, H))
+        m = (rng.random((1, B, ng * H)) >= 0.5) / 0.5
+        w_ih, w_hh = params["weight_ih_l0"], params["weight_hh_l0"]
+        b = params["bias_ih_l0"] + params["bias_hh_l0"]
+        pre = [x[0] @ w_ih[g * H:(g + 1) * H].T + (h0[0] * m[0, :, g * H:(g + 1) * H])
+               @ w_hh[g * H:(g + 1) * H].T for g in range(ng)]
+        if cell == "lstm":
+            i, f, g_, o = (R.sigmoid(pre[0] + b[:H]), R.sigmoid(pre[1] + b[H:2 * H]),
+                           np.tanh(pre[2] + b[2 * H:3 * H]), R.sigmoid(pre[3] + b[3 * H:]))
+            c = f * c0[0] + i * g_
+            want = o * np.tanh(c)
+            out, h_n, c_n, _ = R.lstm_forward(params, x, h0, c0, recurrent_masks=m)
+            ones = R.lstm_forward(params, x, h0, c0, recurrent_masks=np.ones_like(m))[0]
+            plain = R.lstm_forward(params, x, h0, c0)[0]
+            assert_close(c_n[0], c, 1e-12, "c")
+        else:
+            bi, bh = params["bias_ih_l0"], params["bias_hh_l0"]
+            r = R.sigmoid(pre[0] + bi[:H] + bh[:H])
+            z = R.sigmoid(pre[1] + bi[H:2 * H] + bh[H:2 * H])
+            hn = (h0[0] * m[0, :, 2 * H:]) @ w_hh[2 * H:].T + bh[2 * H:]
+            n = np.tanh(x[0] @ w_ih[2 * H:].T + bi[2 * H:] + r * hn)
+            want = (1 - z) * n + z * h0[0]
+            out, h_n, _ = R.gru_forward(params, x, h0, recurrent_masks=m)
+            ones = R.gru_forward(params, x, h0, recurrent_masks=np.ones_like(m))[0]
+            plain = R.gru_forward(params, x, h0)[0]
+        assert_close(out[0], want, 1e-12, f"{cell} h")
+        np.testing.assert_array_equal(ones, plain)
+        assert not np.allclose(out, plain)
+    with pytest.raises(ValueError, match="recurrent_masks must have shape"):
+        R.lstm_forward(make_params(rng, "lstm", I, H), x, h0, c0,
+                       recurrent_masks=np.ones((1, B, 3 * H)))  # 3 gates' masks for 4

@@ -326,15 +326,28 @@ void Engine<T>::forward_direction(int64_t l, int64_t d, const DirParams<T>& p, c
     }
     if (P > 0) prepare(st->hraw, Tn * B * H, padded_);
   }
+  // recurrent dropout: this direction's masks in sorted row order (kept for backward)
+  const int64_t nm = ng * S;  // mask entries per row
+  const T* mk = nullptr;      // [B, ng*S]
+  if (st) st->rmask.clear();
+  if (rmask_in_) {
+    std::vector<T>& dst = st ? st->rmask : rmask_;
+    dst.resize(B * nm);
+    for (int64_t j = 0; j < B; ++j)
+      std::copy_n(rmask_in_ + (k * B + perm_[j]) * nm, nm, dst.data() + j * nm);
+    mk = dst.data();
+  }
   act_.resize(B * G);
   aux_.resize(B * H);
   hraw_.resize(B * H);
   const int nt_want = step_threads(tiles, B * G * (S + P));
   if (int64_t(rec_.size()) < nt_want) rec_.resize(nt_want);
   if (int64_t(xrec_.size()) < nt_want) xrec_.resize(nt_want), xin_.resize(nt_want);
+  if (mk && int64_t(hm_.size()) < nt_want) hm_.resize(nt_want);
   if (lowp() && int64_t(qrows_.size()) < 3 * nt_want) qrows_.resize(3 * nt_want);
   for (int t = 0; t < nt_want; ++t) {
     rec_[t].resize(B * tile_cols);
+    if (mk) hm_[t].resize(ng * B * S);
     if (per_step) {
       xrec_[t].resize(B * tile_cols);
       if (padded_) xin_[t].resize(B * I_l);
@@ -364,6 +377,7 @@ void Engine<T>::forward_direction(int64_t l, int64_t d, const DirParams<T>& p, c
     const int64_t q0 = proj_panels * tid / nt, q1 = proj_panels * (tid + 1) / nt;
     T* rec = rec_[tid].data();
     T* xrec = per_step ? xrec_[tid].data() : nullptr;
+    T* hm = mk ? hm_[tid].data() : nullptr;  // [ng, B, S]
     QRows* qh = lowp() ? &qrows_[3 * tid] : nullptr;  // this step's h, x, h_raw quantized
     QRows* qx = lowp() && per_step ? &qrows_[3 * tid + 1] : nullptr;
     QRows* qr = lowp() ? &qrows_[3 * tid + 2] : nullptr;
@@ -393,10 +407,26 @@ void Engine<T>::forward_direction(int64_t l, int64_t d, const DirParams<T>& p, c
         quantize_once(1, hp, nb, S, qh);
         if (qx) quantize_once(0, xs, nb, ldx, qx);
       }
+      // recurrent dropout: each thread makes the masked copies of h_{t-1} it reads (all S
+      // columns; ng*nb*S multiplies against the products' ng*nb*S*kTile per tile)
+      if (hm && t1 > t0)
+        for (int64_t g = 0; g < ng; ++g)
+          for (int64_t j = 0; j < nb; ++j) {
+            const T* m = mk + j * nm + g * S;
+            const T* h = hp + j * S;
+            T* o = hm + (g * B + j) * S;
+            for (int64_t c = 0; c < S; ++c) o[c] = h[c] * m[c];
+          }
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t u0 = t * kTile, nu = std::min(kTile, H - u0);
-        // the recurrent product of the running rows for this tile: [nb, ng*kTile]
-        product(1, nb, tile_cols, S, hp, S, pk_hh, t * tile_cols, rec, tile_cols, qh);
+        // the recurrent product of the running rows for this tile: [nb, ng*kTile]; with
+        // recurrent dropout one product per gate, each on its own masked h_{t-1}
+        if (hm)
+          for (int64_t g = 0; g < ng; ++g)
+            product(1, nb, kTile, S, hm + g * B * S, S, pk_hh, t * tile_cols + g * kTile,
+                    rec + g * kTile, tile_cols);
+        else
+          product(1, nb, tile_cols, S, hp, S, pk_hh, t * tile_cols, rec, tile_cols, qh);
         if (per_step)
           project(0, nb, t * tile_cols, (t + 1) * tile_cols, xs, ldx, xrec, tile_cols, qx);
         for (int64_t j = 0; j < nb; ++j) {
@@ -447,8 +477,12 @@ void Engine<T>::forward(const SeqShape& shape, const ForwardArgs<T>& in,
   if (in.train && lowp())
     throw Error(std::string("a ") + precision_name(cfg_.precision) +
                 " network is inference-only: forward(train=True) needs float weights");
+  if (in.recurrent_mask && lowp())
+    throw Error(std::string("recurrent_mask needs float weights: a ") +
+                precision_name(cfg_.precision) + " network has no recurrent dropout");
   shape_ = shape;
   seed_ = in.dropout_seed;
+  rmask_in_ = in.recurrent_mask;
   schedule(in.lengths);
   padded_ = in.lengths != nullptr;
   const int64_t L = cfg_.num_layers, D = cfg_.num_directions();
@@ -522,6 +556,10 @@ void Engine<T>::backward_direction(int64_t l, int64_t d, const DirParams<T>& p,
   dhraw_.resize(B * H);
   const T* pk_hh_t = pk_hh_t_[k].data();
   const T* pk_hr_t = P > 0 ? pk_hr_t_[k].data() : nullptr;
+  // recurrent dropout: the forward's masks, [B, ng*S] in sorted rows (nullptr: none)
+  const int64_t ng = G / H, nm = ng * S;
+  const T* mk = st.rmask.empty() ? nullptr : st.rmask.data();
+  if (mk) dtmp_.resize(B * S);
 
   // Thread tid owns hidden-unit tiles [t0, t1) (cell, dhraw) and state panels [q0, q1) (the
   // d_out accumulation and the product with W_hh). Without a projection S = H and kTile = kNC,
@@ -585,9 +623,28 @@ void Engine<T>::backward_direction(int64_t l, int64_t d, const DirParams<T>& p,
       }
       barrier.wait();
       // dL/dh_{t-1} [nb, S] (+)= d_rec [nb, G] W_hh [G, S]; the GRU adds to its z * dh
-      if (q1 > q0)
+      if (mk) {
+        // recurrent dropout: sum over gates g of mask_g * (d_rec_g [nb, H] W_hh_g [H, S]);
+        // W_hh_g is the depth rows [g*H, (g+1)*H) of each panel of W_hh's packing
+        for (int64_t q = q0; q < q1; ++q) {
+          const int64_t c0 = q * kNC, w = std::min(kNC, S - c0);
+          if (Cell::kHasC)
+            for (int64_t j = 0; j < nb; ++j) std::fill_n(dh_.data() + j * S + c0, w, T(0));
+          for (int64_t g = 0; g < ng; ++g) {
+            kern.gemm_packed(nb, w, H, d_rec_.data() + s * B * G + g * H, G,
+                             pk_hh_t + (q * G + g * H) * kNC, dtmp_.data() + c0, S, false);
+            for (int64_t j = 0; j < nb; ++j) {
+              const T* m = mk + j * nm + g * S;
+              const T* src = dtmp_.data() + j * S;
+              T* dst = dh_.data() + j * S;
+              for (int64_t c = c0; c < c0 + w; ++c) dst[c] += m[c] * src[c];
+            }
+          }
+        }
+      } else if (q1 > q0) {
         kern.gemm_packed(nb, std::min(S, q1 * kNC) - q0 * kNC, G, d_rec_.data() + s * B * G, G,
                        pk_hh_t + q0 * G * kNC, dh_.data() + q0 * kNC, S, !Cell::kHasC);
+      }
     }
   });
   for (int64_t j = 0; j < B; ++j) {
@@ -608,7 +665,7 @@ void Engine<T>::backward_direction(int64_t l, int64_t d, const DirParams<T>& p,
     });
   };
   pack_rows(pk_in_, I_l, N, in);
-  pack_rows(pk_hs_, S, Tn * B, st.hs.data());
+  if (!mk) pack_rows(pk_hs_, S, Tn * B, st.hs.data());
   if (P > 0) pack_rows(pk_hraw_, H, Tn * B, st.hraw.data());
   const int64_t dw_grain = kern.atb_grain;
   auto atb = [&](int64_t M, int64_t Nc, int64_t K, const T* A, int64_t lda, const T* pk, T* C) {
@@ -619,7 +676,24 @@ void Engine<T>::backward_direction(int64_t l, int64_t d, const DirParams<T>& p,
     });
   };
   atb(G, I_l, N, d_x_.data(), G, pk_in_.data(), dp.w_ih);
-  atb(G, S, Tn * B, d_rec_.data(), G, pk_hs_.data(), dp.w_hh);
+  if (mk) {
+    // recurrent dropout: dW_hh_g [H, S] = d_rec_g^T (h_{t-1} * mask_g), gate by gate
+    hsm_.resize(Tn * B * S);
+    for (int64_t g = 0; g < ng; ++g) {
+      parallel_for(Tn * B, kRowGrain, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+          const T* m = mk + (r % B) * nm + g * S;
+          const T* h = st.hs.data() + r * S;
+          T* o = hsm_.data() + r * S;
+          for (int64_t c = 0; c < S; ++c) o[c] = h[c] * m[c];
+        }
+      });
+      pack_rows(pk_hs_, S, Tn * B, hsm_.data());
+      atb(H, S, Tn * B, d_rec_.data() + g * H, G, pk_hs_.data(), dp.w_hh + g * H * S);
+    }
+  } else {
+    atb(G, S, Tn * B, d_rec_.data(), G, pk_hs_.data(), dp.w_hh);
+  }
   if (P > 0) atb(P, H, Tn * B, d_hout_.data(), S, pk_hraw_.data(), dp.w_hr);
   // dL/d(layer input) [N, I_l] (+)= d_x [N, G] W_ih [G, I_l]: the first direction writes it,
   // the reverse one adds

@@ -36,6 +36,7 @@ struct DirStore {       // what a training forward keeps for one layer and direc
   std::vector<T> cs;    // [T+1, B, H] LSTM c, likewise
   std::vector<T> aux;   // [T, B, H]   GRU: W_hn h_prev + b_hn
   std::vector<T> hraw;  // [T, B, H]   LSTMP: h before the projection
+  std::vector<T> rmask; // [B, ng*S]   recurrent dropout masks (sorted rows); empty: none
 };
 
 template <typename T>
@@ -112,6 +113,12 @@ class Engine {
   std::vector<T> d_mid_[2];               // [N, D*S]
   std::vector<T> pk_in_, pk_hs_, pk_hraw_;  // backward: layer input, h_{t-1}, h_raw as panels
   std::vector<T> dh_, dc_, dhraw_;        // [B, S], [B, H], [B, H]
+  // recurrent dropout (ForwardArgs::recurrent_mask)
+  const T* rmask_in_ = nullptr;           // [L*D, B, ng*S] the caller's masks (this forward)
+  std::vector<T> rmask_;                  // [B, ng*S] inference: one direction's, sorted rows
+  std::vector<std::vector<T>> hm_;        // per thread [ng, B, S]: h_{t-1} * each gate's mask
+  std::vector<T> dtmp_, hsm_;             // backward: [B, S] one gate's d_rec W_hh_g;
+                                          // [T*B, S] h_{t-1} * one gate's mask, every step
 
  public:
   // Streams call forward once per step: pack the weights once (they must not change after).

@@ -306,14 +306,15 @@ class Loader {
                        Layer& L) {
     RNNConfig& c = L.rnn;
     c.cell = cls == "LSTM" ? CellType::LSTM : CellType::GRU;
-    // what the Python writer writes (GRU: no peephole); dropout and stateful only matter to
-    // training and Python's stateful layers, but they are type-checked like the rest
+    // what the Python writer writes (GRU: no peephole); dropout, recurrent_dropout and
+    // stateful only matter to training and Python's stateful layers, but they are type-checked
+    // like the rest
     if (c.cell == CellType::LSTM)
       only_keys(cfg, cctx, {"units", "input_size", "return_sequences", "go_backwards", "bias",
-                            "peephole", "dropout", "stateful"});
+                            "peephole", "dropout", "recurrent_dropout", "stateful"});
     else
       only_keys(cfg, cctx, {"units", "input_size", "return_sequences", "go_backwards", "bias",
-                            "dropout", "stateful"});
+                            "dropout", "recurrent_dropout", "stateful"});
     c.hidden_size = get_int(cfg, "units", cctx, 1);
     c.input_size = get_int(cfg, "input_size", cctx, 1);
     c.num_layers = 1;
@@ -324,6 +325,7 @@ class Loader {
     L.go_backwards = get_bool(cfg, "go_backwards", cctx, false);
     L.stateful = get_bool(cfg, "stateful", cctx, false);
     L.rate = get_rate(cfg, "dropout", cctx);
+    L.recurrent_rate = get_rate(cfg, "recurrent_dropout", cctx);
   }
 
   void sequential(const detail::Json& m, ModelSpec& impl) {

@@ -67,6 +67,7 @@ struct Layer {
   bool return_sequences = true, go_backwards = false;
   bool stateful = false;        // kept for the Python loader; predict ignores it
   double rate = 0.0;            // Dropout's rate, a recurrent layer's dropout (inference: unused)
+  double recurrent_rate = 0.0;  // a recurrent layer's recurrent_dropout (inference: unused)
   Merge merge = Merge::Concat;
   std::vector<float> params;  // [num_params(rnn)], laid out by param_layout
   // Dense

@@ -61,6 +61,7 @@ py::dict layer_dict(const Layer& L) {
       if (lstm) cfg["peephole"] = L.rnn.peephole;
       cfg["bias"] = L.rnn.bias;
       if (L.rate > 0) cfg["dropout"] = L.rate;
+      if (L.recurrent_rate > 0) cfg["recurrent_dropout"] = L.recurrent_rate;
       if (L.stateful) cfg["stateful"] = true;
       if (L.rnn.bidirectional) {
         py::dict inner;

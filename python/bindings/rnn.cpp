@@ -93,7 +93,7 @@ class PyRNN {
 
   py::tuple forward(const py::handle& params, const py::handle& x, const py::handle& lengths,
                     const py::handle& h0, const py::handle& c0, bool train, bool batch_first,
-                    uint64_t seed) {
+                    uint64_t seed, const py::handle& recurrent_mask) {
     const RNNConfig& c = rnn_.config();
     fastlstm::ForwardArgs<T> in;
     in.params = check<T>(params, "params", {n_params_});
@@ -119,6 +119,10 @@ class PyRNN {
     if (!c0.is_none()) {
       if (!lstm) throw py::value_error("c0 is only for LSTM");
       in.c0 = check<T>(c0, "c0", {LD, B, c.hidden_size});
+    }
+    if (!recurrent_mask.is_none()) {
+      const int64_t ng = lstm ? 4 : 3;
+      in.recurrent_mask = check<T>(recurrent_mask, "recurrent_mask", {LD, B, ng * S});
     }
     in.train = train;
     in.dropout_seed = seed;
@@ -300,7 +304,7 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
       .def("forward", &PyRNN<T>::forward, py::arg("params"), py::arg("x"),
            py::arg("lengths") = py::none(), py::arg("h0") = py::none(),
            py::arg("c0") = py::none(), py::arg("train") = false, py::arg("batch_first") = false,
-           py::arg("seed") = 0)
+           py::arg("seed") = 0, py::arg("recurrent_mask") = py::none())
       .def("backward", &PyRNN<T>::backward, py::arg("params"), py::arg("d_output"),
            py::arg("d_h_n"), py::arg("d_c_n"), py::arg("d_params"))
       .def_property_readonly("num_params", &PyRNN<T>::num_params)

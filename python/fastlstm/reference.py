@@ -42,6 +42,16 @@ Conventions (the same as PyTorch and the engine)
   that layer's input (the concatenated outputs of layer k-1), already scaled (inverted
   dropout: entries 0 or 1/(1-p)). Each has the layout of ``x``: [T, B, D*S], or [B, T, D*S]
   when ``batch_first``.
+* ``recurrent_masks``: optional recurrent dropout (Keras's ``recurrent_dropout``), one array
+  [L*D, B, ng*S] (ng = 4 for LSTM, 3 for GRU; row ``k*D + d`` as for ``h0``): for sequence b
+  and gate g, ``m_g = recurrent_masks[k*D + d, b, g*S:(g+1)*S]`` multiplies h_prev in that
+  gate's recurrent product only, the same at every step::
+
+      a_g = x W_ih_g^T + b_ih_g + (h_prev * m_g) W_hh_g^T + b_hh_g
+
+  The LSTM's cell state and the GRU's ``z * h_prev`` use h_prev unmasked (Keras's cells with
+  ``implementation=1``, whose masks are one per gate). Entries are used as given (0 or
+  1/(1-rate) for inverted dropout).
 
 Backward functions return the gradient of a scalar loss given the gradients of the outputs
 (``d_output``, ``d_h_n``, ``d_c_n``; the state gradients may be None = zero). They return
@@ -137,6 +147,36 @@ def _valid_mask(lengths, T, B):
     return (t < lengths[None, :]).astype(np.float64)[:, :, None]
 
 
+# ============================================================ the recurrent product h W_hh^T
+def recurrent_product(h_prev, w_hh, mask):
+    """h_prev [B, S] @ W_hh^T [S, G] -> [B, G]; with ``mask`` [B, ng*S] (recurrent dropout)
+    gate g's columns come from (h_prev * m_g) @ W_hh_g^T instead."""
+    if mask is None:
+        return h_prev @ w_hh.T
+    S = h_prev.shape[1]
+    ng = mask.shape[1] // S
+    Hg = w_hh.shape[0] // ng
+    return np.concatenate([(h_prev * mask[:, g * S:(g + 1) * S]) @ w_hh[g * Hg:(g + 1) * Hg].T
+                           for g in range(ng)], axis=1)
+
+
+def recurrent_product_backward(d_a, h_prev, w_hh, mask):
+    """Backward of :func:`recurrent_product`: d_a [B, G] -> (d_w_hh [G, S], d_h_prev [B, S])."""
+    if mask is None:
+        return d_a.T @ h_prev, d_a @ w_hh
+    S = h_prev.shape[1]
+    ng = mask.shape[1] // S
+    Hg = w_hh.shape[0] // ng
+    d_w = np.zeros_like(w_hh)  # [G, S]
+    d_h = np.zeros_like(h_prev)  # [B, S]
+    for g in range(ng):
+        m = mask[:, g * S:(g + 1) * S]  # [B, S]
+        d_ag = d_a[:, g * Hg:(g + 1) * Hg]  # [B, H]
+        d_w[g * Hg:(g + 1) * Hg] = d_ag.T @ (h_prev * m)
+        d_h += m * (d_ag @ w_hh[g * Hg:(g + 1) * Hg])
+    return d_w, d_h
+
+
 # ================================================================================= LSTM cell
 def lstm_cell_forward(x_t, state_prev, p):
     """One LSTM step for a batch.
@@ -146,7 +186,8 @@ def lstm_cell_forward(x_t, state_prev, p):
     """
     h_prev, c_prev = state_prev
     H = p["weight_hh"].shape[0] // 4
-    a = x_t @ p["weight_ih"].T + h_prev @ p["weight_hh"].T  # [B, 4H]
+    a = x_t @ p["weight_ih"].T + recurrent_product(h_prev, p["weight_hh"],
+                                                   p.get("recurrent_mask"))  # [B, 4H]
     if p["bias_ih"] is not None:
         a = a + p["bias_ih"] + p["bias_hh"]
     a_i, a_f, a_g, a_o = (a[:, k * H:(k + 1) * H].copy() for k in range(4))  # each [B, H]
@@ -200,12 +241,13 @@ def lstm_cell_backward(d_state, step, p, d_p):
     # through a = x W_ih^T + b_ih + h_prev W_hh^T + b_hh
     d_a = np.concatenate([d_a_i, d_a_f, d_a_g, d_a_o], axis=1)  # [B, 4H]
     d_p["weight_ih"] += d_a.T @ step["x"]  # [4H, I]
-    d_p["weight_hh"] += d_a.T @ step["h_prev"]  # [4H, S]
+    d_w_hh, d_h_prev = recurrent_product_backward(d_a, step["h_prev"], p["weight_hh"],
+                                                  p.get("recurrent_mask"))  # [4H, S], [B, S]
+    d_p["weight_hh"] += d_w_hh
     if p["bias_ih"] is not None:
         d_p["bias_ih"] += d_a.sum(axis=0)
         d_p["bias_hh"] += d_a.sum(axis=0)
     d_x = d_a @ p["weight_ih"]  # [B, I]
-    d_h_prev = d_a @ p["weight_hh"]  # [B, S]
     return d_x, (d_h_prev, d_c_prev)
 
 
@@ -215,7 +257,7 @@ def gru_cell_forward(x_t, state_prev, p):
     (h_prev,) = state_prev
     H = p["weight_hh"].shape[0] // 3
     gx = x_t @ p["weight_ih"].T  # [B, 3H]
-    gh = h_prev @ p["weight_hh"].T  # [B, 3H]
+    gh = recurrent_product(h_prev, p["weight_hh"], p.get("recurrent_mask"))  # [B, 3H]
     if p["bias_ih"] is not None:
         gx = gx + p["bias_ih"]
         gh = gh + p["bias_hh"]
@@ -243,12 +285,14 @@ def gru_cell_backward(d_state, step, p, d_p):
     d_gx = np.concatenate([d_a_r, d_a_z, d_a_n], axis=1)  # [B, 3H]
     d_gh = np.concatenate([d_a_r, d_a_z, d_hn], axis=1)  # [B, 3H]
     d_p["weight_ih"] += d_gx.T @ step["x"]  # [3H, I]
-    d_p["weight_hh"] += d_gh.T @ h_prev  # [3H, H]
+    d_w_hh, d_h_rec = recurrent_product_backward(d_gh, h_prev, p["weight_hh"],
+                                                 p.get("recurrent_mask"))  # [3H, H], [B, H]
+    d_p["weight_hh"] += d_w_hh
     if p["bias_ih"] is not None:
         d_p["bias_ih"] += d_gx.sum(axis=0)
         d_p["bias_hh"] += d_gh.sum(axis=0)
     d_x = d_gx @ p["weight_ih"]  # [B, I]
-    d_h_prev = d_h_prev + d_gh @ p["weight_hh"]  # [B, H]
+    d_h_prev = d_h_prev + d_h_rec  # [B, H]
     return d_x, (d_h_prev,)
 
 
@@ -303,7 +347,7 @@ def direction_backward(cell, d_out, d_state_n, valid, steps, p, d_p, reverse):
 
 # ============================================================================ the whole network
 def _network_forward(cell, params, x, states0, *, num_layers, bidirectional, proj_size,
-                     peephole, lengths, batch_first, dropout_masks):
+                     peephole, lengths, batch_first, dropout_masks, recurrent_masks=None):
     """Shared by LSTM and GRU. states0: tuple of initial states ([L*D, B, *] or None each).
 
     Returns (output in x's layout, states_n (tuple of [L*D, B, *]), cache).
@@ -336,6 +380,12 @@ def _network_forward(cell, params, x, states0, *, num_layers, bidirectional, pro
             raise ValueError(f"dropout_masks needs {L - 1} arrays (layers 1..L-1), "
                              f"got {len(dropout_masks)}")
         masks = [None] + [_time_major(m, batch_first) for m in dropout_masks]  # [T, B, D*S]
+    ng = 4 if cell == "lstm" else 3
+    if recurrent_masks is not None:
+        recurrent_masks = _f64(recurrent_masks)
+        if recurrent_masks.shape != (L * D, B, ng * S):
+            raise ValueError(f"recurrent_masks must have shape {(L * D, B, ng * S)}, got "
+                             f"{recurrent_masks.shape}")
 
     names = _CELLS[cell][2]
     layer_inputs = []  # per layer: [T, B, I_k], after dropout
@@ -353,6 +403,8 @@ def _network_forward(cell, params, x, states0, *, num_layers, bidirectional, pro
         outs = []
         for d in range(D):
             p = _cell_params(params, k, d, names)
+            if recurrent_masks is not None:
+                p["recurrent_mask"] = recurrent_masks[k * D + d]  # [B, ng*S]
             state0 = tuple(s[k * D + d] for s in states0)
             out, state_n, steps[k, d] = direction_forward(cell, inp, state0, valid, p,
                                                           reverse=(d == 1))
@@ -363,6 +415,7 @@ def _network_forward(cell, params, x, states0, *, num_layers, bidirectional, pro
 
     output = inp.transpose(1, 0, 2).copy() if batch_first else inp
     cache = dict(cell=cell, params=params, valid=valid, masks=masks, steps=steps,
+                 recurrent_masks=recurrent_masks,
                  layer_inputs=layer_inputs, L=L, D=D, S=S, H=H, T=T, B=B,
                  batch_first=batch_first, state_sizes=state_sizes)
     return output, states_n, cache
@@ -389,6 +442,8 @@ def _network_backward(cache, d_output, d_states_n):
         d_inp = np.zeros_like(cache["layer_inputs"][k])  # [T, B, I_k]
         for d in range(D):
             p = _cell_params(params, k, d, names)
+            if cache["recurrent_masks"] is not None:
+                p["recurrent_mask"] = cache["recurrent_masks"][k * D + d]
             d_p = {name: grads.get(name + _suffix(k, d)) for name in names}
             d_state_n = tuple(ds[k * D + d] for ds in d_states_n)
             d_x_dir, d_state0 = direction_backward(
@@ -408,7 +463,7 @@ def _network_backward(cache, d_output, d_states_n):
 # ========================================================================== public functions
 def lstm_forward(params, x, h0=None, c0=None, *, num_layers=1, bidirectional=False,
                  proj_size=0, peephole=False, lengths=None, batch_first=False,
-                 dropout_masks=None):
+                 dropout_masks=None, recurrent_masks=None):
     """LSTM forward (see the module docstring for every convention).
 
     x [T, B, I] (or [B, T, I] if batch_first); h0 [L*D, B, S]; c0 [L*D, B, H].
@@ -417,7 +472,7 @@ def lstm_forward(params, x, h0=None, c0=None, *, num_layers=1, bidirectional=Fal
     output, (h_n, c_n), cache = _network_forward(
         "lstm", params, x, (h0, c0), num_layers=num_layers, bidirectional=bidirectional,
         proj_size=proj_size, peephole=peephole, lengths=lengths, batch_first=batch_first,
-        dropout_masks=dropout_masks)
+        dropout_masks=dropout_masks, recurrent_masks=recurrent_masks)
     return output, h_n, c_n, cache
 
 
@@ -428,7 +483,7 @@ def lstm_backward(cache, d_output, d_h_n=None, d_c_n=None):
 
 
 def gru_forward(params, x, h0=None, *, num_layers=1, bidirectional=False, lengths=None,
-                batch_first=False, dropout_masks=None):
+                batch_first=False, dropout_masks=None, recurrent_masks=None):
     """GRU forward. x [T, B, I] (or [B, T, I]); h0 [L*D, B, H].
 
     Returns (output [T, B, D*H] (or [B, T, D*H]), h_n [L*D, B, H], cache).
@@ -436,7 +491,7 @@ def gru_forward(params, x, h0=None, *, num_layers=1, bidirectional=False, length
     output, (h_n,), cache = _network_forward(
         "gru", params, x, (h0,), num_layers=num_layers, bidirectional=bidirectional,
         proj_size=0, peephole=False, lengths=lengths, batch_first=batch_first,
-        dropout_masks=dropout_masks)
+        dropout_masks=dropout_masks, recurrent_masks=recurrent_masks)
     return output, h_n, cache
 
 

@@ -249,7 +249,7 @@ class _RNNBase(Module):
             return None
         return np.ascontiguousarray(_real_array(value, name), dtype=self.dtype)
 
-    def _run(self, x, hx, lengths, train):
+    def _run(self, x, hx, lengths, train, recurrent_mask=None):
         train = self._train_flag(train)
         if train:
             self._check_trainable("forward(..., train=True)")
@@ -258,8 +258,12 @@ class _RNNBase(Module):
         h0, c0 = self._split_hx(hx, batch)
         lengths = self._prepare_lengths(lengths, x)
         seed = int(self._rng.integers(0, 2**63)) if (train and self.dropout > 0) else 0
+        if recurrent_mask is not None:
+            # the binding checks the shape [L*D, B, gates*S] and names the argument
+            recurrent_mask = np.ascontiguousarray(
+                _real_array(recurrent_mask, "recurrent_mask"), dtype=self.dtype)
         out, h_n, c_n = self._engine.forward(
-            self.flat_params, x, lengths, h0, c0, train, self.batch_first, seed
+            self.flat_params, x, lengths, h0, c0, train, self.batch_first, seed, recurrent_mask
         )
         return out, h_n, c_n
 
@@ -367,6 +371,11 @@ class LSTM(_RNNBase):
     ``d_x, (d_h0, d_c0) = lstm.backward(d_output, d_h_n=None, d_c_n=None, accumulate=False)``
     needs, which writes ``lstm.grads`` (adds to them with ``accumulate=True``, as PyTorch's
     ``.grad`` does).
+
+    ``forward(..., recurrent_mask=m)`` applies recurrent dropout (Keras's ``recurrent_dropout``)
+    with given masks: m [L*D, B, 4*S] (gates i, f, g, o), the factor on each unit of h_{t-1}
+    in that gate's recurrent product, the same at every step (entries 0 or 1/(1-rate));
+    ``backward`` uses the same masks. It applies whenever given, so pass it for training only.
     """
 
     _cell = "lstm"
@@ -389,8 +398,8 @@ class LSTM(_RNNBase):
     def __call__(self, x, hx=None, lengths=None):
         return self.forward(x, hx, lengths=lengths, train=False)
 
-    def forward(self, x, hx=None, lengths=None, train=None):
-        out, h_n, c_n = self._run(x, hx, lengths, train)
+    def forward(self, x, hx=None, lengths=None, train=None, recurrent_mask=None):
+        out, h_n, c_n = self._run(x, hx, lengths, train, recurrent_mask)
         return out, (h_n, c_n)
 
     def backward(self, d_output, d_h_n=None, d_c_n=None, accumulate=False):
@@ -408,6 +417,9 @@ class GRU(_RNNBase):
     ``output, h_n = gru(x, h0=None, lengths=None)``;
     ``d_x, d_h0 = gru.backward(d_output, d_h_n=None, accumulate=False)`` after
     ``gru.forward(..., train=True)`` (or in training mode).
+    ``forward(..., recurrent_mask=m)``: recurrent dropout as for :class:`LSTM`, m [L*D, B, 3*H]
+    (gates r, z, n; the n gate's mask is on h_{t-1} inside W_hn h_{t-1}, and z * h_{t-1} is
+    not masked, as in Keras).
     """
 
     _cell = "gru"
@@ -424,8 +436,8 @@ class GRU(_RNNBase):
     def __call__(self, x, h0=None, lengths=None):
         return self.forward(x, h0, lengths=lengths, train=False)
 
-    def forward(self, x, h0=None, lengths=None, train=None):
-        out, h_n, _ = self._run(x, h0, lengths, train)
+    def forward(self, x, h0=None, lengths=None, train=None, recurrent_mask=None):
+        out, h_n, _ = self._run(x, h0, lengths, train, recurrent_mask)
         return out, h_n
 
     def backward(self, d_output, d_h_n=None, accumulate=False):

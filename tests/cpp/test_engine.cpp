@@ -119,6 +119,7 @@ struct Problem {
   fastlstm::SeqShape shape;
   std::vector<int64_t> lengths;
   std::vector<double> params, x, h0, c0, w_out, w_h, w_c;
+  std::vector<double> rmask;  // [L*D, B, ng*S] recurrent dropout masks, or empty
 
   double loss() {
     fastlstm::RNN<double> rnn(cfg);
@@ -129,6 +130,7 @@ struct Problem {
     in.lengths = lengths.empty() ? nullptr : lengths.data();
     in.h0 = h0.data();
     in.c0 = c0.data();
+    in.recurrent_mask = rmask.empty() ? nullptr : rmask.data();
     rnn.forward(shape, in, {out.data(), hn.data(), cn.data()});
     double l = 0;
     for (size_t i = 0; i < out.size(); ++i) l += out[i] * w_out[i];
@@ -139,7 +141,7 @@ struct Problem {
 };
 
 void finite_differences(const std::string& name, fastlstm::RNNConfig cfg, bool batch_first,
-                        std::vector<int64_t> lengths) {
+                        std::vector<int64_t> lengths, bool recurrent_dropout = false) {
   std::mt19937_64 gen(7);
   std::normal_distribution<double> nd(0.0, 0.5);
   auto randv = [&](size_t n) {
@@ -166,6 +168,12 @@ void finite_differences(const std::string& name, fastlstm::RNNConfig cfg, bool b
             p.w_out[((batch_first ? b * T + t : t * B + b) * cfg.num_directions() * S) + k] = 0;
   p.w_h = randv(LD * B * S);
   p.w_c = randv(LD * B * cfg.hidden_size);
+  if (recurrent_dropout) {  // fixed masks: half the units of each gate's h_{t-1} dropped
+    const int64_t ng = cfg.gate_size() / cfg.hidden_size;
+    std::bernoulli_distribution keep(0.5);
+    p.rmask.resize(LD * B * ng * S);
+    for (auto& m : p.rmask) m = keep(gen) ? 2.0 : 0.0;
+  }
 
   fastlstm::RNN<double> rnn(cfg);
   std::vector<double> out(p.w_out.size()), hn(p.w_h.size()), cn(p.w_c.size());
@@ -175,6 +183,7 @@ void finite_differences(const std::string& name, fastlstm::RNNConfig cfg, bool b
   in.lengths = lengths.empty() ? nullptr : lengths.data();
   in.h0 = p.h0.data();
   in.c0 = p.c0.data();
+  in.recurrent_mask = p.rmask.empty() ? nullptr : p.rmask.data();
   in.train = true;
   rnn.forward(p.shape, in, {out.data(), hn.data(), cn.data()});
   std::vector<double> dx(p.x.size()), dh0(p.h0.size()), dc0(p.c0.size()), dp(p.params.size());
@@ -196,6 +205,14 @@ void finite_differences(const std::string& name, fastlstm::RNNConfig cfg, bool b
     expect(worst < 1e-6, name + ": finite differences of " + what + " (worst " +
                              std::to_string(worst) + ")");
   };
+  if (recurrent_dropout) {  // the masks are applied (else the check would pass vacuously)
+    const double masked = p.loss();
+    std::vector<double> kept;
+    kept.swap(p.rmask);
+    const double plain = p.loss();
+    kept.swap(p.rmask);
+    expect(std::abs(masked - plain) > 1e-3, name + ": the recurrent masks change the loss");
+  }
   check(p.params, dp, "params");
   check(p.x, dx, "x");
   check(p.h0, dh0, "h0");
@@ -346,6 +363,9 @@ int main(int argc, char** argv) {
   g.hidden_size = 3;
   g.bidirectional = true;
   finite_differences("gru bidir, lengths", g, false, {2, 5, 4});
+  finite_differences("gru bidir, lengths, recurrent dropout", g, false, {2, 5, 4}, true);
+  finite_differences("peephole+proj stacked bidir, lengths, recurrent dropout", c, true,
+                     {3, 5, 1}, true);
   stream_matches_forward();
   bad_configs();
   non_finite_inputs();

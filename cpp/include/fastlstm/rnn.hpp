@@ -26,6 +26,13 @@ struct ForwardArgs {
   const Scalar* c0 = nullptr;       // [L*D, B, H] or nullptr (zeros); LSTM only
   bool train = false;               // keep what backward needs, apply dropout
   uint64_t dropout_seed = 0;        // seeds the dropout masks of this call
+  // Recurrent dropout (Keras's recurrent_dropout): per layer and direction, sequence and gate,
+  // a factor on each unit of h_{t-1} in that gate's recurrent product only (h_{t-1} W_hh_g^T
+  // becomes (h_{t-1} * mask_g) W_hh_g^T; the GRU's z * h_{t-1} and the cell state are not
+  // masked), the same at every step: entries 0 or 1/(1-rate). Applied whenever given (pass it
+  // for training only); a training forward keeps a copy, so backward uses the same masks.
+  // Float weights only (not bf16/int8). Gates in PyTorch's order (LSTM i,f,g,o; GRU r,z,n).
+  const Scalar* recurrent_mask = nullptr;  // [L*D, B, ng*S], ng = 4 (LSTM) or 3 (GRU); or nullptr
 };
 
 template <typename Scalar>

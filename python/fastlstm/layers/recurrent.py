@@ -15,6 +15,12 @@ Keras; padded input must be right-padded, anything else is refused).
 from given states, and in a graph their gradients flow back (the engine returns d_h0, d_c0);
 ``return_state=True`` adds the final states to the outputs.
 
+``recurrent_dropout=r`` is Keras's: in training, per sequence and gate, a mask over the units
+of h_{t-1} (0 or 1/(1-r)) multiplies h_{t-1} in that gate's recurrent product at every step of
+the batch (the cell state and the GRU's ``z * h_{t-1}`` are not masked); new masks for every
+batch, drawn from the layer's generator (so ``set_seed`` makes them reproducible), one set per
+direction; the engine's forward and backward apply them. Inference has no dropout.
+
 Training keeps an LSTM's ``bias_hh`` fixed (Keras has a single bias; ``bias_ih`` plays it),
 so optimizer steps match Keras's; GRU's two biases are both Keras weights and both train.
 """
@@ -64,12 +70,6 @@ class _Recurrent(Layer):
         self._regularizer_args = (kernel_regularizer, recurrent_regularizer, bias_regularizer)
         self.dropout = _rate_arg(dropout, "dropout")
         self.recurrent_dropout = _rate_arg(recurrent_dropout, "recurrent_dropout")
-        if self.recurrent_dropout > 0:
-            raise NotImplementedError(
-                f"{type(self).__name__}(recurrent_dropout={self.recurrent_dropout}): the engine "
-                "has no per-step dropout on the recurrent state; use dropout= (on the inputs) "
-                "or a Dropout layer between recurrent layers"
-            )
         self.return_sequences = bool(return_sequences)
         self.return_state = bool(return_state)
         self.go_backwards = bool(go_backwards)
@@ -79,6 +79,7 @@ class _Recurrent(Layer):
         self._module = None
         self._state = None  # stateful: (h [D, B, H], c [D, B, H] or None)
         self._d_out_cache = None
+        self._rdrop = None  # training: the recurrent dropout masks of the last forward
 
     # --------------------------------------------------------------------------- building
     def _engine_kwargs(self):
@@ -208,8 +209,17 @@ class _Recurrent(Layer):
         # a recurrent layer consumes the mask unless it returns sequences
         return mask if self.return_sequences else None
 
-    def _engine_call(self, x, hx, lengths, training):
+    def _engine_call(self, x, hx, lengths, training, rmask):
         raise NotImplementedError
+
+    def _recurrent_masks(self, B):
+        """Keras's recurrent dropout masks for one batch: per direction, sequence and gate, a
+        mask over the units of h_{t-1}, 0 or 1/(1-rate), kept for every step of the call
+        (Keras's cells with implementation=1 draw one per gate). [D, B, gates*units] in the
+        engine's gate order (PyTorch's: LSTM i,f,g,o; GRU r,z,n)."""
+        keep = 1.0 - self.recurrent_dropout
+        shape = (self._directions, B, self._gates * self.units)
+        return (self._rng.random(shape) < keep).astype(self.dtype) / self.dtype.type(keep)
 
     def _engine_backward(self, d_output, d_h_n, d_c_n):
         raise NotImplementedError
@@ -240,7 +250,7 @@ class _Recurrent(Layer):
         return h, c
 
     def forward(self, x, training=False, lengths=None, mask=None, initial_state=None,
-                _drop=None):
+                _drop=None, _rdrop=None):
         """Runs the layer; ``mask`` [B, T] bool (True: a real step) or ``lengths`` [B] (right
         padding). Masked steps carry the state through unchanged, as in Keras: the engine
         runs each sequence's real steps packed to the left (gathered when the mask is not
@@ -280,6 +290,12 @@ class _Recurrent(Layer):
             drop = (self._rng.random((B, 1, x.shape[2])) < keep).astype(self.dtype) / self.dtype.type(keep)
         if drop is not None:
             x = x * drop
+        # recurrent dropout: training only, new masks for every call (batch); a stateful layer
+        # draws them per batch too. Inference runs the engine without masks.
+        rdrop = _rdrop
+        if training and self.recurrent_dropout > 0 and rdrop is None:
+            rdrop = self._recurrent_masks(B)
+        self._rdrop = rdrop if training else None
         if idx is not None:
             x = np.take_along_axis(x, idx[:, :, None], axis=1)
         rev = None
@@ -292,7 +308,7 @@ class _Recurrent(Layer):
         x = np.ascontiguousarray(x)
         given = initial_state is not None and len(initial_state) > 0
         hx = self._initial_from_list(initial_state, B) if given else self._initial_state(B)
-        out, h_n, c_n = self._engine_call(x, hx, eng_len, training)
+        out, h_n, c_n = self._engine_call(x, hx, eng_len, training, self._rdrop)
         if zero is not None:
             h_n[:, zero] = 0 if hx is None else hx[0][:, zero]
             if c_n is not None:
@@ -411,7 +427,7 @@ class _Recurrent(Layer):
         self.__dict__.update(cache)
         x, lengths, mask, init = self._fwd_args
         self.forward(x, training=True, lengths=lengths, mask=mask, initial_state=init,
-                     _drop=self._cache[3])
+                     _drop=self._cache[3], _rdrop=self._rdrop)
 
     def _symbolic_shapes(self, shapes, dtype, kwargs):
         out = Layer._symbolic_shapes(self, shapes[:1], dtype, kwargs)[0]
@@ -480,6 +496,8 @@ class _Recurrent(Layer):
         cfg["bias"] = self.use_bias
         if self.dropout:
             cfg["dropout"] = self.dropout
+        if self.recurrent_dropout:
+            cfg["recurrent_dropout"] = self.recurrent_dropout
         if self.stateful:
             cfg["stateful"] = True
         if self.return_state:
@@ -537,8 +555,9 @@ class LSTM(_Recurrent):
         # Keras has one bias; the engine's second one starts at 0 so that their sum is Keras's
         return np.zeros(G, dtype=self.dtype)
 
-    def _engine_call(self, x, hx, lengths, training):
-        out, (h_n, c_n) = self._module.forward(x, hx, lengths=lengths, train=training)
+    def _engine_call(self, x, hx, lengths, training, rmask):
+        out, (h_n, c_n) = self._module.forward(x, hx, lengths=lengths, train=training,
+                                               recurrent_mask=rmask)
         return out, h_n, c_n
 
     def _engine_backward(self, d_output, d_h_n, d_c_n):
@@ -567,9 +586,9 @@ class GRU(_Recurrent):
         kwargs.pop("peephole", None)
         super().__init__(units, **kwargs)
 
-    def _engine_call(self, x, hx, lengths, training):
+    def _engine_call(self, x, hx, lengths, training, rmask):
         out, h_n = self._module.forward(x, None if hx is None else hx[0], lengths=lengths,
-                                        train=training)
+                                        train=training, recurrent_mask=rmask)
         return out, h_n, None
 
     def _engine_backward(self, d_output, d_h_n, d_c_n):

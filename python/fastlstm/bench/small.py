@@ -100,7 +100,7 @@ def fit_step(repeats, batches=32, shape=FIT_SHAPE, with_keras=True):
     batches."""
     from ..layers import LSTM as KLSTM, Input
     from ..models import Sequential, set_seed
-    from ..nn import LSTM
+    from ..rnn import LSTM
 
     B, T, I, H = shape  # noqa: E741
     rng = np.random.default_rng(0)

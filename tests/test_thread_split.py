@@ -109,3 +109,22 @@ def test_same_bits_on_either_side_of_the_thresholds(cell, dtype, shape, two_thre
     for results in (chosen[2], forced[2]):
         for a, b in zip(one, results):
             assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_quantized_same_bits_when_split(precision, two_threads):
+    """A quantized module's forward (its rows quantized once per thread and step): one thread
+    and every step split over two give the same bits, with and without lengths."""
+    rng = np.random.default_rng(5)
+    q = fastlstm.LSTM(24, 96, num_layers=2, seed=6).quantize(precision)
+    x = rng.standard_normal((7, 10, 24)).astype(np.float32)
+    lengths = rng.integers(1, 8, size=10)
+    fastlstm.set_num_threads(1)
+    one = [q(x)[0], q(x, lengths=lengths)[0]]
+    fastlstm.set_num_threads(2)
+    _core._set_min_thread_work(0, 0)
+    split = [q(x)[0]]
+    assert q._engine.last_threads == 2
+    split.append(q(x, lengths=lengths)[0])
+    for a, b in zip(one, split):
+        assert np.array_equal(a, b)

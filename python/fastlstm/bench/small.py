@@ -50,11 +50,18 @@ def small_grid(args, threads, torch, shapes=None):
         data = {"x": np.random.default_rng(1234).standard_normal((T, B, I), dtype=np.float32)}
         lstm, tmod = make_models(case, torch)
         base = fastlstm_runner(case, lstm, data)
-        runners = {
-            "fastlstm@1": Runner(base.call, before=lambda: set_fastlstm_threads(1)),
-            f"fastlstm@{threads}": Runner(base.call,
-                                          before=lambda: set_fastlstm_threads(threads)),
-        }
+        # PyTorch's OpenMP workers spin for a while after its call and take the CPUs of a
+        # small machine: with PyTorch in the round, fastlstm's samples start after a pause
+        pause = 0.02 if torch is not None else 0.0
+
+        def at(n):
+            def before():
+                set_fastlstm_threads(n)
+                time.sleep(pause)
+            return before
+
+        runners = {"fastlstm@1": Runner(base.call, before=at(1)),
+                   f"fastlstm@{threads}": Runner(base.call, before=at(threads))}
         if torch is not None:
             tr = torch_runner(case, torch, tmod, data, threads)
             runners[f"torch@{threads}"] = Runner(

@@ -299,8 +299,16 @@ void SpinBarrier::wait() {
 }
 
 namespace {
-// MEASURED_THRESHOLDS
-constexpr MinThreadWork kDefaultMinWork{int64_t(1) << 21, int64_t(1) << 22};
+// Measured on a 2-core Sapphire Rapids VM shared with other jobs (load 6-12), forward +
+// backward of small LSTMs at 1 and 2 threads, interleaved: with both threads running, a barrier
+// costs well under 1 us (a batch-1 H=64 step split in two was faster than one thread), but on a
+// busy machine a partner thread that is not scheduled stalls every barrier, and splitting steps
+// of 0.3M-4M multiply-adds per thread made training 1.2-4x slower than one thread; whole-sequence
+// products of 2.5M-10M per thread were slower too (1.2-1.5x), 40M per thread broke even. Steps
+// are split at 2M multiply-adds per thread (about 60 us of one core's work), products at 16M
+// (about 0.3 ms): the small models of the benchmark's grid (up to B=32, H=128) train on one
+// thread, and larger ones keep their threads.
+constexpr MinThreadWork kDefaultMinWork{int64_t(1) << 21, int64_t(1) << 24};
 std::atomic<int64_t> g_min_step{kDefaultMinWork.step};
 std::atomic<int64_t> g_min_region{kDefaultMinWork.region};
 }  // namespace

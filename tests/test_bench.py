@@ -240,3 +240,30 @@ def test_precision_rows(tmp_path):
 def test_precision_argument_checked():
     with pytest.raises(SystemExit):
         bench.main(TINY + ["--precision", "fp16"])
+
+
+def test_small_grid(tmp_path, capsys):
+    """--small-grid: a row per shape (the issue's three and the B x T x H grid, here scaled),
+    the thread count the engine chose (1 below its work thresholds: a scaled grid is all below),
+    the 2 / 1 threads ratio and the fit step; structure, not speed."""
+    from fastlstm.bench.small import GRID_SHAPES, ISSUE_SHAPES
+
+    path = tmp_path / "g.json"
+    code = bench.main(["--small-grid", "--quick", "--scale", "0.25", "--no-peers",
+                       "--min-sample", "0.002", "--threads", "2", "--json", str(path)])
+    assert code == 0
+    with open(path) as f:
+        doc = json.load(f)
+    assert doc["schema"] == "fastlstm-bench-small-grid/1"
+    scaled = {tuple(max(1, round(v * 0.25)) for v in s) for s in ISSUE_SHAPES + GRID_SHAPES}
+    assert {(r["B"], r["T"], r["I"], r["H"]) for r in doc["rows"]} == scaled
+    for r in doc["rows"]:
+        assert r["threads_chosen"] == 1
+        assert r["ms_1"] > 0 and r["ms_n"] > 0 and r["ms_torch"] is None
+        assert r["ratio_n_to_1"] == pytest.approx(r["ms_n"] / r["ms_1"])
+    fit = doc["fit_step"]
+    assert (fit["B"], fit["T"], fit["I"], fit["H"]) == (8, 2, 2, 16)
+    assert fit["fit_ms"] > 0 and fit["engine_ms"] > 0 and fit["keras_ms"] is None
+    out = capsys.readouterr().out
+    assert "| B, T, I, H | threads chosen |" in out and "worst 2 / 1 threads" in out
+    assert "Sequential.fit step at 8, 2, 2, 16" in out

@@ -1,7 +1,9 @@
 """Bitwise determinism: any thread count, any batch composition, concurrent callers.
 
-The sizes are large enough that the engine really splits the work over threads (hidden units
-in tiles of 32 across threads, the whole-sequence products in row chunks)."""
+The sizes are small (fast tests), below the work the engine wants per thread before it splits a
+step or a product: the thread-count test lowers those thresholds to zero, so that the work
+really is split over threads (hidden units in tiles of 32 across threads, the whole-sequence
+products in row chunks), and checks that it was."""
 
 import threading
 
@@ -9,6 +11,7 @@ import numpy as np
 import pytest
 
 import fastlstm
+from fastlstm import _core
 
 CONFIGS = [
     ("LSTM", dict(num_layers=2, bidirectional=True)),
@@ -24,6 +27,14 @@ def restore_threads():
     fastlstm.set_num_threads(n)
 
 
+@pytest.fixture
+def split_everything():
+    """Every time step and product split over all threads, whatever its size."""
+    _core._set_min_thread_work(0, 0)
+    yield
+    _core._set_min_thread_work(-1, -1)
+
+
 def _run(mod, x, lengths, d_out, recurrent_mask=None):
     out, state = mod.forward(x, lengths=lengths, train=True, recurrent_mask=recurrent_mask)
     d_x, _ = mod.backward(d_out)
@@ -32,7 +43,8 @@ def _run(mod, x, lengths, d_out, recurrent_mask=None):
 
 @pytest.mark.parametrize("cell,kw", CONFIGS)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_bitwise_identical_for_any_thread_count(cell, kw, dtype, restore_threads):
+def test_bitwise_identical_for_any_thread_count(cell, kw, dtype, restore_threads,
+                                                split_everything):
     rng = np.random.default_rng(0)
     mod = getattr(fastlstm, cell)(19, 70, dtype=dtype, seed=1, **kw)
     x = rng.standard_normal((13, 9, 19))
@@ -42,13 +54,15 @@ def test_bitwise_identical_for_any_thread_count(cell, kw, dtype, restore_threads
     for n in (1, 2, 3, 4):
         fastlstm.set_num_threads(n)
         results.append(_run(mod, x, lengths, d_out))
+        assert (mod._engine.last_threads > 1) == (n > 1)  # the backward's split
     for other in results[1:]:
         for a, b in zip(results[0], other):
             assert np.array_equal(a, b)
 
 
 @pytest.mark.parametrize("cell,kw", CONFIGS)
-def test_recurrent_dropout_bitwise_identical_for_any_thread_count(cell, kw, restore_threads):
+def test_recurrent_dropout_bitwise_identical_for_any_thread_count(cell, kw, restore_threads,
+                                                                  split_everything):
     """With recurrent masks (one product per gate forward, per gate and panel backward)"""
     rng = np.random.default_rng(3)
     mod = getattr(fastlstm, cell)(19, 70, seed=1, **kw)
@@ -62,6 +76,7 @@ def test_recurrent_dropout_bitwise_identical_for_any_thread_count(cell, kw, rest
     for n in (1, 2, 3):
         fastlstm.set_num_threads(n)
         results.append(_run(mod, x, lengths, d_out, rmask))
+        assert (mod._engine.last_threads > 1) == (n > 1)  # the backward's split
     for other in results[1:]:
         for a, b in zip(results[0], other):
             assert np.array_equal(a, b)

@@ -112,15 +112,14 @@ void Engine<T>::apply_dropout(int64_t l, T* buf, int64_t n) const {
 // hidden units aligned with the panels of the backward products.
 constexpr int64_t kTile = kNC;
 constexpr int64_t kRowGrain = 16 * kMR;  // rows per chunk of the whole-sequence products
-// Below this many multiply-adds per time step, one barrier per step costs more than a second
-// thread saves: run the time loop on one thread. (The split never changes the results.)
-constexpr int64_t kMinStepWork = 1 << 15;
 // Above this size the whole-sequence input projection would be read back from memory.
 constexpr int64_t kXprojCacheBytes = int64_t(1) << 20;
 
+// A time loop splits its steps' parts (unit tiles, state panels) over threads only where each
+// thread gets min_thread_work().step multiply-adds per step (cpu/parallel.hpp); below, it runs
+// on the caller's thread and no barrier is ever waited on.
 inline int step_threads(int64_t parts, int64_t work_per_step) {
-  if (work_per_step < kMinStepWork) return 1;
-  return int(std::min<int64_t>(parts, max_threads()));
+  return threads_for(parts, work_per_step, min_thread_work().step);
 }
 
 template <typename T>
@@ -286,16 +285,16 @@ void Engine<T>::forward_direction(int64_t l, int64_t d, const DirParams<T>& p, c
   if (!per_step) {
     xproj_.resize(N * Gp);
     if (N >= 2 * kRowGrain) {
-      parallel_for(N, kRowGrain, [&](int64_t r0, int64_t r1) {
+      used(parallel_for(N, kRowGrain, [&](int64_t r0, int64_t r1) {
         project(r0, r1, 0, Gp, in, I_l, xproj_.data() + r0 * Gp, Gp);
-      });
+      }, N * Gp * I_l));
     } else {
       // few rows (short sequences of a small batch): split the weight panels instead, so each
       // thread streams only its part of W_ih
       const int64_t grain = 4;
-      parallel_for(num_panels(Gp), grain, [&](int64_t q0, int64_t q1) {
+      used(parallel_for(num_panels(Gp), grain, [&](int64_t q0, int64_t q1) {
         project(0, N, q0 * kNC, q1 * kNC, in, I_l, xproj_.data() + q0 * kNC, Gp);
-      });
+      }, N * Gp * I_l));
     }
   }
 
@@ -340,7 +339,9 @@ void Engine<T>::forward_direction(int64_t l, int64_t d, const DirParams<T>& p, c
   act_.resize(B * G);
   aux_.resize(B * H);
   hraw_.resize(B * H);
-  const int nt_want = step_threads(tiles, B * G * (S + P));
+  // a step's multiply-adds: the recurrent product (and the projection, and x W_ih^T per step)
+  const int nt_want = step_threads(tiles, B * G * (S + P + (per_step ? I_l : 0)));
+  used(nt_want);
   if (int64_t(rec_.size()) < nt_want) rec_.resize(nt_want);
   if (int64_t(xrec_.size()) < nt_want) xrec_.resize(nt_want), xin_.resize(nt_want);
   if (mk && int64_t(hm_.size()) < nt_want) hm_.resize(nt_want);
@@ -474,6 +475,7 @@ template <typename T>
 void Engine<T>::forward(const SeqShape& shape, const ForwardArgs<T>& in,
                         const ForwardOutputs<T>& out) {
   has_acts_ = false;
+  last_threads_ = 1;
   if (in.train && lowp())
     throw Error(std::string("a ") + precision_name(cfg_.precision) +
                 " network is inference-only: forward(train=True) needs float weights");
@@ -565,6 +567,7 @@ void Engine<T>::backward_direction(int64_t l, int64_t d, const DirParams<T>& p,
   // d_out accumulation and the product with W_hh). Without a projection S = H and kTile = kNC,
   // so both are the same columns.
   const int nt_want = step_threads(std::max(tiles, s_panels), B * G * (S + P));
+  used(nt_want);
   SpinBarrier barrier(nt_want);
   parallel_region(nt_want, [&](int tid, int nt) {
     if (nt != nt_want) barrier.reset(nt);
@@ -658,22 +661,23 @@ void Engine<T>::backward_direction(int64_t l, int64_t d, const DirParams<T>& p,
   // gate pass above, by the thread that owns the units)
   auto pack_rows = [&](std::vector<T>& dst, int64_t cols, int64_t rows, const T* src) {
     dst.resize(num_panels(cols) * rows * kNC);
-    parallel_for(num_panels(cols), 1, [&](int64_t p0, int64_t p1) {
+    // a copy, not a product: weighted as one multiply-add per 8 elements moved
+    used(parallel_for(num_panels(cols), 1, [&](int64_t p0, int64_t p1) {
       for (int64_t q = p0; q < p1; ++q)  // panel q of src^T: columns q*kNC.. of src's rows
         pack_panels<T>(std::min(kNC, cols - q * kNC), rows, src + q * kNC, 1, cols,
                        dst.data() + q * rows * kNC);
-    });
+    }, cols * rows / 8));
   };
   pack_rows(pk_in_, I_l, N, in);
   if (!mk) pack_rows(pk_hs_, S, Tn * B, st.hs.data());
   if (P > 0) pack_rows(pk_hraw_, H, Tn * B, st.hraw.data());
   const int64_t dw_grain = kern.atb_grain;
   auto atb = [&](int64_t M, int64_t Nc, int64_t K, const T* A, int64_t lda, const T* pk, T* C) {
-    parallel_for(M, dw_grain, [&](int64_t m0, int64_t m1) {
+    used(parallel_for(M, dw_grain, [&](int64_t m0, int64_t m1) {
       thread_local std::vector<T> work;
       work.resize(kKC * (dw_grain + kMaxMR));
       kern.gemm_atb(m1 - m0, Nc, K, A + m0, lda, pk, C + m0 * Nc, Nc, work.data());
-    });
+    }, M * Nc * K));
   };
   atb(G, I_l, N, d_x_.data(), G, pk_in_.data(), dp.w_ih);
   if (mk) {
@@ -698,10 +702,10 @@ void Engine<T>::backward_direction(int64_t l, int64_t d, const DirParams<T>& p,
   // dL/d(layer input) [N, I_l] (+)= d_x [N, G] W_ih [G, I_l]: the first direction writes it,
   // the reverse one adds
   const T* pk_ih_t = pk_ih_t_[k].data();
-  parallel_for(N, kRowGrain, [&](int64_t r0, int64_t r1) {
+  used(parallel_for(N, kRowGrain, [&](int64_t r0, int64_t r1) {
     kern.gemm_packed(r1 - r0, I_l, G, d_x_.data() + r0 * G, G, pk_ih_t, d_in + r0 * I_l, I_l,
                    d > 0);
-  });
+  }, N * I_l * G));
 }
 
 template <typename T>
@@ -717,6 +721,7 @@ void Engine<T>::backward(const T* params, const BackwardArgs<T>& in,
   const int64_t DS = D * S;
   const bool lstm = cfg_.cell == CellType::LSTM;
   T* pbase = const_cast<T*>(params);
+  last_threads_ = 1;
   std::fill_n(out.d_params, num_params(cfg_), T(0));
   pack_weights(params, true);
   const T* d_out = in.d_output;

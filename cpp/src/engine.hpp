@@ -48,6 +48,8 @@ class Engine {
   void backward(const T* params, const BackwardArgs<T>& in, const BackwardOutputs<T>& out);
   bool has_activations() const { return has_acts_; }
   const RNNConfig& config() const { return cfg_; }
+  // the most threads any parallel part of the last forward() or backward() asked for
+  int last_threads() const { return last_threads_; }
 
  private:
   void pack_weights(const T* params, bool backward);
@@ -75,6 +77,8 @@ class Engine {
   bool has_acts_ = false;
   bool padded_ = false;  // lengths given: some rows of some steps are never computed
   uint64_t seed_ = 0;
+  int last_threads_ = 1;
+  void used(int nt) { last_threads_ = std::max(last_threads_, nt); }
   // schedule of the current call
   std::vector<int64_t> perm_;        // [B] sorted position j -> batch index
   std::vector<int64_t> len_sorted_;  // [B] lengths in sorted order (descending)

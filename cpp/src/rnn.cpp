@@ -57,6 +57,11 @@ bool RNN<T>::has_activations() const {
 }
 
 template <typename T>
+int RNN<T>::last_threads() const {
+  return impl_->engine.last_threads();
+}
+
+template <typename T>
 struct Stream<T>::Impl {
   Impl(const RNNConfig& c, const T* p, int64_t b)
       : params(p), batch(b), h(c.num_layers * b * c.state_size(), T(0)),

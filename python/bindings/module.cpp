@@ -11,6 +11,7 @@
 #include "fastlstm/cpu.hpp"
 #include "fastlstm/kernel_bench.hpp"
 #include "fastlstm/threads.hpp"
+#include "cpu/parallel.hpp"
 
 namespace py = pybind11;
 
@@ -74,6 +75,15 @@ PYBIND11_MODULE(_core, m) {
   m.def("set_num_threads", [](int64_t n) {
     fastlstm::set_num_threads(int(std::clamp<int64_t>(n, INT32_MIN, INT32_MAX)));
   }, py::arg("n"));
+  // the work thresholds of the thread split (cpu/parallel.hpp), for tests and calibration:
+  // values < 0 restore the defaults
+  m.def("_min_thread_work", [] {
+    const auto w = fastlstm::detail::min_thread_work();
+    return py::make_tuple(w.step, w.region);
+  });
+  m.def("_set_min_thread_work", [](int64_t step, int64_t region) {
+    fastlstm::detail::set_min_thread_work({step, region});
+  }, py::arg("step"), py::arg("region"));
   m.def(
       "kernel_bench",
       [](double seconds_per_row, const std::vector<std::string>& cases) {

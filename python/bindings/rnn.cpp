@@ -211,6 +211,14 @@ class PyRNN {
     }
     return rnn_.has_activations();
   }
+  int last_threads() {
+    std::unique_lock<std::mutex> lock(mu_, std::defer_lock);
+    {
+      py::gil_scoped_release nogil;
+      lock.lock();
+    }
+    return rnn_.last_threads();
+  }
 
  private:
   fastlstm::RNN<T> rnn_;
@@ -308,7 +316,8 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
       .def("backward", &PyRNN<T>::backward, py::arg("params"), py::arg("d_output"),
            py::arg("d_h_n"), py::arg("d_c_n"), py::arg("d_params"))
       .def_property_readonly("num_params", &PyRNN<T>::num_params)
-      .def_property_readonly("has_activations", &PyRNN<T>::has_activations);
+      .def_property_readonly("has_activations", &PyRNN<T>::has_activations)
+      .def_property_readonly("last_threads", &PyRNN<T>::last_threads);
 
   py::class_<PyStream<T>>(m, ("Stream_" + suffix).c_str())
       .def(py::init([](const std::string& cell, int64_t input_size, int64_t hidden_size,

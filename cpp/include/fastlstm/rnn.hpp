@@ -77,6 +77,10 @@ class RNN {
                 const BackwardOutputs<Scalar>& out);
   // True after a training forward, until the next forward.
   bool has_activations() const;
+  // The most threads any part of the last forward() or backward() was split over: 1 when the
+  // call's steps and products were too small for a thread to pay (it then ran on the calling
+  // thread alone), at most get_num_threads(). Results never depend on it.
+  int last_threads() const;
 
  private:
   struct Impl;

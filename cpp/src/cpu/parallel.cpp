@@ -133,7 +133,13 @@ class Pool {
     for (auto& t : workers_) t.join();
   }
 
-  bool try_run(int n, FunctionRef<void(int, int)> fn) {
+  // Strict (elastic = false): fn(tid, n) runs on exactly n threads, for regions whose threads
+  // wait on each other (a barrier per time step). Elastic: the region is open to the workers
+  // until the caller has finished fn(0, n); a worker that joins before runs fn(k, n) (k: the
+  // order it joined in), one that comes later (asleep, or not scheduled on a loaded machine)
+  // skips it, and the caller waits only for those that joined. fn must then share its work out
+  // dynamically (parallel_for: chunks taken from a counter), never by tid.
+  bool try_run(int n, FunctionRef<void(int, int)> fn, bool elastic) {
     std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
     if (!busy.owns_lock()) return false;
     try {
@@ -148,20 +154,44 @@ class Pool {
     }
     {
       std::lock_guard<std::mutex> lock(mu_);
-      fn_ = &fn;  // fn lives on the caller's stack until every worker is done
-      n_ = n;
-      pending_.store(n - 1, std::memory_order_relaxed);
+      fn_ = &fn;  // fn lives on the caller's stack until every worker in it is done
+      pending_.store(elastic ? 0 : n - 1, std::memory_order_relaxed);
+      const uint32_t gen = uint32_t(generation_.load(std::memory_order_relaxed)) + 1;
+      entry_.store((uint64_t(gen) << 32) | (elastic ? 0 : kStrict) | (uint64_t(n) << kNShift),
+                   std::memory_order_relaxed);
       generation_.fetch_add(1, std::memory_order_release);
     }
     cv_.notify_all();
     fn(0, n);
-    for (int spins = 0; pending_.load(std::memory_order_acquire) != 0; ++spins)
+    int wait_for = 0;  // strict: pending_ counts down to 0
+    if (elastic) wait_for = int(entry_.fetch_or(kClosed, std::memory_order_acq_rel) & kCount);
+    for (int spins = 0; pending_.load(std::memory_order_acquire) != (elastic ? wait_for : 0);
+         ++spins)
       if (spins < 2048) FASTLSTM_PAUSE();
       else std::this_thread::yield();
     return true;
   }
 
  private:
+  // entry_: generation (bits 32-63), kClosed, kStrict, threads n (bits 15-29; thread_limit()
+  // is far below 2^15), workers joined (bits 0-14, elastic)
+  static constexpr int kNShift = 15;
+  static constexpr uint64_t kClosed = uint64_t(1) << 31, kStrict = uint64_t(1) << 30,
+                            kCount = (uint64_t(1) << kNShift) - 1;
+  static int threads_of(uint64_t e) { return int((e >> kNShift) & kCount); }
+
+  // Elastic region of generation `gen`: joins it unless it is closed, full or over; returns
+  // the tid (>= 1), or 0.
+  int join(int gen) {
+    uint64_t e = entry_.load(std::memory_order_acquire);
+    for (;;) {
+      if (uint32_t(e >> 32) != uint32_t(gen) || (e & kClosed)) return 0;
+      const int joined = int(e & kCount);
+      if (joined >= threads_of(e) - 1) return 0;
+      if (entry_.compare_exchange_weak(e, e + 1, std::memory_order_acq_rel)) return joined + 1;
+    }
+  }
+
   void loop(int tid, int seen) {
     for (;;) {
       auto start = std::chrono::steady_clock::now();
@@ -176,9 +206,18 @@ class Pool {
       }
       seen = now;
       if (stop_) return;
-      if (tid < n_) {
-        (*fn_)(tid, n_);
-        pending_.fetch_sub(1, std::memory_order_acq_rel);
+      const uint64_t e = entry_.load(std::memory_order_acquire);
+      if (uint32_t(e >> 32) != uint32_t(now)) continue;  // a later region began meanwhile
+      const int n = threads_of(e);
+      if (e & kStrict) {
+        // the caller waits for all n - 1 workers of a strict region: it is still this one
+        if (tid < n) {
+          (*fn_)(tid, n);
+          pending_.fetch_sub(1, std::memory_order_acq_rel);
+        }
+      } else if (const int k = join(now)) {
+        (*fn_)(k, n);
+        pending_.fetch_add(1, std::memory_order_acq_rel);  // elastic: counts up to the joined
       }
     }
   }
@@ -187,10 +226,10 @@ class Pool {
   std::condition_variable cv_;
   std::vector<std::thread> workers_;
   const FunctionRef<void(int, int)>* fn_ = nullptr;
-  int n_ = 0;
   bool stop_ = false;
   std::atomic<int> generation_{0};
   std::atomic<int> pending_{0};
+  std::atomic<uint64_t> entry_{0};  // the current region (see kNShift)
 };
 
 // The pool is created on first use. A fork()ed child has only the forking thread: the parent's
@@ -243,7 +282,7 @@ void parallel_region(int wanted, FunctionRef<void(int, int)> fn) {
   // for `wanted` (from max_threads() when it started), so a set_num_threads() from another
   // thread meanwhile takes effect at the next region, not in the middle of this one.
   const int n = std::max(1, std::min(wanted, thread_limit()));
-  if (n == 1 || !pool().try_run(n, fn)) fn(0, 1);
+  if (n == 1 || !pool().try_run(n, fn, false)) fn(0, 1);
 }
 
 void SpinBarrier::wait() {
@@ -259,12 +298,53 @@ void SpinBarrier::wait() {
     else std::this_thread::yield();
 }
 
-void parallel_for(int64_t n, int64_t grain, FunctionRef<void(int64_t, int64_t)> fn) {
+namespace {
+// Measured on a 2-core Sapphire Rapids VM shared with other jobs (load 6-12), forward +
+// backward of small LSTMs at 1 and 2 threads, interleaved: with both threads running, a barrier
+// costs well under 1 us (a batch-1 H=64 step split in two was faster than one thread), but on a
+// busy machine a partner thread that is not scheduled stalls every barrier, and splitting steps
+// of 0.3M-4M multiply-adds per thread made training 1.2-4x slower than one thread; whole-sequence
+// products of 2.5M-10M per thread were slower too (1.2-1.5x), 40M per thread broke even. Steps
+// are split at 2M multiply-adds per thread (about 60 us of one core's work), products at 16M
+// (about 0.3 ms): the small models of the benchmark's grid (up to B=32, H=128) train on one
+// thread, and larger ones keep their threads.
+constexpr MinThreadWork kDefaultMinWork{int64_t(1) << 21, int64_t(1) << 24};
+std::atomic<int64_t> g_min_step{kDefaultMinWork.step};
+std::atomic<int64_t> g_min_region{kDefaultMinWork.region};
+}  // namespace
+
+MinThreadWork min_thread_work() {
+  return {g_min_step.load(std::memory_order_relaxed), g_min_region.load(std::memory_order_relaxed)};
+}
+
+void set_min_thread_work(MinThreadWork w) {
+  g_min_step.store(w.step < 0 ? kDefaultMinWork.step : w.step, std::memory_order_relaxed);
+  g_min_region.store(w.region < 0 ? kDefaultMinWork.region : w.region,
+                     std::memory_order_relaxed);
+}
+
+int threads_for(int64_t parts, int64_t work, int64_t min_per_thread) {
+  int64_t n = std::min<int64_t>(parts, max_threads());
+  if (min_per_thread > 0) n = std::min(n, work / min_per_thread);
+  return int(std::max<int64_t>(1, n));
+}
+
+int parallel_for(int64_t n, int64_t grain, FunctionRef<void(int64_t, int64_t)> fn,
+                 int64_t work) {
   const int64_t chunks = (n + grain - 1) / grain;
-  if (chunks <= 0) return;
-  parallel_region(int(std::min<int64_t>(chunks, max_threads())), [&](int tid, int nt) {
-    for (int64_t c = tid; c < chunks; c += nt) fn(c * grain, std::min(n, (c + 1) * grain));
-  });
+  if (chunks <= 0) return 1;
+  const int want = work < 0 ? int(std::min<int64_t>(chunks, max_threads()))
+                            : threads_for(chunks, work, min_thread_work().region);
+  // chunks are taken from a counter by whichever threads are running (an elastic region): a
+  // worker that is asleep or not scheduled delays nothing
+  std::atomic<int64_t> next{0};
+  auto body = [&](int, int) {
+    for (int64_t c; (c = next.fetch_add(1, std::memory_order_relaxed)) < chunks;)
+      fn(c * grain, std::min(n, (c + 1) * grain));
+  };
+  const int nt = std::max(1, std::min(want, thread_limit()));
+  if (nt == 1 || !pool().try_run(nt, body, true)) body(0, 1);  // one thread: no region, no lock
+  return want;
 }
 
 }  // namespace detail

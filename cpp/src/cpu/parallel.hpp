@@ -54,7 +54,29 @@ class SpinBarrier {
   alignas(64) std::atomic<int> generation_{0};
 };
 
+// The least work, in multiply-adds, that is worth a thread of its own. A time step is split over
+// n threads only when each gets at least `step` of the step's work (a barrier per step), a
+// whole-sequence region only when each gets at least `region` of it (waking the pool's workers,
+// which may be asleep, and one wait for the slowest). Below, the caller's thread does it all and
+// no other thread is woken. The split never changes the results: every element is the same
+// fixed-order chain of multiply-adds whichever thread computes it.
+struct MinThreadWork {
+  int64_t step;
+  int64_t region;
+};
+MinThreadWork min_thread_work();
+// Changes them for this process (tests and calibration; values < 0 restore the defaults).
+void set_min_thread_work(MinThreadWork w);
+
+// The threads for `work` multiply-adds in `parts` independent parts: each thread gets at least
+// `min_per_thread` of the work and at least one part, at most max_threads(), at least 1.
+int threads_for(int64_t parts, int64_t work, int64_t min_per_thread);
+
 // fn(begin, end) over [0, n) in chunks of `grain`; chunk boundaries depend only on n and grain.
-void parallel_for(int64_t n, int64_t grain, FunctionRef<void(int64_t, int64_t)> fn);
+// With work >= 0 (the multiply-adds of all of [0, n)), at most threads_for(chunks, work,
+// min_thread_work().region) threads run it; with work < 0, up to one per chunk. Returns the
+// threads it asked for.
+int parallel_for(int64_t n, int64_t grain, FunctionRef<void(int64_t, int64_t)> fn,
+                  int64_t work = -1);
 
 }  // namespace fastlstm::detail

@@ -7,7 +7,8 @@ reference with ``--reference``) at the same thread count, timed interleaved
 repeats, GFLOP/s and the time ratio fastlstm/peer; :mod:`~fastlstm.bench.memory` measures the
 memory of training; ``--stream`` runs the C++ streaming benchmark (:mod:`~fastlstm.bench.stream`);
 ``--kernels`` (:mod:`~fastlstm.bench.kernels`) measures the machine's limits and the kernels
-against them instead. This module is the command line.
+against them instead; ``--small-grid`` (:mod:`~fastlstm.bench.small`) small training steps at 1
+and N threads. This module is the command line.
 """
 
 from __future__ import annotations
@@ -111,6 +112,11 @@ def add_arguments(parser):
                         help="instead of the cases: the machine's FMA peak and L2/memory "
                              "bandwidth, and the float32 kernels' GFLOP/s on each case's "
                              "product shapes against them (single thread)")
+    parser.add_argument("--small-grid", action="store_true",
+                        help="instead of the cases: forward + backward of small LSTMs (a grid of "
+                             "B, T, H) at 1 and N threads and PyTorch at N, the threads the "
+                             "engine chose, and a Sequential.fit step against Keras; --quick, "
+                             "--repeats, --threads, --no-peers, --json apply")
     parser.add_argument("--json", metavar="FILE", help="write every result and machine info")
     parser.add_argument("--plot", metavar="FILE.png", help="grouped bar chart (matplotlib)")
     parser.add_argument("--scale", type=_positive(float), default=1.0,
@@ -149,6 +155,31 @@ def run_kernels(args):
     return 0
 
 
+def run_small_grid(args):
+    """``--small-grid``: the table of :mod:`~fastlstm.bench.small`, optionally as JSON."""
+    from .small import (FIT_SHAPE, GRID_SHAPES, ISSUE_SHAPES, fit_step, format_small_grid,
+                        small_grid)
+
+    _finish_defaults(args)
+    torch = import_torch() if args.peers else None
+    log(f"fastlstm bench --small-grid: 1 and {args.threads} threads, {args.repeats} repeats")
+    shapes = fit_shape = None
+    if args.scale != 1.0:  # for tests: every shape scaled (B, T, I, H each at least 1)
+        def f(shape):
+            return tuple(max(1, int(round(v * args.scale))) for v in shape)
+        shapes = list(dict.fromkeys(f(s) for s in ISSUE_SHAPES + GRID_SHAPES))
+        fit_shape = f(FIT_SHAPE)
+    rows = small_grid(args, args.threads, torch, shapes)
+    fit = fit_step(args.repeats, shape=fit_shape or FIT_SHAPE, with_keras=args.peers)
+    print(format_small_grid(rows, args.threads, fit))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"schema": "fastlstm-bench-small-grid/1",
+                       "machine": machine_info(args.threads), "busy_cpus_before": busy_cpus(),
+                       "rows": rows, "fit_step": fit}, f, indent=1)
+    return 0
+
+
 def run(args):
     """Runs the suite as ``args`` (from :func:`add_arguments`) says; returns an exit code."""
     if getattr(args, "memory_child", None):
@@ -165,6 +196,8 @@ def run(args):
         return stream.run_stream(args)
     if args.kernels:
         return run_kernels(args)
+    if args.small_grid:
+        return run_small_grid(args)
     _finish_defaults(args)
     if args.plot:
         try:

@@ -15,9 +15,6 @@ from .optim import (  # noqa: F401
     StepDecay,
     get,
 )
-
-schedules = __import__("types").SimpleNamespace(
-    LearningRateSchedule=LearningRateSchedule, ExponentialDecay=ExponentialDecay,
-    CosineDecay=CosineDecay, PiecewiseConstantDecay=PiecewiseConstantDecay)
+from . import schedules  # noqa: F401 - Keras's fastlstm.optimizers.schedules.ExponentialDecay
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "get", "schedules"]

@@ -486,6 +486,22 @@ def test_from_keras_model_structure():
     assert cfg["layers"][3]["config"]["activation"] == "softmax"
 
 
+def test_from_keras_keeps_dropout_rates():
+    """dropout / recurrent_dropout of a Keras LSTM come over (for a later fit); predict is the
+    same as without them (no dropout at inference)."""
+    import json
+
+    data = npz("import_keras_stack")
+    cfg = json.loads(str(data["config"]))
+    layers = cfg["config"]["layers"] if "config" in cfg else cfg["layers"]
+    lstm = next(layer for layer in layers if layer["class_name"] == "LSTM")
+    lstm["config"].update(dropout=0.25, recurrent_dropout=0.5)
+    model = fio.from_keras(json.dumps(cfg), keras_weights(data))
+    got = model.get_config()["layers"][0]["config"]
+    assert got["dropout"] == 0.25 and got["recurrent_dropout"] == 0.5
+    keras_close(model(data["x"]), data["output"], "stack")
+
+
 class FakeKeras:
     """Duck-typed stand-in for a Keras object: class name, get_config(), get_weights()."""
 

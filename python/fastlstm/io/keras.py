@@ -115,6 +115,9 @@ def _keras_rnn_layer(kind, cfg, arrays, where, go_backwards_ok=True):
     config = {"units": units, "input_size": input_size,
               "return_sequences": bool(cfg.get("return_sequences", False)),
               "go_backwards": bool(cfg.get("go_backwards", False))}
+    for rate in ("dropout", "recurrent_dropout"):  # training only; kept for a later fit
+        if cfg.get(rate):
+            config[rate] = float(cfg[rate])
     if kind == "LSTM":
         config["peephole"] = False
     config["bias"] = True

@@ -61,6 +61,21 @@ void fill_typed(TypedKernels<T>& k) {
   k.stream_layer[LstmKind::kIndex][1] = &run_layer<T, LstmCell, kStreamU<T> / 2>;
   k.stream_layer[GruKind::kIndex][0] = &run_layer<T, GruCell, kStreamU<T>>;
   k.stream_layer[GruKind::kIndex][1] = &run_layer<T, GruCell, kStreamU<T> / 2>;
+#if FASTLSTM_HAVE_VOPS
+  if constexpr (sizeof(T) == 4) {
+    // float: the step in registers (the same bits, a shorter chain)
+#if defined(__AVX512F__)
+    constexpr int V16 = 512;
+#else
+    constexpr int V16 = 256;
+#endif
+    k.stream_layer[LstmKind::kIndex][0] = &run_layer_reg<LstmCell, 16, V16>;
+    k.stream_layer[LstmKind::kIndex][1] = &run_layer_reg<LstmCell, 8, 256>;
+    k.stream_layer[GruKind::kIndex][0] = &run_layer_reg<GruCell, 16, V16>;
+    k.stream_layer[GruKind::kIndex][1] = &run_layer_reg<GruCell, 8, 256>;
+    static_assert(kStreamU<float> == 16, "run_layer_reg: blocks of 16 and 8 floats");
+  }
+#endif
 }
 
 // ---- low precision --------------------------------------------------------------------------

@@ -30,6 +30,7 @@
 #endif
 
 #include "kernels/cells.hpp"
+#include "kernels/simd_act.hpp"
 #include "stream.hpp"
 
 namespace fastlstm::detail::FASTLSTM_ISA_NS {
@@ -102,5 +103,107 @@ void run_layer(const StreamLayerView<T>& L, const T* x, const T* h_prev, T* c,
     }
   }
 }
+
+
+#if FASTLSTM_HAVE_VOPS
+// The float step with the gate products and the cell pass in vector registers: what run_layer
+// computes, element for element the same operations in the same order (the products' chains,
+// b_ih, then (xp + rec) + b_hh, the cell of kernels/cells.hpp with the activations of
+// kernels/simd_act.hpp), so the same bits, without the round trips through memory between the
+// products, the cell pass and the activations, and without the loop over a run-time unit count
+// that the compiler vectorizes with masks. A step of a small layer is one dependent chain
+// (h_prev -> products -> gates -> c -> tanh(c) -> h); this keeps it as short as the arithmetic.
+// Bits: one register per gate block (U = 8: 256 bits; U = 16: 512, or two of 256 on AVX2).
+namespace reg {
+
+// one group of NB blocks of U units (NG gates): products, then the cell on each register
+template <typename Cell, int U, int Bits, int NB, bool Peep>
+inline void group(const StreamLayerView<float>& L, const StreamGroup& g, const float* x,
+                  const float* h_prev, float* c, float* h_out) noexcept {
+  using O = simd::VOps<Bits>;
+  using VT = typename O::V;
+  constexpr int kL = O::kL, NV = U / kL, NG = Cell::kGates, C = NB * NG * NV;
+  const int64_t I = L.I, S = L.S, H = L.H;
+  const float* w = L.w + g.w;
+  VT ax[C], ah[C];
+  {
+    const VT a = O::set1(x[0]);
+    for (int j = 0; j < C; ++j) ax[j] = O::fma(a, O::load(w + j * kL), O::set1(0.0f));
+  }
+  for (int64_t k = 1; k < I; ++k) {
+    const VT a = O::set1(x[k]);
+    const float* wk = w + k * (C * kL);
+    for (int j = 0; j < C; ++j) ax[j] = O::fma(a, O::load(wk + j * kL), ax[j]);
+  }
+  w += I * (C * kL);
+  {
+    const VT a = O::set1(h_prev[0]);
+    for (int j = 0; j < C; ++j) ah[j] = O::fma(a, O::load(w + j * kL), O::set1(0.0f));
+  }
+  for (int64_t k = 1; k < S; ++k) {
+    const VT a = O::set1(h_prev[k]);
+    const float* wk = w + k * (C * kL);
+    for (int j = 0; j < C; ++j) ah[j] = O::fma(a, O::load(wk + j * kL), ah[j]);
+  }
+  const float* bih = L.b_ih + g.b;
+  const float* bhh = L.b_hh + g.b;
+  const VT one = O::set1(1.0f);
+  for (int b = 0; b < NB; ++b)
+    for (int v = 0; v < NV; ++v) {
+      const int64_t u = g.u0 + b * U + v * kL;  // first unit of this register
+      if (u >= H) return;
+      const int n = H - u >= kL ? kL : int(H - u);
+      // gate q of this register: (q * NV + v) within block b
+      auto pre = [&](int q) {
+        const int j = (b * NG + q) * NV + v;
+        const VT xp = O::add(ax[j], O::load(bih + j * kL));
+        return O::add(O::add(xp, ah[j]), O::load(bhh + j * kL));
+      };
+      if constexpr (Cell::kHasC) {
+        const VT c_prev = O::load_n(c + u, n);
+        VT pi = pre(0), pf = pre(1), po = pre(3);
+        const VT pg = pre(2);
+        if constexpr (Peep) {
+          pi = O::add(pi, O::mul(O::load_n(L.w_ci + u, n), c_prev));
+          pf = O::add(pf, O::mul(O::load_n(L.w_cf + u, n), c_prev));
+        }
+        const VT i = simd::sigmoid_v<Bits>(pi), f = simd::sigmoid_v<Bits>(pf), gg = simd::tanh_v<Bits>(pg);
+        const VT c_new = O::add(O::mul(f, c_prev), O::mul(i, gg));
+        if constexpr (Peep) po = O::add(po, O::mul(O::load_n(L.w_co + u, n), c_new));
+        const VT o = simd::sigmoid_v<Bits>(po);
+        O::store_n(c + u, c_new, n);
+        O::store_n(h_out + u, O::mul(o, simd::tanh_v<Bits>(c_new)), n);
+      } else {
+        const int jn = (b * NG + 2) * NV + v;
+        const VT rg = simd::sigmoid_v<Bits>(pre(0)), z = simd::sigmoid_v<Bits>(pre(1));
+        const VT hn = O::add(ah[jn], O::load(bhh + jn * kL));
+        const VT xn = O::add(ax[jn], O::load(bih + jn * kL));
+        const VT nn = simd::tanh_v<Bits>(O::add(xn, O::mul(rg, hn)));
+        const VT hp = O::load_n(h_prev + u, n);
+        O::store_n(h_out + u, O::add(O::mul(O::sub(one, z), nn), O::mul(z, hp)), n);
+      }
+    }
+}
+
+template <typename Cell, int U, int Bits, bool Peep>
+void layer(const StreamLayerView<float>& L, const float* x, const float* h_prev, float* c,
+           float* h_out, bool reverse, int64_t g0, int64_t g1) noexcept {
+  for (int64_t gi = g0; gi < g1; ++gi) {
+    const StreamGroup& g = L.groups[reverse ? g1 - 1 - (gi - g0) : gi];
+    if (g.nb == 2) group<Cell, U, Bits, 2, Peep>(L, g, x, h_prev, c, h_out);
+    else group<Cell, U, Bits, 1, Peep>(L, g, x, h_prev, c, h_out);
+  }
+}
+
+}  // namespace reg
+
+// the kernel table's float stream_layer entry for this cell and block width
+template <typename Cell, int U, int Bits>
+void run_layer_reg(const StreamLayerView<float>& L, const float* x, const float* h_prev,
+                   float* c, float* h_out, bool reverse, int64_t g0, int64_t g1) noexcept {
+  if (Cell::kHasC && L.w_ci) reg::layer<Cell, U, Bits, true>(L, x, h_prev, c, h_out, reverse, g0, g1);
+  else reg::layer<Cell, U, Bits, false>(L, x, h_prev, c, h_out, reverse, g0, g1);
+}
+#endif  // FASTLSTM_HAVE_VOPS
 
 }  // namespace fastlstm::detail::FASTLSTM_ISA_NS

@@ -29,7 +29,8 @@ StreamStep<T>::StreamStep(const RNNConfig& config, int64_t batch) : cfg_(config)
   const bool lstm = cfg_.cell == CellType::LSTM;
   const bool narrow = H <= kStreamU<T> / 2;
   const int64_t U = U_ = narrow ? kStreamU<T> / 2 : kStreamU<T>;
-  run_ = typed_kernels<T>().stream_layer[lstm ? LstmKind::kIndex : GruKind::kIndex][narrow ? 1 : 0];
+  const auto pick =
+      typed_kernels<T>().stream_layer[lstm ? LstmKind::kIndex : GruKind::kIndex][narrow ? 1 : 0];
   gemm_ = typed_kernels<T>().gemm_packed;
   hnew_.assign(B_ * S, T(0));
   hraw_.assign(B_ * H, T(0));
@@ -94,6 +95,7 @@ StreamStep<T>::StreamStep(const RNNConfig& config, int64_t batch) : cfg_(config)
       v.w_co = ly.w_co.data();
     }
     v.groups = ly.groups.data();
+    ly.run = pick(S, ly.o_ci >= 0);
   }
 }
 
@@ -160,7 +162,7 @@ void StreamStep<T>::step(const T* x, T* y, T* h, T* c) noexcept {
     // rows x groups [g0, g1): the gate products and cell pass of those units
     auto part = [&](int64_t g0, int64_t g1) {
       for (int64_t j = 0; j < B; ++j)
-        run_(ly.view, in + j * ld_in, hl + j * S, cl ? cl + j * H : nullptr, out + j * ld_out,
+        ly.run(ly.view, in + j * ld_in, hl + j * S, cl ? cl + j * H : nullptr, out + j * ld_out,
              reverse_, g0, g1);
     };
     if (nt <= 1 || ng < 2) {

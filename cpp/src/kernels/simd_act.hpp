@@ -54,6 +54,13 @@ struct VOps<256> {
   }
   // x != x ? x : y
   static V nan_or(V x, V y) { return _mm256_blendv_ps(y, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q)); }
+  // x < lo ? a : x > hi ? c : x != x ? x : b, with one blend after b (the rest is off b's chain)
+  static V fix_range(V x, V lo, V hi, V a, V c, V b) {
+    const V m_lo = _mm256_cmp_ps(x, lo, _CMP_LT_OQ), m_hi = _mm256_cmp_ps(x, hi, _CMP_GT_OQ);
+    const V m = _mm256_or_ps(_mm256_or_ps(m_lo, m_hi), _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+    const V repl = _mm256_blendv_ps(_mm256_blendv_ps(x, a, m_lo), c, m_hi);
+    return _mm256_blendv_ps(b, repl, m);
+  }
   // the first n (1 <= n <= kL) floats at p, zeros past them; their store to p
   static V load_n(const float* p, int n) {
     if (n == kL) return load(p);
@@ -105,6 +112,13 @@ struct VOps<512> {
   static V nan_or(V x, V y) {
     return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), y, x);
   }
+  static V fix_range(V x, V lo, V hi, V a, V c, V b) {
+    const __mmask16 m_lo = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
+    const __mmask16 m_hi = _mm512_cmp_ps_mask(x, hi, _CMP_GT_OQ);
+    const __mmask16 m = m_lo | m_hi | _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+    const V repl = _mm512_mask_blend_ps(m_hi, _mm512_mask_blend_ps(m_lo, x, a), c);
+    return _mm512_mask_blend_ps(m, b, repl);
+  }
   static V load_n(const float* p, int n) {
     if (n == kL) return load(p);
     if (n == 1) return _mm512_zextps128_ps512(_mm_load_ss(p));
@@ -118,15 +132,20 @@ struct VOps<512> {
 };
 #endif
 
-// exp_f32 (kernels/activations.hpp), lane by lane
-template <int Bits, typename VT = typename VOps<Bits>::V>
-inline VT exp_v(VT x_in) {
+// exp_f32 (kernels/activations.hpp) of k * x, lane by lane, for k = 1 or 2 (tanh's exp(2x)),
+// with the same bits as exp_f32(k * x), in fewer dependent steps:
+//   - exp_f32 clamps its argument to [-87, 88] before the range reduction; here the reduction
+//     runs on the argument as it is and the lanes outside [-87, 88] (and NaN) are replaced at
+//     the end by exp_f32(-87), exp_f32(88) (computed by the same arithmetic on those constants)
+//     and the NaN itself: the same value for every input, the clamp off the chain;
+//   - k x log2(e) is computed as x (k log2(e)): k = 2 scales exactly (a power of two, far from
+//     overflow here), so the product is bitwise the same, one multiply off the chain.
+template <int Bits, int K = 1, typename VT = typename VOps<Bits>::V>
+inline VT exp_core(VT xk, VT xlog2e) {  // xk = k x, xlog2e = k x log2(e) (rounded once)
   using O = VOps<Bits>;
-  VT x = O::max(x_in, O::set1(-87.0f));  // x_in >= -87 ? x_in : -87 (NaN -> -87)
-  x = O::min(x, O::set1(88.0f));         // x > 88 ? 88 : x
   const VT big = O::set1(12582912.0f);
-  const VT n = O::sub(O::add(O::mul(x, O::set1(1.44269504088896341f)), big), big);
-  VT r = O::fma(n, O::set1(-0.693359375f), x);
+  const VT n = O::sub(O::add(xlog2e, big), big);
+  VT r = O::fma(n, O::set1(-0.693359375f), xk);
   r = O::fma(n, O::set1(2.12194440e-4f), r);
   VT p = O::set1(1.9875691500e-4f);
   p = O::fma(p, r, O::set1(1.3981999507e-3f));
@@ -135,22 +154,41 @@ inline VT exp_v(VT x_in) {
   p = O::fma(p, r, O::set1(1.6666665459e-1f));
   p = O::fma(p, r, O::set1(5.0000001201e-1f));
   const VT y = O::add(O::fma(p, O::mul(r, r), r), O::set1(1.0f));
-  return O::nan_or(x_in, O::mul(y, O::pow2n(n)));
+  return O::mul(y, O::pow2n(n));
+}
+
+template <int Bits, int K, typename VT = typename VOps<Bits>::V>
+inline VT exp_kx(VT x) {
+  using O = VOps<Bits>;
+  const float l2e = 1.44269504088896341f;
+  const VT xk = K == 1 ? x : O::mul(O::set1(float(K)), x);
+  const VT y = exp_core<Bits>(xk, O::mul(x, O::set1(float(K) * l2e)));
+  // exp_f32 at the clamp bounds, by the same arithmetic (off the chain; folded or hoisted)
+  const VT lo = O::set1(-87.0f), hi = O::set1(88.0f);
+  const VT y_lo = exp_core<Bits>(lo, O::mul(lo, O::set1(l2e)));
+  const VT y_hi = exp_core<Bits>(hi, O::mul(hi, O::set1(l2e)));
+  return O::fix_range(xk, lo, hi, y_lo, y_hi, y);
+}
+
+// exp_f32(x), lane by lane
+template <int Bits, typename VT = typename VOps<Bits>::V>
+inline VT exp_v(VT x) {
+  return exp_kx<Bits, 1>(x);
 }
 
 // sigmoid(x) = 1 / (1 + exp(-x))
 template <int Bits, typename VT = typename VOps<Bits>::V>
 inline VT sigmoid_v(VT x) {
   using O = VOps<Bits>;
-  return O::div(O::set1(1.0f), O::add(O::set1(1.0f), exp_v<Bits>(O::neg(x))));
+  return O::div(O::set1(1.0f), O::add(O::set1(1.0f), exp_kx<Bits, 1>(O::neg(x))));
 }
 
 // tanh_act(x) = 1 - 2 / (1 + exp(2 x))
 template <int Bits, typename VT = typename VOps<Bits>::V>
 inline VT tanh_v(VT x) {
   using O = VOps<Bits>;
-  return O::sub(O::set1(1.0f), O::div(O::set1(2.0f),
-                                      O::add(O::set1(1.0f), exp_v<Bits>(O::mul(O::set1(2.0f), x)))));
+  return O::sub(O::set1(1.0f),
+                O::div(O::set1(2.0f), O::add(O::set1(1.0f), exp_kx<Bits, 2>(x))));
 }
 #endif  // FASTLSTM_HAVE_VOPS
 

@@ -116,37 +116,44 @@ void run_layer(const StreamLayerView<T>& L, const T* x, const T* h_prev, T* c,
 // Bits: one register per gate block (U = 8: 256 bits; U = 16: 512, or two of 256 on AVX2).
 namespace reg {
 
-// one group of NB blocks of U units (NG gates): products, then the cell on each register
-template <typename Cell, int U, int Bits, int NB, bool Peep>
+// one group of NB blocks of U units (NG gates): products, then the cell on each register.
+// KS: the state size S when known at compile time (0: L.S at run time). The input part
+// xp = x W_ih^T + b_ih does not depend on h_prev: it goes through memory, off the chain; the
+// recurrent part is the chain, kept in registers (fully unrolled when KS > 0).
+template <typename Cell, int U, int Bits, int NB, bool Peep, int KS>
 inline void group(const StreamLayerView<float>& L, const StreamGroup& g, const float* x,
                   const float* h_prev, float* c, float* h_out) noexcept {
   using O = simd::VOps<Bits>;
   using VT = typename O::V;
   constexpr int kL = O::kL, NV = U / kL, NG = Cell::kGates, C = NB * NG * NV;
-  const int64_t I = L.I, S = L.S, H = L.H;
+  const int64_t I = L.I, S = KS > 0 ? KS : L.S, H = L.H;
   const float* w = L.w + g.w;
-  VT ax[C], ah[C];
+  const float* bih = L.b_ih + g.b;
+  const float* bhh = L.b_hh + g.b;
+  alignas(64) float xp[C * kL];
   {
+    VT ax[C];
     const VT a = O::set1(x[0]);
     for (int j = 0; j < C; ++j) ax[j] = O::fma(a, O::load(w + j * kL), O::set1(0.0f));
-  }
-  for (int64_t k = 1; k < I; ++k) {
-    const VT a = O::set1(x[k]);
-    const float* wk = w + k * (C * kL);
-    for (int j = 0; j < C; ++j) ax[j] = O::fma(a, O::load(wk + j * kL), ax[j]);
+    for (int64_t k = 1; k < I; ++k) {
+      const VT a = O::set1(x[k]);
+      const float* wk = w + k * (C * kL);
+      for (int j = 0; j < C; ++j) ax[j] = O::fma(a, O::load(wk + j * kL), ax[j]);
+    }
+    for (int j = 0; j < C; ++j) O::store(xp + j * kL, O::add(ax[j], O::load(bih + j * kL)));
   }
   w += I * (C * kL);
+  VT ah[C];
   {
     const VT a = O::set1(h_prev[0]);
     for (int j = 0; j < C; ++j) ah[j] = O::fma(a, O::load(w + j * kL), O::set1(0.0f));
   }
+#pragma GCC unroll 32
   for (int64_t k = 1; k < S; ++k) {
     const VT a = O::set1(h_prev[k]);
     const float* wk = w + k * (C * kL);
     for (int j = 0; j < C; ++j) ah[j] = O::fma(a, O::load(wk + j * kL), ah[j]);
   }
-  const float* bih = L.b_ih + g.b;
-  const float* bhh = L.b_hh + g.b;
   const VT one = O::set1(1.0f);
   for (int b = 0; b < NB; ++b)
     for (int v = 0; v < NV; ++v) {
@@ -156,8 +163,7 @@ inline void group(const StreamLayerView<float>& L, const StreamGroup& g, const f
       // gate q of this register: (q * NV + v) within block b
       auto pre = [&](int q) {
         const int j = (b * NG + q) * NV + v;
-        const VT xp = O::add(ax[j], O::load(bih + j * kL));
-        return O::add(O::add(xp, ah[j]), O::load(bhh + j * kL));
+        return O::add(O::add(O::load(xp + j * kL), ah[j]), O::load(bhh + j * kL));
       };
       if constexpr (Cell::kHasC) {
         const VT c_prev = O::load_n(c + u, n);
@@ -177,7 +183,7 @@ inline void group(const StreamLayerView<float>& L, const StreamGroup& g, const f
         const int jn = (b * NG + 2) * NV + v;
         const VT rg = simd::sigmoid_v<Bits>(pre(0)), z = simd::sigmoid_v<Bits>(pre(1));
         const VT hn = O::add(ah[jn], O::load(bhh + jn * kL));
-        const VT xn = O::add(ax[jn], O::load(bih + jn * kL));
+        const VT xn = O::load(xp + jn * kL);
         const VT nn = simd::tanh_v<Bits>(O::add(xn, O::mul(rg, hn)));
         const VT hp = O::load_n(h_prev + u, n);
         O::store_n(h_out + u, O::add(O::mul(O::sub(one, z), nn), O::mul(z, hp)), n);
@@ -185,24 +191,50 @@ inline void group(const StreamLayerView<float>& L, const StreamGroup& g, const f
     }
 }
 
-template <typename Cell, int U, int Bits, bool Peep>
+template <typename Cell, int U, int Bits, bool Peep, int KS>
 void layer(const StreamLayerView<float>& L, const float* x, const float* h_prev, float* c,
            float* h_out, bool reverse, int64_t g0, int64_t g1) noexcept {
   for (int64_t gi = g0; gi < g1; ++gi) {
     const StreamGroup& g = L.groups[reverse ? g1 - 1 - (gi - g0) : gi];
-    if (g.nb == 2) group<Cell, U, Bits, 2, Peep>(L, g, x, h_prev, c, h_out);
-    else group<Cell, U, Bits, 1, Peep>(L, g, x, h_prev, c, h_out);
+    if (g.nb == 2) group<Cell, U, Bits, 2, Peep, KS>(L, g, x, h_prev, c, h_out);
+    else group<Cell, U, Bits, 1, Peep, KS>(L, g, x, h_prev, c, h_out);
   }
+}
+
+using LayerFnF = void (*)(const StreamLayerView<float>&, const float*, const float*, float*,
+                          float*, bool, int64_t, int64_t) noexcept;
+
+// the layer function for state size S: a compile-time S for the sizes where the step is a
+// latency chain (S <= 8 in blocks of 8; 16 and 32 in blocks of 16), else S at run time
+template <typename Cell, int U, int Bits, bool Peep>
+LayerFnF pick(int64_t S) {
+  if constexpr (U == 8) {
+    switch (S) {
+      case 1: return &layer<Cell, U, Bits, Peep, 1>;
+      case 2: return &layer<Cell, U, Bits, Peep, 2>;
+      case 3: return &layer<Cell, U, Bits, Peep, 3>;
+      case 4: return &layer<Cell, U, Bits, Peep, 4>;
+      case 5: return &layer<Cell, U, Bits, Peep, 5>;
+      case 6: return &layer<Cell, U, Bits, Peep, 6>;
+      case 7: return &layer<Cell, U, Bits, Peep, 7>;
+      case 8: return &layer<Cell, U, Bits, Peep, 8>;
+      default: break;
+    }
+  } else {
+    if (S == 16) return &layer<Cell, U, Bits, Peep, 16>;
+    if (S == 32) return &layer<Cell, U, Bits, Peep, 32>;
+  }
+  return &layer<Cell, U, Bits, Peep, 0>;
 }
 
 }  // namespace reg
 
-// the kernel table's float stream_layer entry for this cell and block width
+// The kernel table's float stream_layer entry for this cell and block width: the version for
+// a layer of state size S (StreamStep picks it per layer at construction).
 template <typename Cell, int U, int Bits>
-void run_layer_reg(const StreamLayerView<float>& L, const float* x, const float* h_prev,
-                   float* c, float* h_out, bool reverse, int64_t g0, int64_t g1) noexcept {
-  if (Cell::kHasC && L.w_ci) reg::layer<Cell, U, Bits, true>(L, x, h_prev, c, h_out, reverse, g0, g1);
-  else reg::layer<Cell, U, Bits, false>(L, x, h_prev, c, h_out, reverse, g0, g1);
+reg::LayerFnF pick_layer_reg(int64_t S, bool peephole) {
+  if (Cell::kHasC && peephole) return reg::pick<Cell, U, Bits, true>(S);
+  return reg::pick<Cell, U, Bits, false>(S);
 }
 #endif  // FASTLSTM_HAVE_VOPS
 

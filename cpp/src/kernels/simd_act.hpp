@@ -16,6 +16,8 @@
 
 #include <cstdint>
 
+#include "kernels/activations.hpp"
+
 #if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 #include <immintrin.h>
 #define FASTLSTM_HAVE_VOPS 1
@@ -136,12 +138,12 @@ struct VOps<512> {
 // with the same bits as exp_f32(k * x), in fewer dependent steps:
 //   - exp_f32 clamps its argument to [-87, 88] before the range reduction; here the reduction
 //     runs on the argument as it is and the lanes outside [-87, 88] (and NaN) are replaced at
-//     the end by exp_f32(-87), exp_f32(88) (computed by the same arithmetic on those constants)
-//     and the NaN itself: the same value for every input, the clamp off the chain;
+//     the end by exp_f32(-87), exp_f32(88) (the scalar function on those constants) and the
+//     NaN itself: the same value for every input, the clamp off the chain;
 //   - k x log2(e) is computed as x (k log2(e)): k = 2 scales exactly (a power of two, far from
 //     overflow here), so the product is bitwise the same, one multiply off the chain.
 template <int Bits, int K = 1, typename VT = typename VOps<Bits>::V>
-inline VT exp_core(VT xk, VT xlog2e) {  // xk = k x, xlog2e = k x log2(e) (rounded once)
+FASTLSTM_ACT_INLINE VT exp_core(VT xk, VT xlog2e) {  // xk = k x, xlog2e = k x log2(e) (rounded once)
   using O = VOps<Bits>;
   const VT big = O::set1(12582912.0f);
   const VT n = O::sub(O::add(xlog2e, big), big);
@@ -158,34 +160,33 @@ inline VT exp_core(VT xk, VT xlog2e) {  // xk = k x, xlog2e = k x log2(e) (round
 }
 
 template <int Bits, int K, typename VT = typename VOps<Bits>::V>
-inline VT exp_kx(VT x) {
+FASTLSTM_ACT_INLINE VT exp_kx(VT x) {
   using O = VOps<Bits>;
   const float l2e = 1.44269504088896341f;
   const VT xk = K == 1 ? x : O::mul(O::set1(float(K)), x);
   const VT y = exp_core<Bits>(xk, O::mul(x, O::set1(float(K) * l2e)));
-  // exp_f32 at the clamp bounds, by the same arithmetic (off the chain; folded or hoisted)
+  // exp_f32 at the clamp bounds (constants: the compiler folds them)
   const VT lo = O::set1(-87.0f), hi = O::set1(88.0f);
-  const VT y_lo = exp_core<Bits>(lo, O::mul(lo, O::set1(l2e)));
-  const VT y_hi = exp_core<Bits>(hi, O::mul(hi, O::set1(l2e)));
+  const VT y_lo = O::set1(exp_f32(-87.0f)), y_hi = O::set1(exp_f32(88.0f));
   return O::fix_range(xk, lo, hi, y_lo, y_hi, y);
 }
 
 // exp_f32(x), lane by lane
 template <int Bits, typename VT = typename VOps<Bits>::V>
-inline VT exp_v(VT x) {
+FASTLSTM_ACT_INLINE VT exp_v(VT x) {
   return exp_kx<Bits, 1>(x);
 }
 
 // sigmoid(x) = 1 / (1 + exp(-x))
 template <int Bits, typename VT = typename VOps<Bits>::V>
-inline VT sigmoid_v(VT x) {
+FASTLSTM_ACT_INLINE VT sigmoid_v(VT x) {
   using O = VOps<Bits>;
   return O::div(O::set1(1.0f), O::add(O::set1(1.0f), exp_kx<Bits, 1>(O::neg(x))));
 }
 
 // tanh_act(x) = 1 - 2 / (1 + exp(2 x))
 template <int Bits, typename VT = typename VOps<Bits>::V>
-inline VT tanh_v(VT x) {
+FASTLSTM_ACT_INLINE VT tanh_v(VT x) {
   using O = VOps<Bits>;
   return O::sub(O::set1(1.0f),
                 O::div(O::set1(2.0f), O::add(O::set1(1.0f), exp_kx<Bits, 2>(x))));

@@ -19,7 +19,8 @@
 // Pure function over raw pointers; no allocation, no threads. Plain loops over fixed trip
 // counts that the compiler vectorizes for the ISA level of the translation unit: compiled once
 // per level (kernels/isa_kernels.cpp, namespace fastlstm::detail::<level>) and reached through
-// the kernel table (dispatch.hpp: stream_layer), as every other kernel.
+// the kernel table (dispatch.hpp: stream_layer), as every other kernel. float32 on the AVX2 and
+// AVX-512 levels runs run_layer's arithmetic in vector registers instead (reg::, below).
 #pragma once
 
 #include <cmath>
@@ -104,7 +105,6 @@ void run_layer(const StreamLayerView<T>& L, const T* x, const T* h_prev, T* c,
   }
 }
 
-
 #if FASTLSTM_HAVE_VOPS
 // The float step with the gate products and the cell pass in vector registers: what run_layer
 // computes, element for element the same operations in the same order (the products' chains,
@@ -173,7 +173,8 @@ inline void group(const StreamLayerView<float>& L, const StreamGroup& g, const f
           pi = O::add(pi, O::mul(O::load_n(L.w_ci + u, n), c_prev));
           pf = O::add(pf, O::mul(O::load_n(L.w_cf + u, n), c_prev));
         }
-        const VT i = simd::sigmoid_v<Bits>(pi), f = simd::sigmoid_v<Bits>(pf), gg = simd::tanh_v<Bits>(pg);
+        const VT i = simd::sigmoid_v<Bits>(pi), f = simd::sigmoid_v<Bits>(pf);
+        const VT gg = simd::tanh_v<Bits>(pg);
         const VT c_new = O::add(O::mul(f, c_prev), O::mul(i, gg));
         if constexpr (Peep) po = O::add(po, O::mul(O::load_n(L.w_co + u, n), c_new));
         const VT o = simd::sigmoid_v<Bits>(po);

@@ -135,6 +135,16 @@ for dt in ["float32", "float64"]:
     s = fastlstm.LSTM(20, 100, num_layers=2, dtype=dt, seed=4).stream(2)
     for t in range(5):
         h.update(s.step(rng.standard_normal((2, 20))).tobytes())
+    # the small-size stream kernels (compile-time state sizes), gates saturated by inputs
+    # up to +-Inf (their activations replace out-of-range lanes instead of clamping first)
+    for cls, H, kw in ((fastlstm.LSTM, 1, {}), (fastlstm.GRU, 8, {}), (fastlstm.LSTM, 16, {}),
+                       (fastlstm.GRU, 32, {}), (fastlstm.LSTM, 5, dict(peephole=True))):
+        s = cls(1, H, dtype=dt, seed=6, **kw).stream(1)
+        for t in range(6):
+            x = 300 * rng.standard_normal((1, 1))
+            if t == 3:
+                x[:] = np.inf
+            h.update(s.step(x).tobytes())
     # the register-tile paths of the float32 products: K past the K block (140, 150, 600 > 128),
     # row tails of every tile height, a partial unit tile (150 = 4 * 32 + 22), weight gradients
     # over 600 rows (row blocks and grains differ per level), 128-row chunks (prefetch)

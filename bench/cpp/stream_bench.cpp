@@ -133,7 +133,9 @@ double activation_pair_ns() {
 // loads, not the adds, the limit
 double read_bandwidth(int64_t bytes) {
   constexpr int kW = 128;  // floats per iteration
-  const int64_t n = std::max<int64_t>(bytes / 4 / kW * kW, kW);
+  // at least 16 KB (in L1 like anything smaller): on a buffer of a few hundred bytes the call
+  // per pass, not the loads, would be timed (a tiny layer's "floor" above its own step time)
+  const int64_t n = std::max<int64_t>(std::max<int64_t>(bytes, 16384) / 4 / kW * kW, kW);
   float* buf = static_cast<float*>(::operator new(n * 4, std::align_val_t(64)));
   std::fill(buf, buf + n, 1.0f);
   const int64_t reps = std::max<int64_t>(1, (int64_t(1) << 20) / (n * 4));

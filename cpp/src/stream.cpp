@@ -29,7 +29,8 @@ StreamStep<T>::StreamStep(const RNNConfig& config, int64_t batch) : cfg_(config)
   const bool lstm = cfg_.cell == CellType::LSTM;
   const bool narrow = H <= kStreamU<T> / 2;
   const int64_t U = U_ = narrow ? kStreamU<T> / 2 : kStreamU<T>;
-  run_ = typed_kernels<T>().stream_layer[lstm ? LstmKind::kIndex : GruKind::kIndex][narrow ? 1 : 0];
+  const auto pick =
+      typed_kernels<T>().stream_layer[lstm ? LstmKind::kIndex : GruKind::kIndex][narrow ? 1 : 0];
   gemm_ = typed_kernels<T>().gemm_packed;
   hnew_.assign(B_ * S, T(0));
   hraw_.assign(B_ * H, T(0));
@@ -94,6 +95,7 @@ StreamStep<T>::StreamStep(const RNNConfig& config, int64_t batch) : cfg_(config)
       v.w_co = ly.w_co.data();
     }
     v.groups = ly.groups.data();
+    ly.run = pick(S, ly.o_ci >= 0);
   }
 }
 
@@ -151,13 +153,16 @@ void StreamStep<T>::step(const T* x, T* y, T* h, T* c) noexcept {
     const Layer& ly = layers_[l];
     T* hl = h + l * B * S;                 // [B, S]
     T* cl = c ? c + l * B * H : nullptr;   // [B, H]
-    T* out = P > 0 ? hraw_.data() : hnew_.data();
-    const int64_t ld_out = P > 0 ? H : S;
     const int64_t ng = int64_t(ly.groups.size());
+    // One group (H <= 2 blocks): the step reads all of h_prev before it writes any of h, so
+    // it writes the new h in place, with no copy between two steps' dependent chains.
+    const bool in_place = P == 0 && ng == 1;
+    T* out = P > 0 ? hraw_.data() : in_place ? hl : hnew_.data();
+    const int64_t ld_out = P > 0 ? H : S;
     // rows x groups [g0, g1): the gate products and cell pass of those units
     auto part = [&](int64_t g0, int64_t g1) {
       for (int64_t j = 0; j < B; ++j)
-        run_(ly.view, in + j * ld_in, hl + j * S, cl ? cl + j * H : nullptr, out + j * ld_out,
+        ly.run(ly.view, in + j * ld_in, hl + j * S, cl ? cl + j * H : nullptr, out + j * ld_out,
              reverse_, g0, g1);
     };
     if (nt <= 1 || ng < 2) {
@@ -169,7 +174,7 @@ void StreamStep<T>::step(const T* x, T* y, T* h, T* c) noexcept {
         part(ng * tid / n, ng * (tid + 1) / n);
       });
     }
-    for (int64_t j = 0; j < B; ++j) {
+    for (int64_t j = 0; j < B && !in_place; ++j) {
       if (P > 0)
         gemm_(1, P, H, hraw_.data() + j * H, H, ly.hr.data(), hnew_.data() + j * S, S,
                        false);

@@ -56,6 +56,10 @@ class StreamStep {
   int64_t work_per_step() const;
 
   using Group = StreamGroup;
+  // runs the gate products and the cell pass of one layer and row: c updated in place, the
+  // cell's output h (before any projection) into h_out (groups [g0, g1) of the layer)
+  using LayerFn = void (*)(const StreamLayerView<T>& L, const T* x, const T* h_prev, T* c, T* h_out,
+                           bool reverse, int64_t g0, int64_t g1) noexcept;
   struct Layer {
     int64_t I = 0, H = 0, S = 0;      // input, hidden and state size of the layer
     AlignedVector<T> w;               // the groups' weights
@@ -64,22 +68,17 @@ class StreamStep {
     AlignedVector<T> hr;              // [P, H] W_hr as panels (kernels/packed_gemm.hpp)
     std::vector<Group> groups;
     StreamLayerView<T> view;          // the above as raw pointers, for the step kernel
+    LayerFn run = nullptr;            // the step kernel for this layer's cell and sizes
     // offsets of the layer's tensors in the flat parameters (-1: absent)
     int64_t o_ih = -1, o_hh = -1, o_bih = -1, o_bhh = -1, o_hr = -1, o_ci = -1, o_cf = -1,
             o_co = -1;
   };
-  // runs the gate products and the cell pass of one layer and row: c updated in place, the
-  // cell's output h (before any projection) into h_out
-  // (groups [g0, g1) of the layer)
-  using LayerFn = void (*)(const StreamLayerView<T>& L, const T* x, const T* h_prev, T* c, T* h_out,
-                           bool reverse, int64_t g0, int64_t g1) noexcept;
 
  private:
   RNNConfig cfg_;
   int64_t B_ = 1;
   int U_ = 0;  // units per block
   std::vector<Layer> layers_;
-  LayerFn run_ = nullptr;  // the kernel table's stream_layer for this cell and block width
   void (*gemm_)(int64_t, int64_t, int64_t, const T*, int64_t, const T*, T*, int64_t,
                 bool) = nullptr;  // the table's gemm_packed (LSTMP's projection)
   std::vector<T> hnew_;  // [B, S] a layer's new h while its old one is still read

@@ -4,6 +4,7 @@
 // the first step on; step is noexcept; a stream is bound to the parameters it packed.
 #include <algorithm>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <string>
 #include <type_traits>
@@ -72,14 +73,21 @@ std::vector<T> randoms(size_t n, uint64_t seed, double scale) {
 }
 
 // stepping T times gives forward()'s outputs, h_n and c_n bit for bit
+// (x_scale: inputs in [-x_scale, x_scale]; large ones drive the gates' pre-activations past
+// the activations' clamp at [-87, 88], where the step kernel's exp takes another path to the same
+// values; extremes: some inputs +-Inf as well)
 template <typename R>
-void stream_is_bitwise_forward(const Net& n, int64_t B) {
+void stream_is_bitwise_forward(const Net& n, int64_t B, double x_scale = 1.5,
+                               bool extremes = false) {
   const RNNConfig& cfg = n.cfg;
   const int64_t Tn = 7, I = cfg.input_size, S = cfg.state_size(), H = cfg.hidden_size;
   const int64_t L = cfg.num_layers;
   const bool lstm = cfg.cell == CellType::LSTM;
   const auto params = randoms<R>(fastlstm::num_params(cfg), 11 + H, 0.6);
-  const auto x = randoms<R>(Tn * B * I, 5, 1.5);
+  auto x = randoms<R>(Tn * B * I, 5, x_scale);
+  if (extremes)
+    for (size_t k = 0; k < x.size(); k += 3)
+      x[k] = (k / 3) % 2 ? std::numeric_limits<R>::infinity() : -std::numeric_limits<R>::infinity();
   const auto h0 = randoms<R>(L * B * S, 6, 0.5);
   const auto c0 = randoms<R>(L * B * H, 7, 0.5);
   fastlstm::RNN<R> rnn(cfg);
@@ -125,6 +133,25 @@ void test_bitwise() {
       stream_is_bitwise_forward<float>(n, 2);
     }
   fastlstm::set_num_threads(1);
+}
+
+// Saturated gates: inputs up to +-400 and +-Inf (one input per unit: no Inf - Inf), the same
+// bits as forward() (the step kernel's activations replace out-of-range lanes at the end
+// instead of clamping first)
+void test_bitwise_saturated() {
+  std::vector<Net> v;
+  for (int64_t H : {1, 5, 8, 13, 16, 32, 40}) {
+    v.push_back({"lstm I=1 H=" + std::to_string(H), make(CellType::LSTM, 1, H)});
+    v.push_back({"gru I=1 H=" + std::to_string(H), make(CellType::GRU, 1, H)});
+  }
+  RNNConfig p = make(CellType::LSTM, 1, 6);
+  p.peephole = true;
+  v.push_back({"lstm peephole I=1 H=6", p});
+  for (const Net& n : v)
+    for (bool inf : {false, true}) {
+      stream_is_bitwise_forward<float>(n, 1, 400.0, inf);
+      stream_is_bitwise_forward<float>(n, 2, 400.0, inf);
+    }
 }
 
 // In-place changes of the parameter buffer are not seen by step (nothing is checked or repacked
@@ -250,6 +277,7 @@ void test_model_stream_realtime() {
 
 int main() {
   const mt::TestCase tests[] = {{"bitwise", test_bitwise},
+               {"bitwise_saturated", test_bitwise_saturated},
                {"bound_to_params", test_bound_to_params},
                {"realtime_calls", test_realtime_calls},
                {"model_stream_realtime", test_model_stream_realtime}};

@@ -47,6 +47,11 @@ void cell_backward(int64_t n, int64_t H, const CellGradRow<T>& r) {
   Cell::template backward_units<T>(n, H, r);
 }
 
+template <typename T, typename Cell, int U>
+typename StreamStep<T>::LayerFn pick_run_layer(int64_t, bool) {
+  return &run_layer<T, Cell, U>;
+}
+
 template <typename T>
 void fill_typed(TypedKernels<T>& k) {
   k.gemm_packed = &gemm_packed<T>;
@@ -57,10 +62,25 @@ void fill_typed(TypedKernels<T>& k) {
   k.cell_forward[GruKind::kIndex] = &cell_forward<T, GruCell>;
   k.cell_backward[LstmKind::kIndex] = &cell_backward<T, LstmCell>;
   k.cell_backward[GruKind::kIndex] = &cell_backward<T, GruCell>;
-  k.stream_layer[LstmKind::kIndex][0] = &run_layer<T, LstmCell, kStreamU<T>>;
-  k.stream_layer[LstmKind::kIndex][1] = &run_layer<T, LstmCell, kStreamU<T> / 2>;
-  k.stream_layer[GruKind::kIndex][0] = &run_layer<T, GruCell, kStreamU<T>>;
-  k.stream_layer[GruKind::kIndex][1] = &run_layer<T, GruCell, kStreamU<T> / 2>;
+  k.stream_layer[LstmKind::kIndex][0] = &pick_run_layer<T, LstmCell, kStreamU<T>>;
+  k.stream_layer[LstmKind::kIndex][1] = &pick_run_layer<T, LstmCell, kStreamU<T> / 2>;
+  k.stream_layer[GruKind::kIndex][0] = &pick_run_layer<T, GruCell, kStreamU<T>>;
+  k.stream_layer[GruKind::kIndex][1] = &pick_run_layer<T, GruCell, kStreamU<T> / 2>;
+#if FASTLSTM_HAVE_VOPS
+  if constexpr (sizeof(T) == 4) {
+    // float: the step in registers (the same bits, a shorter chain)
+#if defined(__AVX512F__)
+    constexpr int V16 = 512;
+#else
+    constexpr int V16 = 256;
+#endif
+    k.stream_layer[LstmKind::kIndex][0] = &pick_layer_reg<LstmCell, 16, V16>;
+    k.stream_layer[LstmKind::kIndex][1] = &pick_layer_reg<LstmCell, 8, 256>;
+    k.stream_layer[GruKind::kIndex][0] = &pick_layer_reg<GruCell, 16, V16>;
+    k.stream_layer[GruKind::kIndex][1] = &pick_layer_reg<GruCell, 8, 256>;
+    static_assert(kStreamU<float> == 16, "run_layer_reg: blocks of 16 and 8 floats");
+  }
+#endif
 }
 
 // ---- low precision --------------------------------------------------------------------------

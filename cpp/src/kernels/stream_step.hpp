@@ -19,7 +19,8 @@
 // Pure function over raw pointers; no allocation, no threads. Plain loops over fixed trip
 // counts that the compiler vectorizes for the ISA level of the translation unit: compiled once
 // per level (kernels/isa_kernels.cpp, namespace fastlstm::detail::<level>) and reached through
-// the kernel table (dispatch.hpp: stream_layer), as every other kernel.
+// the kernel table (dispatch.hpp: stream_layer), as every other kernel. float32 on the AVX2 and
+// AVX-512 levels runs run_layer's arithmetic in vector registers instead (reg::, below).
 #pragma once
 
 #include <cmath>
@@ -30,6 +31,7 @@
 #endif
 
 #include "kernels/cells.hpp"
+#include "kernels/simd_act.hpp"
 #include "stream.hpp"
 
 namespace fastlstm::detail::FASTLSTM_ISA_NS {
@@ -102,5 +104,139 @@ void run_layer(const StreamLayerView<T>& L, const T* x, const T* h_prev, T* c,
     }
   }
 }
+
+#if FASTLSTM_HAVE_VOPS
+// The float step with the gate products and the cell pass in vector registers: what run_layer
+// computes, element for element the same operations in the same order (the products' chains,
+// b_ih, then (xp + rec) + b_hh, the cell of kernels/cells.hpp with the activations of
+// kernels/simd_act.hpp), so the same bits, without the round trips through memory between the
+// products, the cell pass and the activations, and without the loop over a run-time unit count
+// that the compiler vectorizes with masks. A step of a small layer is one dependent chain
+// (h_prev -> products -> gates -> c -> tanh(c) -> h); this keeps it as short as the arithmetic.
+// Bits: one register per gate block (U = 8: 256 bits; U = 16: 512, or two of 256 on AVX2).
+namespace reg {
+
+// one group of NB blocks of U units (NG gates): products, then the cell on each register.
+// KS: the state size S when known at compile time (0: L.S at run time). The input part
+// xp = x W_ih^T + b_ih does not depend on h_prev: it goes through memory, off the chain; the
+// recurrent part is the chain, kept in registers (fully unrolled when KS > 0).
+template <typename Cell, int U, int Bits, int NB, bool Peep, int KS>
+inline void group(const StreamLayerView<float>& L, const StreamGroup& g, const float* x,
+                  const float* h_prev, float* c, float* h_out) noexcept {
+  using O = simd::VOps<Bits>;
+  using VT = typename O::V;
+  constexpr int kL = O::kL, NV = U / kL, NG = Cell::kGates, C = NB * NG * NV;
+  const int64_t I = L.I, S = KS > 0 ? KS : L.S, H = L.H;
+  const float* w = L.w + g.w;
+  const float* bih = L.b_ih + g.b;
+  const float* bhh = L.b_hh + g.b;
+  alignas(64) float xp[C * kL];
+  {
+    VT ax[C];
+    const VT a = O::set1(x[0]);
+    for (int j = 0; j < C; ++j) ax[j] = O::fma(a, O::load(w + j * kL), O::set1(0.0f));
+    for (int64_t k = 1; k < I; ++k) {
+      const VT a = O::set1(x[k]);
+      const float* wk = w + k * (C * kL);
+      for (int j = 0; j < C; ++j) ax[j] = O::fma(a, O::load(wk + j * kL), ax[j]);
+    }
+    for (int j = 0; j < C; ++j) O::store(xp + j * kL, O::add(ax[j], O::load(bih + j * kL)));
+  }
+  w += I * (C * kL);
+  VT ah[C];
+  {
+    const VT a = O::set1(h_prev[0]);
+    for (int j = 0; j < C; ++j) ah[j] = O::fma(a, O::load(w + j * kL), O::set1(0.0f));
+  }
+#pragma GCC unroll 32
+  for (int64_t k = 1; k < S; ++k) {
+    const VT a = O::set1(h_prev[k]);
+    const float* wk = w + k * (C * kL);
+    for (int j = 0; j < C; ++j) ah[j] = O::fma(a, O::load(wk + j * kL), ah[j]);
+  }
+  const VT one = O::set1(1.0f);
+  for (int b = 0; b < NB; ++b)
+    for (int v = 0; v < NV; ++v) {
+      const int64_t u = g.u0 + b * U + v * kL;  // first unit of this register
+      if (u >= H) return;
+      const int n = H - u >= kL ? kL : int(H - u);
+      // gate q of this register: (q * NV + v) within block b
+      auto pre = [&](int q) {
+        const int j = (b * NG + q) * NV + v;
+        return O::add(O::add(O::load(xp + j * kL), ah[j]), O::load(bhh + j * kL));
+      };
+      if constexpr (Cell::kHasC) {
+        const VT c_prev = O::load_n(c + u, n);
+        VT pi = pre(0), pf = pre(1), po = pre(3);
+        const VT pg = pre(2);
+        if constexpr (Peep) {
+          pi = O::add(pi, O::mul(O::load_n(L.w_ci + u, n), c_prev));
+          pf = O::add(pf, O::mul(O::load_n(L.w_cf + u, n), c_prev));
+        }
+        const VT i = simd::sigmoid_v<Bits>(pi), f = simd::sigmoid_v<Bits>(pf);
+        const VT gg = simd::tanh_v<Bits>(pg);
+        const VT c_new = O::add(O::mul(f, c_prev), O::mul(i, gg));
+        if constexpr (Peep) po = O::add(po, O::mul(O::load_n(L.w_co + u, n), c_new));
+        const VT o = simd::sigmoid_v<Bits>(po);
+        O::store_n(c + u, c_new, n);
+        O::store_n(h_out + u, O::mul(o, simd::tanh_v<Bits>(c_new)), n);
+      } else {
+        const int jn = (b * NG + 2) * NV + v;
+        const VT rg = simd::sigmoid_v<Bits>(pre(0)), z = simd::sigmoid_v<Bits>(pre(1));
+        const VT hn = O::add(ah[jn], O::load(bhh + jn * kL));
+        const VT xn = O::load(xp + jn * kL);
+        const VT nn = simd::tanh_v<Bits>(O::add(xn, O::mul(rg, hn)));
+        const VT hp = O::load_n(h_prev + u, n);
+        O::store_n(h_out + u, O::add(O::mul(O::sub(one, z), nn), O::mul(z, hp)), n);
+      }
+    }
+}
+
+template <typename Cell, int U, int Bits, bool Peep, int KS>
+void layer(const StreamLayerView<float>& L, const float* x, const float* h_prev, float* c,
+           float* h_out, bool reverse, int64_t g0, int64_t g1) noexcept {
+  for (int64_t gi = g0; gi < g1; ++gi) {
+    const StreamGroup& g = L.groups[reverse ? g1 - 1 - (gi - g0) : gi];
+    if (g.nb == 2) group<Cell, U, Bits, 2, Peep, KS>(L, g, x, h_prev, c, h_out);
+    else group<Cell, U, Bits, 1, Peep, KS>(L, g, x, h_prev, c, h_out);
+  }
+}
+
+using LayerFnF = void (*)(const StreamLayerView<float>&, const float*, const float*, float*,
+                          float*, bool, int64_t, int64_t) noexcept;
+
+// the layer function for state size S: a compile-time S for the sizes where the step is a
+// latency chain (S <= 8 in blocks of 8; 16 and 32 in blocks of 16), else S at run time
+template <typename Cell, int U, int Bits, bool Peep>
+LayerFnF pick(int64_t S) {
+  if constexpr (U == 8) {
+    switch (S) {
+      case 1: return &layer<Cell, U, Bits, Peep, 1>;
+      case 2: return &layer<Cell, U, Bits, Peep, 2>;
+      case 3: return &layer<Cell, U, Bits, Peep, 3>;
+      case 4: return &layer<Cell, U, Bits, Peep, 4>;
+      case 5: return &layer<Cell, U, Bits, Peep, 5>;
+      case 6: return &layer<Cell, U, Bits, Peep, 6>;
+      case 7: return &layer<Cell, U, Bits, Peep, 7>;
+      case 8: return &layer<Cell, U, Bits, Peep, 8>;
+      default: break;
+    }
+  } else {
+    if (S == 16) return &layer<Cell, U, Bits, Peep, 16>;
+    if (S == 32) return &layer<Cell, U, Bits, Peep, 32>;
+  }
+  return &layer<Cell, U, Bits, Peep, 0>;
+}
+
+}  // namespace reg
+
+// The kernel table's float stream_layer entry for this cell and block width: the version for
+// a layer of state size S (StreamStep picks it per layer at construction).
+template <typename Cell, int U, int Bits>
+reg::LayerFnF pick_layer_reg(int64_t S, bool peephole) {
+  if (Cell::kHasC && peephole) return reg::pick<Cell, U, Bits, true>(S);
+  return reg::pick<Cell, U, Bits, false>(S);
+}
+#endif  // FASTLSTM_HAVE_VOPS
 
 }  // namespace fastlstm::detail::FASTLSTM_ISA_NS

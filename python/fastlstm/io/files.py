@@ -353,9 +353,10 @@ def _refuse_keras_file(path):
         return  # the reader reports a missing or unreadable file
     if zipped or p.endswith(".keras"):
         raise ValueError(
-            f"{p!r} is a Keras file, not a fastlstm model file: load it in Keras and import it "
-            "with fastlstm.from_keras(keras_model) (or from_keras(model.to_json(), "
-            "model.get_weights())); reading .keras archives directly is not supported")
+            f"{p!r} is a Keras file, not a fastlstm model file: import it with "
+            "fastlstm.from_keras(path) (reads the archive's config.json and model.weights.h5; "
+            "needs h5py: pip install fastlstm[keras]), or load it in Keras and use "
+            "fastlstm.from_keras(keras_model)")
 
 
 def load_model(path, verify=False, compile=True, custom_objects=None):

@@ -1,11 +1,14 @@
 """Import from Keras: Sequential models, single LSTM/GRU/Bidirectional/Dense/Embedding layers,
-their serialized configs with weight lists, or a bare LSTM/GRU weight list (duck-typed; keras is
-never imported). Keras' gate orders are mapped to PyTorch's; anything that cannot be mapped is
+their serialized configs with weight lists, a Keras 3 ``.keras`` file (a zip of config.json and
+model.weights.h5, read with h5py), or a bare LSTM/GRU weight list (duck-typed; keras is never
+imported). Keras' gate orders are mapped to PyTorch's; anything that cannot be mapped is
 refused with the reason."""
 
 from __future__ import annotations
 
 import json
+import os
+import zipfile
 from collections.abc import Mapping
 
 import numpy as np
@@ -191,6 +194,9 @@ def _keras_layers_to_model(layer_cfgs, weights, dtype):
                 raise ValueError(f"{where}: kernel must be [input_dim, units], got shape "
                                  f"{kernel.shape}")
             in_size, units = kernel.shape
+            if cfg.get("units", units) != units:
+                raise ValueError(f"{where}: config units={cfg['units']} but the kernel holds "
+                                 f"{units}")
             act = cfg.get("activation", "linear") or "linear"
             if act not in ("linear", "relu", "tanh", "sigmoid", "softmax"):
                 raise ValueError(f"{where}: activation {act!r} cannot be imported (linear, relu, "
@@ -212,6 +218,10 @@ def _keras_layers_to_model(layer_cfgs, weights, dtype):
                                  f"shape {emb.shape}")
             if i != 0:
                 raise ValueError(f"{where}: an Embedding must be the first layer")
+            for k, key in enumerate(("input_dim", "output_dim")):
+                if cfg.get(key, emb.shape[k]) != emb.shape[k]:
+                    raise ValueError(f"{where}: config {key}={cfg[key]} but the embeddings have "
+                                     f"shape {emb.shape}")
             layer = {"class": "Embedding", "config": {
                 "input_dim": emb.shape[0], "output_dim": emb.shape[1],
                 "mask_zero": bool(cfg.get("mask_zero", False))}}
@@ -267,6 +277,10 @@ def from_keras(obj, weights=None, *, cell=None, bidirectional=False, dtype=None)
       not imported) -> a ``fastlstm.models.Sequential`` computing the same thing;
     - ``from_keras(config, weights)``: the same from ``model.to_json()`` (or the dict
       ``{"class_name": ..., "config": ...}``) and ``model.get_weights()``;
+    - ``from_keras(path)``: a Keras 3 ``.keras`` file (``model.save("m.keras")`` of a
+      Sequential model), read without Keras: the zip's ``config.json`` and its
+      ``model.weights.h5`` (needs h5py: ``pip install fastlstm[keras]``); nothing is extracted
+      to disk;
     - ``from_keras(weights, cell='lstm'|'gru', bidirectional=False)``: a weight list of one
       Keras LSTM/GRU (``[kernel, recurrent_kernel, bias]``, Bidirectional: forward then
       backward) -> a bare batch-first :class:`~fastlstm.LSTM`/:class:`~fastlstm.GRU` whose
@@ -277,6 +291,10 @@ def from_keras(obj, weights=None, *, cell=None, bidirectional=False, dtype=None)
     """
     if isinstance(obj, (list, tuple)) and weights is None:
         return _keras_weights_to_module(obj, cell, bidirectional, dtype)
+    if weights is None and _is_keras_path(obj):
+        if cell is not None:
+            raise ValueError("cell= is for a bare weight list; a .keras file says what it is")
+        obj, weights = _read_keras_file(obj)
     if cell is not None:
         raise ValueError("cell= is for a bare weight list; a Keras layer or config says what "
                          "it is")
@@ -330,3 +348,135 @@ def _keras_weights_to_module(arrays, cell, bidirectional, dtype):
     _load_params(module, params, source="Keras weight list")
     return module
 
+
+
+# =============================================================================== .keras files
+# A Keras 3 ``.keras`` file is a zip: metadata.json, config.json (the model's serialization, the
+# JSON of model.to_json()) and model.weights.h5, where a Sequential's layers (InputLayer left
+# out) are the groups layers/<snake_case class name>[_k] in order (the k-th repeat of a class
+# gets _k), each with its variables as datasets vars/0..n-1, an LSTM/GRU's under cell/vars and a
+# Bidirectional's under forward_layer/cell/vars then backward_layer/cell/vars: in that order
+# they are model.get_weights().
+_KERAS_SNAKE = {"LSTM": "lstm", "GRU": "gru", "Bidirectional": "bidirectional",
+                "Dense": "dense", "Embedding": "embedding", "Dropout": "dropout"}
+_KERAS_CONFIG_MAX = 64 << 20  # bytes of config.json read at most
+
+
+def _is_keras_path(obj):
+    if isinstance(obj, os.PathLike):
+        return True
+    if isinstance(obj, str) and not obj.lstrip().startswith("{"):
+        return obj.endswith(".keras") or os.path.isfile(obj)
+    return False
+
+
+def _keras_member(archive, name, where):
+    try:
+        return archive.getinfo(name)
+    except KeyError:
+        raise ValueError(f"{where} has no {name} (a Keras 3 .keras file holds config.json and "
+                         "model.weights.h5)") from None
+
+
+def _keras_var_groups(cls, cfg, group, where):
+    """The h5 groups (in get_weights order) that hold a layer's variables, with the number of
+    datasets each must hold."""
+    n = _keras_nweights(cls, cfg, where)
+    if n == 0:
+        return []
+    if cls in _KERAS_RNN:
+        return [(f"{group}/cell/vars", n)]
+    if cls == "Bidirectional":
+        return [(f"{group}/forward_layer/cell/vars", n // 2),
+                (f"{group}/backward_layer/cell/vars", n // 2)]
+    return [(f"{group}/vars", n)]
+
+
+def _read_keras_file(path):
+    """A .keras file -> (config dict, flat weight list in model.get_weights() order). Every
+    dataset's declared size is checked against the size of the weights member before it is
+    read, so a hostile file cannot make us allocate what it claims."""
+    where = repr(os.fspath(path))
+    try:
+        archive = zipfile.ZipFile(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"from_keras: no such file {where}") from None
+    except (zipfile.BadZipFile, OSError) as e:
+        raise ValueError(f"{where} is not a Keras 3 .keras file (a zip archive): {e}") from None
+    with archive:
+        info = _keras_member(archive, "config.json", where)
+        if info.file_size > _KERAS_CONFIG_MAX:
+            raise ValueError(f"{where}: config.json claims {info.file_size} bytes, more than the "
+                             f"{_KERAS_CONFIG_MAX} a model config can need")
+        try:
+            config = json.loads(archive.read(info).decode("utf-8"))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ValueError(f"{where}: config.json is not valid JSON: {e}") from None
+        except zipfile.BadZipFile as e:
+            raise ValueError(f"{where}: config.json cannot be read: {e}") from None
+        layer_cfgs = _keras_normalize(config)
+        # the groups the config implies, before the weights are opened
+        used, plan, groups = {}, [], set()
+        for entry in layer_cfgs:
+            if not isinstance(entry, Mapping) or "class_name" not in entry:
+                raise ValueError(f"{where}: a layer in config.json is not {{'class_name', "
+                                 f"'config'}}: {entry!r}"[:300])
+            cls, cfg = entry["class_name"], entry.get("config") or {}
+            if cls == "InputLayer":
+                continue
+            lwhere = f"{where}: Keras layer {cfg.get('name', '?')!r} ({cls})"
+            base = _KERAS_SNAKE.get(cls)
+            if base is None:
+                _keras_nweights(cls, cfg, lwhere)  # raises: cannot be imported
+            k = used.get(base, -1) + 1
+            used[base] = k
+            group = f"layers/{base}" + (f"_{k}" if k else "")
+            groups.add(group.split("/")[1])
+            plan += [(g, n, lwhere) for g, n in _keras_var_groups(cls, cfg, group, lwhere)]
+        winfo = _keras_member(archive, "model.weights.h5", where)
+        try:
+            import h5py
+        except ImportError:
+            raise ImportError("reading the weights of a .keras file needs h5py: "
+                              "pip install fastlstm[keras] (or pip install h5py)") from None
+        weights = []
+        with archive.open(winfo) as stream:
+            try:
+                h5 = h5py.File(stream, "r")
+            except (OSError, ValueError) as e:
+                raise ValueError(f"{where}: model.weights.h5 is not an HDF5 file: {e}") from None
+            with h5:
+                budget = winfo.file_size  # the bytes the weights member really holds
+                for group, n, lwhere in plan:
+                    vars_ = h5.get(group)
+                    if not isinstance(vars_, h5py.Group):
+                        raise ValueError(f"{lwhere}: model.weights.h5 has no group {group!r}; "
+                                         "the weights do not match config.json")
+                    names = sorted(vars_.keys(), key=lambda s: (not s.isdigit(), len(s), s))
+                    if names != [str(j) for j in range(n)]:
+                        raise ValueError(f"{lwhere}: {group} must hold the datasets 0..{n - 1} "
+                                         f"that config.json implies, got {names}"[:300])
+                    for name in names:
+                        ds = vars_[name]
+                        if not isinstance(ds, h5py.Dataset) or ds.dtype.kind != "f" or \
+                                ds.ndim not in (1, 2):
+                            raise ValueError(f"{lwhere}: {group}/{name} must be a 1-d or 2-d "
+                                             "float dataset, got "
+                                             f"{getattr(ds, 'dtype', type(ds).__name__)} "
+                                             f"{getattr(ds, 'shape', '')}")
+                        nbytes = int(np.prod(ds.shape, dtype=np.float64)) * ds.dtype.itemsize
+                        if nbytes > budget:
+                            raise ValueError(f"{lwhere}: {group}/{name} claims shape "
+                                             f"{ds.shape} ({nbytes} bytes), more than the "
+                                             "rest of model.weights.h5 holds")
+                        budget -= nbytes
+                        try:
+                            weights.append(np.asarray(ds[()]))
+                        except (OSError, ValueError) as e:
+                            raise ValueError(f"{lwhere}: {group}/{name} cannot be read: "
+                                             f"{e}") from None
+                extra = sorted(set(h5.get("layers", {}).keys()) - groups)
+                if extra:
+                    raise ValueError(f"{where}: model.weights.h5 holds weights of layers "
+                                     f"{extra} that config.json does not have")
+    return config, weights

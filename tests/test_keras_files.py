@@ -158,6 +158,27 @@ def test_from_keras_file_refusals(tmp_path, case, words):
         fastlstm.from_keras(dst)
 
 
+def test_from_keras_file_compressed_members(tmp_path):
+    """Keras stores its members uncompressed; a deflated copy reads the same (the weights are
+    streamed from the zip, never extracted), and a member that claims to inflate far beyond
+    its compressed size is refused before it is read."""
+    path, x, expected = fixture("embed_bigru")
+    dst = tmp_path / "deflated.keras"
+    with zipfile.ZipFile(path) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            zout.writestr(info.filename, zin.read(info))
+    close32(fastlstm.from_keras(dst)(x), expected)
+    big = tmp_path / "bomb.keras"
+    with zipfile.ZipFile(path) as zin, zipfile.ZipFile(big, "w", zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            data = zin.read(info)
+            if info.filename == "model.weights.h5":  # valid HDF5 padded with 16 MiB of zeros
+                data += b"\0" * (16 << 20)
+            zout.writestr(info.filename, data)
+    with pytest.raises(ValueError, match="refused as a zip bomb"):
+        fastlstm.from_keras(big)
+
+
 def test_from_keras_file_not_a_zip_and_missing(tmp_path):
     bad = tmp_path / "model.keras"
     bad.write_bytes(b"not a zip at all")

@@ -360,6 +360,7 @@ def _keras_weights_to_module(arrays, cell, bidirectional, dtype):
 _KERAS_SNAKE = {"LSTM": "lstm", "GRU": "gru", "Bidirectional": "bidirectional",
                 "Dense": "dense", "Embedding": "embedding", "Dropout": "dropout"}
 _KERAS_CONFIG_MAX = 64 << 20  # bytes of config.json read at most
+_KERAS_MAX_EXPANSION = 100  # a compressed weights member may hold at most this times its size
 
 
 def _is_keras_path(obj):
@@ -434,6 +435,9 @@ def _read_keras_file(path):
             groups.add(group.split("/")[1])
             plan += [(g, n, lwhere) for g, n in _keras_var_groups(cls, cfg, group, lwhere)]
         winfo = _keras_member(archive, "model.weights.h5", where)
+        if winfo.file_size > _KERAS_MAX_EXPANSION * winfo.compress_size + (1 << 20):
+            raise ValueError(f"{where}: model.weights.h5 claims {winfo.file_size} bytes from "
+                             f"{winfo.compress_size} compressed: refused as a zip bomb")
         try:
             import h5py
         except ImportError:

@@ -261,11 +261,17 @@ void block_tail(const QPacked& W, const QRows& q, int64_t m0, int64_t mr, int64_
 }
 
 #if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AMX_INT8__)
-// AMX: for each block of 16 rows and each panel, two 16 x 16 float32 (int32) accumulator tiles
-// (the panel's two column halves); A tiles of 16 rows x 64 bytes, B tiles of 16 k-pair (quad)
-// rows x 64 bytes read from the panel at a 128-byte stride. Linux grants the tile data state
-// per process on request (cpu/cpu_info.cpp asks before this level is chosen); the tile
-// configuration is per thread, loaded on each call.
+// AMX. Accumulators: 16 x 16 float32 (int32) tiles, a block of 2 x 2 of them (32 rows, one
+// panel's 32 columns) held in tile registers 0-3 across the whole depth; per depth step of one
+// tile (32 bf16 / 64 int8 of k) the block's two A tiles (16 rows x 64 bytes of the quantized
+// rows, registers 4-5) and two B tiles (the panel's column halves: 16 k-pair / k-quad rows x 64
+// bytes at the panel's 128-byte row stride, registers 6-7) are loaded once each and feed two
+// products each. The weights are read in the layout the dot-product kernels use (lowp.hpp), so
+// one packing serves every level. Full blocks are stored straight into C (bf16) or converted
+// from one tile-sized buffer (int8: the scales and the weight-sum correction, vectorized).
+// Linux grants the tile data state per process on request (cpu/cpu_info.cpp asks before this
+// level is chosen); the tile configuration is per thread: loaded when the thread's current one
+// differs (another library may have loaded its own), never released between calls.
 struct alignas(64) TileConfig {
   uint8_t palette_id = 1;
   uint8_t start_row = 0;
@@ -274,55 +280,131 @@ struct alignas(64) TileConfig {
   uint8_t rows[16] = {};
 };
 
-void amx_product(const QPacked& W, const QRows& q, int64_t M, int64_t N, int64_t col0, float* C,
-                 int64_t ldc) {
-  TileConfig cfg;
-  for (int t = 0; t < 6; ++t) {
-    cfg.rows[t] = 16;
-    cfg.colsb[t] = 64;
+inline void amx_configure() {
+  TileConfig want;
+  for (int t = 0; t < 8; ++t) {
+    want.rows[t] = 16;
+    want.colsb[t] = 64;
   }
-  _tile_loadconfig(&cfg);
-  const bool bf = W.precision == Precision::BF16;
-  const int64_t Kp = W.Kp, esz = bf ? 2 : 1, kstep = 64 / esz;  // elements of k per tile
-  const int64_t p_first = col0 / kNC, p_last = (col0 + N - 1) / kNC;
-  alignas(64) float outf[16][kNC];
-  alignas(64) int32_t outi[16][kNC];
-  for (int64_t m0 = 0; m0 < M; m0 += 16) {
-    const int64_t mr = std::min<int64_t>(16, M - m0);
-    for (int64_t p = p_first; p <= p_last; ++p) {
-      _tile_zero(0);
-      _tile_zero(1);
-      for (int64_t k0 = 0; k0 < Kp; k0 += kstep) {
-        if (bf) {
-          const uint16_t* pb = W.bf16.data() + p * Kp * kNC + (k0 / 2) * 2 * kNC;
-          _tile_loadd(2, q.bf.data() + m0 * Kp + k0, Kp * 2);
-          _tile_loadd(3, pb, 2 * kNC * 2);
-          _tile_loadd(4, pb + 32, 2 * kNC * 2);
-          _tile_dpbf16ps(0, 2, 3);
-          _tile_dpbf16ps(1, 2, 4);
-        } else {
-          const int8_t* pb = W.i8.data() + p * Kp * kNC + (k0 / 4) * 4 * kNC;
-          _tile_loadd(2, q.u8.data() + m0 * Kp + k0, Kp);
-          _tile_loadd(3, pb, 4 * kNC);
-          _tile_loadd(4, pb + 64, 4 * kNC);
-          _tile_dpbusd(0, 2, 3);
-          _tile_dpbusd(1, 2, 4);
-        }
+  alignas(64) TileConfig have;
+  _tile_storeconfig(&have);
+  if (std::memcmp(&have, &want, sizeof(TileConfig)) != 0) _tile_loadconfig(&want);
+}
+
+// rows [0, mr) and columns [0, w) of a 16 x 32 block (two tiles side by side in `acc`, row
+// stride 32) into C
+inline void amx_store_i8(int64_t mr, int64_t w, const int32_t* acc, const float* sa,
+                         const float* sw, const int32_t* wsum, float* C, int64_t ldc) {
+  const __mmask16 m0 = w >= 16 ? __mmask16(0xffff) : __mmask16((1u << w) - 1);
+  const __mmask16 m1 = w >= 32 ? __mmask16(0xffff) : w <= 16 ? __mmask16(0)
+                                                             : __mmask16((1u << (w - 16)) - 1);
+  const __m512 sw0 = _mm512_maskz_loadu_ps(m0, sw), sw1 = _mm512_maskz_loadu_ps(m1, sw + 16);
+  const __m512i ws0 = _mm512_maskz_loadu_epi32(m0, wsum);
+  const __m512i ws1 = _mm512_maskz_loadu_epi32(m1, wsum + 16);
+  for (int64_t r = 0; r < mr; ++r) {
+    const __m512 s = _mm512_set1_ps(sa[r]);
+    const __m512i a0 = _mm512_sub_epi32(_mm512_load_si512(acc + r * 32), ws0);
+    const __m512i a1 = _mm512_sub_epi32(_mm512_load_si512(acc + r * 32 + 16), ws1);
+    // float(acc - wsum) * (sa * sw), as store_i8 computes it
+    _mm512_mask_storeu_ps(C + r * ldc, m0, _mm512_mul_ps(_mm512_cvtepi32_ps(a0), _mm512_mul_ps(s, sw0)));
+    if (m1) _mm512_mask_storeu_ps(C + r * ldc + 16, m1,
+                                  _mm512_mul_ps(_mm512_cvtepi32_ps(a1), _mm512_mul_ps(s, sw1)));
+  }
+}
+
+// One block: RB (1 or 2) row tiles from row m0 x the two halves of panel p, over the depth.
+template <bool BF, int RB>
+inline void amx_block(const QPacked& W, const QRows& q, int64_t M, int64_t m0, int64_t p,
+                      int64_t col0, int64_t N, float* C, int64_t ldc) {
+  const int64_t Kp = W.Kp;
+  _tile_zero(0);
+  _tile_zero(1);
+  if constexpr (RB == 2) {
+    _tile_zero(2);
+    _tile_zero(3);
+  }
+  if constexpr (BF) {
+    const uint16_t* a = q.bf.data() + m0 * Kp;
+    const uint16_t* b = W.bf16.data() + p * Kp * kNC;
+    for (int64_t k0 = 0; k0 < Kp; k0 += 32) {
+      _tile_loadd(6, b + k0 * kNC, 2 * kNC * 2);
+      _tile_loadd(7, b + k0 * kNC + 32, 2 * kNC * 2);
+      _tile_loadd(4, a + k0, Kp * 2);
+      _tile_dpbf16ps(0, 4, 6);
+      _tile_dpbf16ps(1, 4, 7);
+      if constexpr (RB == 2) {
+        _tile_loadd(5, a + 16 * Kp + k0, Kp * 2);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
       }
-      const int64_t c0 = p * kNC - col0, w = std::min<int64_t>(kNC, N - c0);
-      if (bf) {
-        _tile_stored(0, &outf[0][0], kNC * 4);
-        _tile_stored(1, &outf[0][16], kNC * 4);
-        store_bf16(mr, w, &outf[0][0], kNC, C + m0 * ldc + c0, ldc);
-      } else {
-        _tile_stored(0, &outi[0][0], kNC * 4);
-        _tile_stored(1, &outi[0][16], kNC * 4);
-        store_i8(mr, w, &outi[0][0], kNC, q.scale.data() + m0, W.scale.data() + p * kNC,
-                 W.wsum.data() + p * kNC, C + m0 * ldc + c0, ldc);
+    }
+  } else {
+    const uint8_t* a = q.u8.data() + m0 * Kp;
+    const int8_t* b = W.i8.data() + p * Kp * kNC;
+    for (int64_t k0 = 0; k0 < Kp; k0 += 64) {
+      _tile_loadd(6, b + k0 * kNC, 4 * kNC);
+      _tile_loadd(7, b + k0 * kNC + 64, 4 * kNC);
+      _tile_loadd(4, a + k0, Kp);
+      _tile_dpbusd(0, 4, 6);
+      _tile_dpbusd(1, 4, 7);
+      if constexpr (RB == 2) {
+        _tile_loadd(5, a + 16 * Kp + k0, Kp);
+        _tile_dpbusd(2, 5, 6);
+        _tile_dpbusd(3, 5, 7);
       }
     }
   }
-  _tile_release();
+  const int64_t c0 = p * kNC - col0, w = std::min<int64_t>(kNC, N - c0);
+  alignas(64) float buf[16 * kNC];
+  for (int rt = 0; rt < RB; ++rt) {
+    const int64_t r0 = m0 + 16 * rt, mr = std::min<int64_t>(16, M - r0);
+    if (mr <= 0) break;
+    float* dst = C + r0 * ldc + c0;
+    if constexpr (BF) {
+      if (mr == 16 && w == kNC) {  // straight into C
+        if (rt == 0) {
+          _tile_stored(0, dst, ldc * 4);
+          _tile_stored(1, dst + 16, ldc * 4);
+        } else {
+          _tile_stored(2, dst, ldc * 4);
+          _tile_stored(3, dst + 16, ldc * 4);
+        }
+        continue;
+      }
+    }
+    if (rt == 0) {
+      _tile_stored(0, buf, kNC * 4);
+      _tile_stored(1, buf + 16, kNC * 4);
+    } else {
+      _tile_stored(2, buf, kNC * 4);
+      _tile_stored(3, buf + 16, kNC * 4);
+    }
+    if constexpr (BF)
+      store_bf16(mr, w, buf, kNC, dst, ldc);
+    else
+      amx_store_i8(mr, w, reinterpret_cast<const int32_t*>(buf), q.scale.data() + r0,
+                   W.scale.data() + p * kNC, W.wsum.data() + p * kNC, dst, ldc);
+  }
+}
+
+// Panels outer (a panel's depth stays in L1 across the row blocks), pairs of row tiles inner.
+template <bool BF>
+void amx_product_t(const QPacked& W, const QRows& q, int64_t M, int64_t N, int64_t col0,
+                   float* C, int64_t ldc) {
+  amx_configure();
+  const int64_t p_first = col0 / kNC, p_last = (col0 + N - 1) / kNC;
+  const int64_t row_tiles = (M + 15) / 16;
+  for (int64_t p = p_first; p <= p_last; ++p) {
+    int64_t rt = 0;
+    for (; rt + 2 <= row_tiles; rt += 2) amx_block<BF, 2>(W, q, M, rt * 16, p, col0, N, C, ldc);
+    if (rt < row_tiles) amx_block<BF, 1>(W, q, M, rt * 16, p, col0, N, C, ldc);
+  }
+}
+
+void amx_product(const QPacked& W, const QRows& q, int64_t M, int64_t N, int64_t col0, float* C,
+                 int64_t ldc) {
+  if (W.precision == Precision::BF16) amx_product_t<true>(W, q, M, N, col0, C, ldc);
+  else amx_product_t<false>(W, q, M, N, col0, C, ldc);
 }
 constexpr int64_t kAmxMinRows = 8;  // fewer rows: the dot-product kernel is as fast
 #endif

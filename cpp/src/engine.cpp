@@ -367,6 +367,7 @@ void Engine<T>::forward_direction(int64_t l, int64_t d, const DirParams<T>& p, c
     QRows* qh = lowp() ? &qrows_[3 * tid] : nullptr;  // this step's h, x, h_raw quantized
     QRows* qx = lowp() && per_step ? &qrows_[3 * tid + 1] : nullptr;
     QRows* qr = lowp() ? &qrows_[3 * tid + 2] : nullptr;
+    if (qh) kernels().lowp_begin();  // per thread, once per time loop (AMX tile configuration)
     for (int64_t s = 0; s < Tn; ++s) {
       const int64_t nb = active_[s];
       if (nb == 0) break;

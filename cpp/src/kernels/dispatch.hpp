@@ -54,8 +54,13 @@ struct KernelTable {
   // once for W, then C[M, N] = q Wq^T for columns [col0, col0 + N)
   void (*quantize_rows)(const float* A, int64_t M, int64_t lda, const QPacked& W,
                         QRows& q) = nullptr;
+  // (amx level: gemm_lowp_q needs the tile configuration that lowp_begin loads, on the calling
+  // thread, with no other AMX code run on that thread since)
   void (*gemm_lowp_q)(int64_t N, const QRows& q, const QPacked& W, int64_t col0, float* C,
                       int64_t ldc) = nullptr;
+  // prepares the calling thread for gemm_lowp_q (amx: loads the tile configuration; other
+  // levels: nothing); gemm_lowp prepares itself
+  void (*lowp_begin)() = nullptr;
 };
 
 // The table in use; the first call detects the CPU and reads FASTLSTM_CPU (throws

@@ -270,8 +270,11 @@ void block_tail(const QPacked& W, const QRows& q, int64_t m0, int64_t mr, int64_
 // one packing serves every level. Full blocks are stored straight into C (bf16) or converted
 // from one tile-sized buffer (int8: the scales and the weight-sum correction, vectorized).
 // Linux grants the tile data state per process on request (cpu/cpu_info.cpp asks before this
-// level is chosen); the tile configuration is per thread: loaded when the thread's current one
-// differs (another library may have loaded its own), never released between calls.
+// level is chosen); the tile configuration is per thread and is loaded by lowp_begin (the engine
+// calls it once per thread at the start of a time loop, so no other library's AMX code can run
+// on that thread in between) or, for a standalone product (gemm_lowp), once per call. Reading
+// the configuration back to check it (sttilecfg) costs as much as a small product, so it is
+// never done. Never released between calls: the next user of the tiles configures them.
 struct alignas(64) TileConfig {
   uint8_t palette_id = 1;
   uint8_t start_row = 0;
@@ -280,15 +283,16 @@ struct alignas(64) TileConfig {
   uint8_t rows[16] = {};
 };
 
-inline void amx_configure() {
-  TileConfig want;
+void amx_configure() {
+  TileConfig cfg;
   for (int t = 0; t < 8; ++t) {
-    want.rows[t] = 16;
-    want.colsb[t] = 64;
+    cfg.rows[t] = 16;
+    cfg.colsb[t] = 64;
   }
-  alignas(64) TileConfig have;
-  _tile_storeconfig(&have);
-  if (std::memcmp(&have, &want, sizeof(TileConfig)) != 0) _tile_loadconfig(&want);
+  // GCC 12 does not see ldtilecfg read the struct and may drop the stores above (seen: a
+  // configuration of palette 1 with no rows, then SIGILL at the first tile instruction)
+  __asm__ __volatile__("" : : "r"(&cfg) : "memory");
+  _tile_loadconfig(&cfg);
 }
 
 // rows [0, mr) and columns [0, w) of a 16 x 32 block (two tiles side by side in `acc`, row
@@ -391,7 +395,6 @@ inline void amx_block(const QPacked& W, const QRows& q, int64_t M, int64_t m0, i
 template <bool BF>
 void amx_product_t(const QPacked& W, const QRows& q, int64_t M, int64_t N, int64_t col0,
                    float* C, int64_t ldc) {
-  amx_configure();
   const int64_t p_first = col0 / kNC, p_last = (col0 + N - 1) / kNC;
   const int64_t row_tiles = (M + 15) / 16;
   for (int64_t p = p_first; p <= p_last; ++p) {
@@ -417,7 +420,7 @@ void gemm_lowp_q(int64_t N, const QRows& q, const QPacked& W, int64_t col0, floa
     throw Error("gemm_lowp: the rows were quantized for another weight");
 #if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AMX_INT8__)
   if (M >= kAmxMinRows) {
-    amx_product(W, q, M, N, col0, C, ldc);
+    amx_product(W, q, M, N, col0, C, ldc);  // the caller ran lowp_begin on this thread
     return;
   }
 #endif
@@ -438,6 +441,12 @@ void gemm_lowp_q(int64_t N, const QRows& q, const QPacked& W, int64_t col0, floa
   }
 }
 
+void lowp_begin() {
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AMX_INT8__)
+  amx_configure();
+#endif
+}
+
 void quantize_rows(const float* A, int64_t M, int64_t lda, const QPacked& W, QRows& q) {
   quantize_rows_impl(W.precision, M, W.K, W.Kp, A, lda, q);
 }
@@ -447,6 +456,9 @@ void gemm_lowp(int64_t M, int64_t N, const float* A, int64_t lda, const QPacked&
   if (M <= 0 || N <= 0) return;
   thread_local QRows q;
   quantize_rows_impl(W.precision, M, W.K, W.Kp, A, lda, q);
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AMX_INT8__)
+  if (M >= kAmxMinRows) amx_configure();
+#endif
   gemm_lowp_q(N, q, W, col0, C, ldc);
 }
 
@@ -507,6 +519,7 @@ void fill_kernels(KernelTable& t) {
   t.gemm_lowp = &gemm_lowp;
   t.quantize_rows = &quantize_rows;
   t.gemm_lowp_q = &gemm_lowp_q;
+  t.lowp_begin = &lowp_begin;
 #if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
   t.vector_floats = simd::kW;
 #else

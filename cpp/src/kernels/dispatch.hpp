@@ -58,6 +58,11 @@ struct KernelTable {
   // thread, with no other AMX code run on that thread since)
   void (*gemm_lowp_q)(int64_t N, const QRows& q, const QPacked& W, int64_t col0, float* C,
                       int64_t ldc) = nullptr;
+  // C[M, N] = qa Wa^T + qb Wb^T (the same rows M, the same column order): an LSTM's input and
+  // recurrent products of a step in one pass (bf16: summed in the accumulators; int8: each with
+  // its own scales, the second added in float32); same thread requirement as gemm_lowp_q
+  void (*gemm_lowp_q2)(int64_t N, const QRows& qa, const QPacked& Wa, const QRows& qb,
+                       const QPacked& Wb, int64_t col0, float* C, int64_t ldc) = nullptr;
   // prepares the calling thread for gemm_lowp_q (amx: loads the tile configuration; other
   // levels: nothing); gemm_lowp prepares itself
   void (*lowp_begin)() = nullptr;

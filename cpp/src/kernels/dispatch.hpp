@@ -63,6 +63,10 @@ struct KernelTable {
   // its own scales, the second added in float32); same thread requirement as gemm_lowp_q
   void (*gemm_lowp_q2)(int64_t N, const QRows& qa, const QPacked& Wa, const QRows& qb,
                        const QPacked& Wb, int64_t col0, float* C, int64_t ldc) = nullptr;
+  // kernel_bench's low-precision peak loop: products of operands held in registers (amx: tiles;
+  // avx512_bf16: vdpbf16ps / vpdpbusd on vectors) for `iters` rounds; returns the operations
+  // done (a multiply-add counts 2). nullptr where the level has no such instructions.
+  double (*lowp_peak_loop)(Precision p, int64_t iters) = nullptr;
   // prepares the calling thread for gemm_lowp_q (amx: loads the tile configuration; other
   // levels: nothing); gemm_lowp prepares itself
   void (*lowp_begin)() = nullptr;

@@ -548,6 +548,76 @@ void gemm_lowp(int64_t M, int64_t N, const float* A, int64_t lda, const QPacked&
   gemm_lowp_q(N, q, W, col0, C, ldc);
 }
 
+// ---- kernel_bench's low-precision peak --------------------------------------------------------
+
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AMX_INT8__)
+// Four accumulator tiles fed by two A and two B tiles loaded once (zeros): the tile unit's rate.
+double lowp_peak_loop(Precision p, int64_t iters) {
+  amx_configure();
+  alignas(64) static const uint8_t zeros[16 * 64] = {};
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  _tile_loadd(4, zeros, 64);
+  _tile_loadd(5, zeros, 64);
+  _tile_loadd(6, zeros, 64);
+  _tile_loadd(7, zeros, 64);
+  if (p == Precision::BF16) {
+    for (int64_t i = 0; i < iters; ++i) {
+      _tile_dpbf16ps(0, 4, 6);
+      _tile_dpbf16ps(1, 4, 7);
+      _tile_dpbf16ps(2, 5, 6);
+      _tile_dpbf16ps(3, 5, 7);
+    }
+  } else {
+    for (int64_t i = 0; i < iters; ++i) {
+      _tile_dpbusd(0, 4, 6);
+      _tile_dpbusd(1, 4, 7);
+      _tile_dpbusd(2, 5, 6);
+      _tile_dpbusd(3, 5, 7);
+    }
+  }
+  alignas(64) float sink[16 * 16];
+  _tile_stored(0, sink, 64);
+  volatile float keep = sink[0];
+  (void)keep;
+  // per tile product: 16 x 16 outputs, 32 (bf16) or 64 (int8) multiply-adds each
+  return 4.0 * double(iters) * 16 * 16 * (p == Precision::BF16 ? 32 : 64) * 2;
+}
+#elif defined(__AVX512BF16__) && defined(__AVX512VNNI__)
+double lowp_peak_loop(Precision p, int64_t iters) {
+  constexpr int kAcc = 24;
+  const __m512i a = _mm512_set1_epi32(0x3f803f80), b = _mm512_set1_epi32(0x00010001);
+  alignas(64) float sink[16];
+  if (p == Precision::BF16) {
+    __m512 acc[kAcc];
+    for (int i = 0; i < kAcc; ++i) acc[i] = _mm512_setzero_ps();
+    for (int64_t it = 0; it < iters; ++it) {
+#pragma GCC unroll 24
+      for (int i = 0; i < kAcc; ++i) acc[i] = _mm512_dpbf16_ps(acc[i], (__m512bh)a, (__m512bh)b);
+    }
+    __m512 s = acc[0];
+    for (int i = 1; i < kAcc; ++i) s = _mm512_add_ps(s, acc[i]);
+    _mm512_storeu_ps(sink, s);
+  } else {
+    __m512i acc[kAcc];
+    for (int i = 0; i < kAcc; ++i) acc[i] = _mm512_setzero_si512();
+    for (int64_t it = 0; it < iters; ++it) {
+#pragma GCC unroll 24
+      for (int i = 0; i < kAcc; ++i) acc[i] = _mm512_dpbusd_epi32(acc[i], a, b);
+    }
+    __m512i s = acc[0];
+    for (int i = 1; i < kAcc; ++i) s = _mm512_add_epi32(s, acc[i]);
+    _mm512_storeu_si512(sink, s);
+  }
+  volatile float keep = sink[0];
+  (void)keep;
+  // per instruction: 16 lanes x 2 (bf16) or 4 (int8) multiply-adds
+  return double(kAcc) * double(iters) * 16 * (p == Precision::BF16 ? 2 : 4) * 2;
+}
+#endif
+
 // ---- kernel_bench's FMA peak ---------------------------------------------------------------
 
 // Independent accumulator chains (enough to cover the FMA latency on every port), operands in
@@ -607,6 +677,10 @@ void fill_kernels(KernelTable& t) {
   t.gemm_lowp_q = &gemm_lowp_q;
   t.gemm_lowp_q2 = &gemm_lowp_q2;
   t.lowp_begin = &lowp_begin;
+#if (defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AMX_INT8__)) || \
+    (defined(__AVX512BF16__) && defined(__AVX512VNNI__))
+  t.lowp_peak_loop = &lowp_peak_loop;
+#endif
 #if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
   t.vector_floats = simd::kW;
 #else

@@ -342,10 +342,10 @@ inline void amx_depth(const LowpSrc& src, int64_t m0, int64_t p) {
     const uint16_t* a = src.q->bf.data() + m0 * Kp;
     const uint16_t* b = W.bf16.data() + p * Kp * kNC;
     for (int64_t k0 = 0; k0 < Kp; k0 += 32) {
-      _tile_loadd(6, b + k0 * kNC, 2 * kNC * 2);
-      _tile_loadd(7, b + k0 * kNC + 32, 2 * kNC * 2);
       _tile_loadd(4, a + k0, Kp * 2);
+      _tile_loadd(6, b + k0 * kNC, 2 * kNC * 2);
       _tile_dpbf16ps(0, 4, 6);
+      _tile_loadd(7, b + k0 * kNC + 32, 2 * kNC * 2);
       _tile_dpbf16ps(1, 4, 7);
       if constexpr (RB == 2) {
         _tile_loadd(5, a + 16 * Kp + k0, Kp * 2);
@@ -357,10 +357,10 @@ inline void amx_depth(const LowpSrc& src, int64_t m0, int64_t p) {
     const uint8_t* a = src.q->u8.data() + m0 * Kp;
     const int8_t* b = W.i8.data() + p * Kp * kNC;
     for (int64_t k0 = 0; k0 < Kp; k0 += 64) {
-      _tile_loadd(6, b + k0 * kNC, 4 * kNC);
-      _tile_loadd(7, b + k0 * kNC + 64, 4 * kNC);
       _tile_loadd(4, a + k0, Kp);
+      _tile_loadd(6, b + k0 * kNC, 4 * kNC);
       _tile_dpbusd(0, 4, 6);
+      _tile_loadd(7, b + k0 * kNC + 64, 4 * kNC);
       _tile_dpbusd(1, 4, 7);
       if constexpr (RB == 2) {
         _tile_loadd(5, a + 16 * Kp + k0, Kp);
@@ -443,19 +443,19 @@ inline void amx_block(const LowpSrc* src, int nsrc, int64_t M, int64_t m0, int64
   }
 }
 
-// Pairs of row tiles outer (their rows of A stay in cache across the panels), panels inner.
+// Panels outer, pairs of row tiles inner (measured the same as the other order).
 template <bool BF>
 void amx_product_t(const LowpSrc* src, int nsrc, int64_t M, int64_t N, int64_t col0, float* C,
                    int64_t ldc) {
   const int64_t p_first = col0 / kNC, p_last = (col0 + N - 1) / kNC;
   const int64_t row_tiles = (M + 15) / 16;
-  int64_t rt = 0;
-  for (; rt + 2 <= row_tiles; rt += 2)
-    for (int64_t p = p_first; p <= p_last; ++p)
+  for (int64_t p = p_first; p <= p_last; ++p) {
+    int64_t rt = 0;
+    for (; rt + 2 <= row_tiles; rt += 2)
       amx_block<BF, 2>(src, nsrc, M, rt * 16, p, col0, N, C, ldc);
-  if (rt < row_tiles)
-    for (int64_t p = p_first; p <= p_last; ++p)
+    if (rt < row_tiles)
       amx_block<BF, 1>(src, nsrc, M, rt * 16, p, col0, N, C, ldc);
+  }
 }
 
 void amx_product(const LowpSrc* src, int nsrc, int64_t M, int64_t N, int64_t col0, float* C,

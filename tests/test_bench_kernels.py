@@ -43,7 +43,7 @@ def test_report_measures_the_level_in_use(level):
     assert p.returncode == 0, p.stderr
     got_level, width, peak, rows = json.loads(p.stdout)
     assert (got_level, width) == (level, WIDTH[level])
-    assert peak > 0 and rows == 2
+    assert peak > 0 and rows == 4  # step W_hh (float32, bf16, int8), cell pass
 
 
 def test_rows_per_case_and_kernel(report):
@@ -61,14 +61,39 @@ def test_rows_per_case_and_kernel(report):
     assert shapes["dW_ih"] == (1024, 128, 1600)
 
 
+def test_low_precision_rows():
+    """The inference cases measure the bf16 and int8 step products as the time loop runs them:
+    batch 1 the recurrent product (bytes of the quantized W_hh from L2), a batch both products
+    of a step (depth I + H) against the low-precision peak of the level's instructions."""
+    rep = kernels.kernel_report(0.002, ["stream_b1", "batch_inf"])
+    has_lowp_insns = rep["level"] in ("avx512_bf16", "amx")
+    assert (rep["bf16_peak_gflops"] > 0) == has_lowp_insns
+    assert (rep["int8_peak_gops"] > 0) == has_lowp_insns
+    rows = {(r["case"], r["kernel"]): r for r in rep["rows"]}
+    for p, nbytes in (("bf16", 2), ("int8", 1)):
+        r = rows[("stream_b1", f"step W_hh {p}")]
+        assert (r["M"], r["N"], r["K"], r["bound"], r["against"]) == (1, 1024, 256, "memory", "L2")
+        # the weights as stored: 1024 x 256 at nbytes (int8: and a scale and a sum per row)
+        assert r["gbytes"] * r["seconds"] * 1e9 >= 1024 * 256 * nbytes * (1 - 1e-9)
+        r = rows[("batch_inf", f"step x+h {p}")]
+        assert (r["M"], r["N"], r["K"], r["bound"]) == (64, 2048, 128 + 512, "compute")
+        assert r["against"] == (f"{p} peak" if has_lowp_insns else "FMA peak")
+    assert "bf16 peak" in kernels.format_kernel_table(rep).splitlines()[1] or not has_lowp_insns
+
+
 def test_rates_follow_from_times(report):
     peak, l2 = report["fma_peak_gflops"], report["l2_gbytes"]
     for r in report["rows"]:
         assert r["seconds"] > 0
         if r["bound"] == "compute":
             assert r["gflops"] == pytest.approx(2 * r["M"] * r["N"] * r["K"] / r["seconds"] * 1e-9)
-            assert r["fraction"] == pytest.approx(r["gflops"] / peak)
-            assert r["against"] == "FMA peak"
+            against = {"FMA peak": peak, "bf16 peak": report["bf16_peak_gflops"],
+                       "int8 peak": report["int8_peak_gops"]}
+            assert r["fraction"] == pytest.approx(r["gflops"] / against[r["against"]])
+            # the low-precision products are measured against their own instructions' peak
+            # where the level has them
+            if r["kernel"].endswith(("bf16", "int8")) and report["bf16_peak_gflops"] > 0:
+                assert r["against"] == r["kernel"][-4:] + " peak"
         else:
             assert r["bound"] == "memory"
             assert r["fraction"] == pytest.approx(r["gbytes"] / l2)

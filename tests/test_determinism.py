@@ -42,6 +42,26 @@ def _run(mod, x, lengths, d_out, recurrent_mask=None):
 
 
 @pytest.mark.parametrize("cell,kw", CONFIGS)
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_low_precision_identical_for_any_thread_count(cell, kw, precision, restore_threads):
+    """Quantized modules too, on both schedules of the input projection (T = 6: all steps at
+    once; T = 60 with 41 rows: per step, an LSTM's two products in one pass)."""
+    rng = np.random.default_rng(2)
+    mod = getattr(fastlstm, cell)(19, 70, seed=1, **kw).quantize(precision)
+    for T, B in ((6, 9), (60, 41)):
+        x = rng.standard_normal((T, B, 19)).astype(np.float32)
+        lengths = rng.integers(1, T + 1, size=B)
+        results = []
+        for n in (1, 2, 3, 4):
+            fastlstm.set_num_threads(n)
+            out, state = mod(x, lengths=lengths)
+            results.append((out, state[0] if isinstance(state, tuple) else state))
+        for other in results[1:]:
+            for a, b in zip(results[0], other):
+                assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("cell,kw", CONFIGS)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_bitwise_identical_for_any_thread_count(cell, kw, dtype, restore_threads,
                                                 split_everything):

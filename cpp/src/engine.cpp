@@ -371,6 +371,10 @@ void Engine<T>::forward_direction(int64_t l, int64_t d, const DirParams<T>& p, c
     for (int64_t j = next; j < nb; ++j) std::copy_n(hcur + j * S + c0_, w, hn + perm_[j] * S + c0_);
   };
 
+  // Low-precision LSTM with the input projected per step: the gates' pre-activation is the sum
+  // of the two products, computed together (kernels' gemm_lowp_q2). (A GRU keeps them apart:
+  // its candidate gate scales the recurrent part alone.)
+  const bool fused = std::is_same_v<T, float> && lowp() && per_step && Cell::kHasC;
   SpinBarrier barrier(nt_want);
   parallel_region(nt_want, [&](int tid, int nt) {
     if (nt != nt_want) barrier.reset(nt);  // the pool was busy: this call runs alone
@@ -382,6 +386,7 @@ void Engine<T>::forward_direction(int64_t l, int64_t d, const DirParams<T>& p, c
     QRows* qh = lowp() ? &qrows_[3 * tid] : nullptr;  // this step's h, x, h_raw quantized
     QRows* qx = lowp() && per_step ? &qrows_[3 * tid + 1] : nullptr;
     QRows* qr = lowp() ? &qrows_[3 * tid + 2] : nullptr;
+    if (qh) kernels().lowp_begin();  // per thread, once per time loop (AMX tile configuration)
     for (int64_t s = 0; s < Tn; ++s) {
       const int64_t nb = active_[s];
       if (nb == 0) break;
@@ -420,20 +425,30 @@ void Engine<T>::forward_direction(int64_t l, int64_t d, const DirParams<T>& p, c
           }
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t u0 = t * kTile, nu = std::min(kTile, H - u0);
-        // the recurrent product of the running rows for this tile: [nb, ng*kTile]; with
-        // recurrent dropout one product per gate, each on its own masked h_{t-1}
-        if (hm)
-          for (int64_t g = 0; g < ng; ++g)
-            product(1, nb, kTile, S, hm + g * B * S, S, pk_hh, t * tile_cols + g * kTile,
-                    rec + g * kTile, tile_cols);
-        else
-          product(1, nb, tile_cols, S, hp, S, pk_hh, t * tile_cols, rec, tile_cols, qh);
-        if (per_step)
-          project(0, nb, t * tile_cols, (t + 1) * tile_cols, xs, ldx, xrec, tile_cols, qx);
+        if (fused) {
+          // low-precision LSTM (never with recurrent dropout, which is training only): both
+          // products of the tile in one pass into rec, b_ih in the cell's input term (the same
+          // row of bx_ for every row)
+          if constexpr (std::is_same_v<T, float>)
+            kernels().gemm_lowp_q2(tile_cols, *qx, q_ih_[k], *qh, q_hh_[k], t * tile_cols, rec,
+                                   tile_cols);
+        } else {
+          // the recurrent product of the running rows for this tile: [nb, ng*kTile]; with
+          // recurrent dropout one product per gate, each on its own masked h_{t-1}
+          if (hm)
+            for (int64_t g = 0; g < ng; ++g)
+              product(1, nb, kTile, S, hm + g * B * S, S, pk_hh, t * tile_cols + g * kTile,
+                      rec + g * kTile, tile_cols);
+          else
+            product(1, nb, tile_cols, S, hp, S, pk_hh, t * tile_cols, rec, tile_cols, qh);
+          if (per_step)
+            project(0, nb, t * tile_cols, (t + 1) * tile_cols, xs, ldx, xrec, tile_cols, qx);
+        }
         for (int64_t j = 0; j < nb; ++j) {
           CellRow<T> r;
-          r.xp = per_step ? xrec + j * tile_cols
-                          : xproj_.data() + row(step_time(d, j, s), perm_[j]) * Gp + t * tile_cols;
+          r.xp = fused      ? bx_.data() + t * tile_cols
+                 : per_step ? xrec + j * tile_cols
+                            : xproj_.data() + row(step_time(d, j, s), perm_[j]) * Gp + t * tile_cols;
           r.rec = rec + j * tile_cols;
           r.b_hh = b_hh + u0;
           if (p.w_ci) {

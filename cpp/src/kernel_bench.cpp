@@ -94,6 +94,16 @@ double read_bandwidth(size_t bytes, double seconds) {
   return double(n) * sizeof(float) / t * 1e-9;
 }
 
+// The low-precision peak of the level in use (KernelTable::lowp_peak_loop; 0 without one).
+double lowp_peak(Precision p, double seconds) {
+  const auto loop = detail::kernels().lowp_peak_loop;
+  if (!loop) return 0;
+  const int64_t iters = 1 << 14;
+  double ops = 0;
+  const double t = best_time(seconds, [&]() { ops = loop(p, iters); });
+  return ops / t * 1e-9;
+}
+
 struct Case {
   const char* name;
   int64_t B, T, I, H;
@@ -125,6 +135,8 @@ KernelReport kernel_bench(double seconds_per_row, const std::vector<std::string>
   rep.level = table.level;
   rep.vector_floats = table.vector_floats;
   rep.fma_peak_gflops = fma_peak(seconds_per_row);
+  rep.bf16_peak_gflops = lowp_peak(Precision::BF16, seconds_per_row);
+  rep.int8_peak_gops = lowp_peak(Precision::Int8, seconds_per_row);
   rep.l2_gbytes = read_bandwidth(size_t(1) << 20, seconds_per_row);
   rep.mem_gbytes = read_bandwidth(size_t(1) << 30, std::max(seconds_per_row, 0.5));
 
@@ -198,6 +210,59 @@ KernelReport kernel_bench(double seconds_per_row, const std::vector<std::string>
       }
     }
     if (!cs.train) {
+      // the low-precision step products as the time loop runs them, tile by tile: batch 1 the
+      // recurrent product alone (the input projection is made for all steps first; it streams
+      // W_hh from L2), larger batches both products of a step in one pass (gemm_lowp_q2)
+      for (Precision p : {Precision::BF16, Precision::Int8}) {
+        const bool bf = p == Precision::BF16;
+        const auto whh = random_vec(size_t(Gp * H), 13), wih = random_vec(size_t(Gp * I), 14);
+        std::vector<const float*> rh(static_cast<size_t>(Gp)), ri(static_cast<size_t>(Gp));
+        for (int64_t n = 0; n < Gp; ++n) {
+          rh[size_t(n)] = whh.data() + n * H;
+          ri[size_t(n)] = wih.data() + n * I;
+        }
+        detail::QPacked qhh, qih;
+        detail::quantize_pack(p, H, rh, qhh);
+        detail::quantize_pack(p, I, ri, qih);
+        const auto h = random_vec(size_t(B * H), 15), x = random_vec(size_t(B * I), 16);
+        detail::QRows qh, qx;
+        table.quantize_rows(h.data(), B, H, qhh, qh);
+        table.quantize_rows(x.data(), B, I, qih, qx);
+        std::vector<float> rec(size_t(B * tile_cols));
+        const bool both = B > 2;
+        const double t = best_time(seconds_per_row, [&]() {
+          table.lowp_begin();
+          for (int64_t tl = 0; tl < tiles; ++tl) {
+            if (both)
+              table.gemm_lowp_q2(tile_cols, qx, qih, qh, qhh, tl * tile_cols, rec.data(),
+                                 tile_cols);
+            else
+              table.gemm_lowp_q(tile_cols, qh, qhh, tl * tile_cols, rec.data(), tile_cols);
+          }
+        });
+        const char* name = both ? (bf ? "step x+h bf16" : "step x+h int8")
+                                : (bf ? "step W_hh bf16" : "step W_hh int8");
+        if (!both) {
+          KernelRow r;
+          r.case_name = cs.name;
+          r.kernel = name;
+          r.bound = "memory";
+          r.M = B, r.N = Gp, r.K = H;
+          r.seconds = t;
+          r.gflops = 2.0 * double(B * Gp * H) / t * 1e-9;
+          r.gbytes = double(qhh.bytes()) / t * 1e-9;
+          r.fraction = r.gbytes / rep.l2_gbytes;
+          r.against = "L2";
+          rep.rows.push_back(r);
+        } else {
+          compute_row(cs.name, name, B, Gp, I + H, t);
+          const double peak = bf ? rep.bf16_peak_gflops : rep.int8_peak_gops;
+          if (peak > 0) {
+            rep.rows.back().fraction = rep.rows.back().gflops / peak;
+            rep.rows.back().against = bf ? "bf16 peak" : "int8 peak";
+          }
+        }
+      }
       // the gate pass of one step (memory-light: reported as GB/s of what it reads and writes)
       std::vector<float> xp = random_vec(size_t(B * tile_cols), 5),
                          rec = random_vec(size_t(B * tile_cols), 6), bh(size_t(G), 0.f),

@@ -96,6 +96,8 @@ PYBIND11_MODULE(_core, m) {
         d["level"] = r.level;
         d["vector_floats"] = r.vector_floats;
         d["fma_peak_gflops"] = r.fma_peak_gflops;
+        d["bf16_peak_gflops"] = r.bf16_peak_gflops;
+        d["int8_peak_gops"] = r.int8_peak_gops;
         d["l2_gbytes"] = r.l2_gbytes;
         d["mem_gbytes"] = r.mem_gbytes;
         py::list rows;

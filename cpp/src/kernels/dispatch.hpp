@@ -56,8 +56,22 @@ struct KernelTable {
   // once for W, then C[M, N] = q Wq^T for columns [col0, col0 + N)
   void (*quantize_rows)(const float* A, int64_t M, int64_t lda, const QPacked& W,
                         QRows& q) = nullptr;
+  // (amx level: gemm_lowp_q needs the tile configuration that lowp_begin loads, on the calling
+  // thread, with no other AMX code run on that thread since)
   void (*gemm_lowp_q)(int64_t N, const QRows& q, const QPacked& W, int64_t col0, float* C,
                       int64_t ldc) = nullptr;
+  // C[M, N] = qa Wa^T + qb Wb^T (the same rows M, the same column order): an LSTM's input and
+  // recurrent products of a step in one pass (bf16: summed in the accumulators; int8: each with
+  // its own scales, the second added in float32); same thread requirement as gemm_lowp_q
+  void (*gemm_lowp_q2)(int64_t N, const QRows& qa, const QPacked& Wa, const QRows& qb,
+                       const QPacked& Wb, int64_t col0, float* C, int64_t ldc) = nullptr;
+  // kernel_bench's low-precision peak loop: products of operands held in registers (amx: tiles;
+  // avx512_bf16: vdpbf16ps / vpdpbusd on vectors) for `iters` rounds; returns the operations
+  // done (a multiply-add counts 2). nullptr where the level has no such instructions.
+  double (*lowp_peak_loop)(Precision p, int64_t iters) = nullptr;
+  // prepares the calling thread for gemm_lowp_q (amx: loads the tile configuration; other
+  // levels: nothing); gemm_lowp prepares itself
+  void (*lowp_begin)() = nullptr;
 };
 
 // The table in use; the first call detects the CPU and reads FASTLSTM_CPU (throws

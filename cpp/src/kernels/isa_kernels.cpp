@@ -130,18 +130,23 @@ void quantize_rows_impl(Precision p, int64_t M, int64_t K, int64_t Kp, const flo
   }
 }
 
-// Writes a block of accumulators (rows mr, columns [0, w) of one panel) to C.
-// (row r of the block at acc + r * ld)
+// Writes a block of accumulators (rows mr, columns [0, w) of one panel) to C, or adds it to C
+// (Acc: the second product of C = qa Wa^T + qb Wb^T). (row r of the block at acc + r * ld)
+template <bool Acc>
 inline void store_bf16(int64_t mr, int64_t w, const float* acc, int64_t ld, float* C,
                        int64_t ldc) {
   for (int64_t r = 0; r < mr; ++r)
-    for (int64_t j = 0; j < w; ++j) C[r * ldc + j] = acc[r * ld + j];
+    for (int64_t j = 0; j < w; ++j)
+      C[r * ldc + j] = Acc ? C[r * ldc + j] + acc[r * ld + j] : acc[r * ld + j];
 }
+template <bool Acc>
 inline void store_i8(int64_t mr, int64_t w, const int32_t* acc, int64_t ld, const float* sa,
                      const float* sw, const int32_t* wsum, float* C, int64_t ldc) {
   for (int64_t r = 0; r < mr; ++r)
-    for (int64_t j = 0; j < w; ++j)
-      C[r * ldc + j] = float(acc[r * ld + j] - wsum[j]) * (sa[r] * sw[j]);
+    for (int64_t j = 0; j < w; ++j) {
+      const float v = float(acc[r * ld + j] - wsum[j]) * (sa[r] * sw[j]);
+      C[r * ldc + j] = Acc ? C[r * ldc + j] + v : v;
+    }
 }
 
 #if defined(__AVX512BF16__) && defined(__AVX512VNNI__)
@@ -242,7 +247,7 @@ void tile_i8(int64_t Kp, const uint8_t* a, const int8_t* const* panels, int32_t 
 #endif
 
 // rows [0, mr) x panels [p0, p0 + NP) into C (columns from panel p0 on, ncols in all from C)
-template <int MR, int NP>
+template <int MR, int NP, bool Acc>
 void block(const QPacked& W, const QRows& q, int64_t m0, int64_t mr, int64_t p0, int64_t cbase,
            int64_t N, float* C, int64_t ldc) {
   const int64_t Kp = W.Kp;
@@ -263,29 +268,38 @@ void block(const QPacked& W, const QRows& q, int64_t m0, int64_t mr, int64_t p0,
     const int64_t w = std::min<int64_t>(kNC, N - c0);
     if (w <= 0) break;
     if (bf)
-      store_bf16(mr, w, &accf[0][t][0], NP * kNC, C + m0 * ldc + c0, ldc);
+      store_bf16<Acc>(mr, w, &accf[0][t][0], NP * kNC, C + m0 * ldc + c0, ldc);
     else
-      store_i8(mr, w, &acci[0][t][0], NP * kNC, q.scale.data() + m0,
+      store_i8<Acc>(mr, w, &acci[0][t][0], NP * kNC, q.scale.data() + m0,
                W.scale.data() + (p0 + t) * kNC,
                W.wsum.data() + (p0 + t) * kNC, C + m0 * ldc + c0, ldc);
   }
 }
 
-template <int R = 7>
+template <bool Acc, int R = 7>
 void block_tail(const QPacked& W, const QRows& q, int64_t m0, int64_t mr, int64_t p0,
                 int64_t cbase, int64_t N, float* C, int64_t ldc) {
   if constexpr (R >= 1) {
-    if (mr == R) block<R, 1>(W, q, m0, mr, p0, cbase, N, C, ldc);
-    else block_tail<R - 1>(W, q, m0, mr, p0, cbase, N, C, ldc);
+    if (mr == R) block<R, 1, Acc>(W, q, m0, mr, p0, cbase, N, C, ldc);
+    else block_tail<Acc, R - 1>(W, q, m0, mr, p0, cbase, N, C, ldc);
   }
 }
 
 #if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AMX_INT8__)
-// AMX: for each block of 16 rows and each panel, two 16 x 16 float32 (int32) accumulator tiles
-// (the panel's two column halves); A tiles of 16 rows x 64 bytes, B tiles of 16 k-pair (quad)
-// rows x 64 bytes read from the panel at a 128-byte stride. Linux grants the tile data state
-// per process on request (cpu/cpu_info.cpp asks before this level is chosen); the tile
-// configuration is per thread, loaded on each call.
+// AMX. Accumulators: 16 x 16 float32 (int32) tiles, a block of 2 x 2 of them (32 rows, one
+// panel's 32 columns) held in tile registers 0-3 across the whole depth; per depth step of one
+// tile (32 bf16 / 64 int8 of k) the block's two A tiles (16 rows x 64 bytes of the quantized
+// rows, registers 4-5) and two B tiles (the panel's column halves: 16 k-pair / k-quad rows x 64
+// bytes at the panel's 128-byte row stride, registers 6-7) are loaded once each and feed two
+// products each. The weights are read in the layout the dot-product kernels use (lowp.hpp), so
+// one packing serves every level. Full blocks are stored straight into C (bf16) or converted
+// from one tile-sized buffer (int8: the scales and the weight-sum correction, vectorized).
+// Linux grants the tile data state per process on request (cpu/cpu_info.cpp asks before this
+// level is chosen); the tile configuration is per thread and is loaded by lowp_begin (the engine
+// calls it once per thread at the start of a time loop, so no other library's AMX code can run
+// on that thread in between) or, for a standalone product (gemm_lowp), once per call. Reading
+// the configuration back to check it (sttilecfg) costs as much as a small product, so it is
+// never done. Never released between calls: the next user of the tiles configures them.
 struct alignas(64) TileConfig {
   uint8_t palette_id = 1;
   uint8_t start_row = 0;
@@ -294,86 +308,249 @@ struct alignas(64) TileConfig {
   uint8_t rows[16] = {};
 };
 
-void amx_product(const QPacked& W, const QRows& q, int64_t M, int64_t N, int64_t col0, float* C,
-                 int64_t ldc) {
+void amx_configure() {
   TileConfig cfg;
-  for (int t = 0; t < 6; ++t) {
+  for (int t = 0; t < 8; ++t) {
     cfg.rows[t] = 16;
     cfg.colsb[t] = 64;
   }
+  // GCC 12 does not see ldtilecfg read the struct and may drop the stores above (seen: a
+  // configuration of palette 1 with no rows, then SIGILL at the first tile instruction)
+  __asm__ __volatile__("" : : "r"(&cfg) : "memory");
   _tile_loadconfig(&cfg);
-  const bool bf = W.precision == Precision::BF16;
-  const int64_t Kp = W.Kp, esz = bf ? 2 : 1, kstep = 64 / esz;  // elements of k per tile
-  const int64_t p_first = col0 / kNC, p_last = (col0 + N - 1) / kNC;
-  alignas(64) float outf[16][kNC];
-  alignas(64) int32_t outi[16][kNC];
-  for (int64_t m0 = 0; m0 < M; m0 += 16) {
-    const int64_t mr = std::min<int64_t>(16, M - m0);
-    for (int64_t p = p_first; p <= p_last; ++p) {
-      _tile_zero(0);
-      _tile_zero(1);
-      for (int64_t k0 = 0; k0 < Kp; k0 += kstep) {
-        if (bf) {
-          const uint16_t* pb = W.bf16.data() + p * Kp * kNC + (k0 / 2) * 2 * kNC;
-          _tile_loadd(2, q.bf.data() + m0 * Kp + k0, Kp * 2);
-          _tile_loadd(3, pb, 2 * kNC * 2);
-          _tile_loadd(4, pb + 32, 2 * kNC * 2);
-          _tile_dpbf16ps(0, 2, 3);
-          _tile_dpbf16ps(1, 2, 4);
-        } else {
-          const int8_t* pb = W.i8.data() + p * Kp * kNC + (k0 / 4) * 4 * kNC;
-          _tile_loadd(2, q.u8.data() + m0 * Kp + k0, Kp);
-          _tile_loadd(3, pb, 4 * kNC);
-          _tile_loadd(4, pb + 64, 4 * kNC);
-          _tile_dpbusd(0, 2, 3);
-          _tile_dpbusd(1, 2, 4);
-        }
+}
+
+// rows [0, mr) and columns [0, w) of a 16 x 32 block (two tiles side by side in `acc`, row
+// stride 32) into C
+template <bool Acc>
+inline void amx_store_i8(int64_t mr, int64_t w, const int32_t* acc, const float* sa,
+                         const float* sw, const int32_t* wsum, float* C, int64_t ldc) {
+  const __mmask16 m0 = w >= 16 ? __mmask16(0xffff) : __mmask16((1u << w) - 1);
+  const __mmask16 m1 = w >= 32 ? __mmask16(0xffff) : w <= 16 ? __mmask16(0)
+                                                             : __mmask16((1u << (w - 16)) - 1);
+  const __m512 sw0 = _mm512_maskz_loadu_ps(m0, sw), sw1 = _mm512_maskz_loadu_ps(m1, sw + 16);
+  const __m512i ws0 = _mm512_maskz_loadu_epi32(m0, wsum);
+  const __m512i ws1 = _mm512_maskz_loadu_epi32(m1, wsum + 16);
+  for (int64_t r = 0; r < mr; ++r) {
+    const __m512 s = _mm512_set1_ps(sa[r]);
+    const __m512i a0 = _mm512_sub_epi32(_mm512_load_si512(acc + r * 32), ws0);
+    const __m512i a1 = _mm512_sub_epi32(_mm512_load_si512(acc + r * 32 + 16), ws1);
+    // float(acc - wsum) * (sa * sw) (+ C), as store_i8 computes it
+    __m512 v0 = _mm512_mul_ps(_mm512_cvtepi32_ps(a0), _mm512_mul_ps(s, sw0));
+    __m512 v1 = _mm512_mul_ps(_mm512_cvtepi32_ps(a1), _mm512_mul_ps(s, sw1));
+    if constexpr (Acc) {
+      v0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, C + r * ldc), v0);
+      v1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, C + r * ldc + 16), v1);
+    }
+    _mm512_mask_storeu_ps(C + r * ldc, m0, v0);
+    if (m1) _mm512_mask_storeu_ps(C + r * ldc + 16, m1, v1);
+  }
+}
+
+// One source of a product: quantized rows and the weight they were quantized for.
+struct LowpSrc {
+  const QRows* q;
+  const QPacked* W;
+};
+
+// The depth loop of one block of one source into accumulators 0-3 (RB = 1: 0-1).
+template <bool BF, int RB>
+inline void amx_depth(const LowpSrc& src, int64_t m0, int64_t p) {
+  const QPacked& W = *src.W;
+  const int64_t Kp = W.Kp;
+  if constexpr (BF) {
+    const uint16_t* a = src.q->bf.data() + m0 * Kp;
+    const uint16_t* b = W.bf16.data() + p * Kp * kNC;
+    for (int64_t k0 = 0; k0 < Kp; k0 += 32) {
+      _tile_loadd(4, a + k0, Kp * 2);
+      _tile_loadd(6, b + k0 * kNC, 2 * kNC * 2);
+      _tile_dpbf16ps(0, 4, 6);
+      _tile_loadd(7, b + k0 * kNC + 32, 2 * kNC * 2);
+      _tile_dpbf16ps(1, 4, 7);
+      if constexpr (RB == 2) {
+        _tile_loadd(5, a + 16 * Kp + k0, Kp * 2);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
       }
-      const int64_t c0 = p * kNC - col0, w = std::min<int64_t>(kNC, N - c0);
-      if (bf) {
-        _tile_stored(0, &outf[0][0], kNC * 4);
-        _tile_stored(1, &outf[0][16], kNC * 4);
-        store_bf16(mr, w, &outf[0][0], kNC, C + m0 * ldc + c0, ldc);
-      } else {
-        _tile_stored(0, &outi[0][0], kNC * 4);
-        _tile_stored(1, &outi[0][16], kNC * 4);
-        store_i8(mr, w, &outi[0][0], kNC, q.scale.data() + m0, W.scale.data() + p * kNC,
-                 W.wsum.data() + p * kNC, C + m0 * ldc + c0, ldc);
+    }
+  } else {
+    const uint8_t* a = src.q->u8.data() + m0 * Kp;
+    const int8_t* b = W.i8.data() + p * Kp * kNC;
+    for (int64_t k0 = 0; k0 < Kp; k0 += 64) {
+      _tile_loadd(4, a + k0, Kp);
+      _tile_loadd(6, b + k0 * kNC, 4 * kNC);
+      _tile_dpbusd(0, 4, 6);
+      _tile_loadd(7, b + k0 * kNC + 64, 4 * kNC);
+      _tile_dpbusd(1, 4, 7);
+      if constexpr (RB == 2) {
+        _tile_loadd(5, a + 16 * Kp + k0, Kp);
+        _tile_dpbusd(2, 5, 6);
+        _tile_dpbusd(3, 5, 7);
       }
     }
   }
-  _tile_release();
+}
+
+template <int RB>
+inline void amx_zero() {
+  _tile_zero(0);
+  _tile_zero(1);
+  if constexpr (RB == 2) {
+    _tile_zero(2);
+    _tile_zero(3);
+  }
+}
+
+// One block: RB (1 or 2) row tiles from row m0 x the two halves of panel p, over the depth of
+// each source: bf16 sums the sources in the accumulators and stores once; int8 (each source has
+// its own scales) stores the first source and adds the second in float32, as store_i8 does.
+template <bool BF, int RB>
+inline void amx_block(const LowpSrc* src, int nsrc, int64_t M, int64_t m0, int64_t p,
+                      int64_t col0, int64_t N, float* C, int64_t ldc) {
+  const int64_t c0 = p * kNC - col0, w = std::min<int64_t>(kNC, N - c0);
+  alignas(64) float buf[16 * kNC];
+  if constexpr (BF) {
+    amx_zero<RB>();
+    for (int s = 0; s < nsrc; ++s) amx_depth<true, RB>(src[s], m0, p);
+    for (int rt = 0; rt < RB; ++rt) {
+      const int64_t r0 = m0 + 16 * rt, mr = std::min<int64_t>(16, M - r0);
+      if (mr <= 0) break;
+      float* dst = C + r0 * ldc + c0;
+      if (mr == 16 && w == kNC) {  // straight into C
+        if (rt == 0) {
+          _tile_stored(0, dst, ldc * 4);
+          _tile_stored(1, dst + 16, ldc * 4);
+        } else {
+          _tile_stored(2, dst, ldc * 4);
+          _tile_stored(3, dst + 16, ldc * 4);
+        }
+        continue;
+      }
+      if (rt == 0) {
+        _tile_stored(0, buf, kNC * 4);
+        _tile_stored(1, buf + 16, kNC * 4);
+      } else {
+        _tile_stored(2, buf, kNC * 4);
+        _tile_stored(3, buf + 16, kNC * 4);
+      }
+      store_bf16<false>(mr, w, buf, kNC, dst, ldc);
+    }
+  } else {
+    for (int s = 0; s < nsrc; ++s) {
+      amx_zero<RB>();
+      amx_depth<false, RB>(src[s], m0, p);
+      const QRows& q = *src[s].q;
+      const QPacked& W = *src[s].W;
+      for (int rt = 0; rt < RB; ++rt) {
+        const int64_t r0 = m0 + 16 * rt, mr = std::min<int64_t>(16, M - r0);
+        if (mr <= 0) break;
+        if (rt == 0) {
+          _tile_stored(0, buf, kNC * 4);
+          _tile_stored(1, buf + 16, kNC * 4);
+        } else {
+          _tile_stored(2, buf, kNC * 4);
+          _tile_stored(3, buf + 16, kNC * 4);
+        }
+        const int32_t* acc = reinterpret_cast<const int32_t*>(buf);
+        float* dst = C + r0 * ldc + c0;
+        const float* sa = q.scale.data() + r0;
+        const float* sw = W.scale.data() + p * kNC;
+        const int32_t* ws = W.wsum.data() + p * kNC;
+        if (s == 0) amx_store_i8<false>(mr, w, acc, sa, sw, ws, dst, ldc);
+        else amx_store_i8<true>(mr, w, acc, sa, sw, ws, dst, ldc);
+      }
+    }
+  }
+}
+
+// Panels outer, pairs of row tiles inner (measured the same as the other order).
+template <bool BF>
+void amx_product_t(const LowpSrc* src, int nsrc, int64_t M, int64_t N, int64_t col0, float* C,
+                   int64_t ldc) {
+  const int64_t p_first = col0 / kNC, p_last = (col0 + N - 1) / kNC;
+  const int64_t row_tiles = (M + 15) / 16;
+  for (int64_t p = p_first; p <= p_last; ++p) {
+    int64_t rt = 0;
+    for (; rt + 2 <= row_tiles; rt += 2)
+      amx_block<BF, 2>(src, nsrc, M, rt * 16, p, col0, N, C, ldc);
+    if (rt < row_tiles)
+      amx_block<BF, 1>(src, nsrc, M, rt * 16, p, col0, N, C, ldc);
+  }
+}
+
+void amx_product(const LowpSrc* src, int nsrc, int64_t M, int64_t N, int64_t col0, float* C,
+                 int64_t ldc) {
+  if (src[0].W->precision == Precision::BF16) amx_product_t<true>(src, nsrc, M, N, col0, C, ldc);
+  else amx_product_t<false>(src, nsrc, M, N, col0, C, ldc);
 }
 constexpr int64_t kAmxMinRows = 8;  // fewer rows: the dot-product kernel is as fast
 #endif
 
-void gemm_lowp_q(int64_t N, const QRows& q, const QPacked& W, int64_t col0, float* C,
+// The dot-product kernels: C = q W^T, or C += q W^T (Acc)
+template <bool Acc>
+void dot_product(int64_t N, const QRows& q, const QPacked& W, int64_t col0, float* C,
                  int64_t ldc) {
   const int64_t M = q.M;
-  if (M <= 0 || N <= 0) return;
-  if (q.precision != W.precision || q.Kp != W.Kp)
-    throw Error("gemm_lowp: the rows were quantized for another weight");
-#if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AMX_INT8__)
-  if (M >= kAmxMinRows) {
-    amx_product(W, q, M, N, col0, C, ldc);
-    return;
-  }
-#endif
   const int64_t p_first = col0 / kNC, p_end = (col0 + N + kNC - 1) / kNC;
   if (M <= 2) {
     // batch-1 streaming: four panels at a time keep enough independent accumulators busy
     int64_t p = p_first;
     for (; p + 4 <= p_end; p += 4)
-      for (int64_t m = 0; m < M; ++m) block<1, 4>(W, q, m, 1, p, col0, N, C, ldc);
+      for (int64_t m = 0; m < M; ++m) block<1, 4, Acc>(W, q, m, 1, p, col0, N, C, ldc);
     for (; p < p_end; ++p)
-      for (int64_t m = 0; m < M; ++m) block<1, 1>(W, q, m, 1, p, col0, N, C, ldc);
+      for (int64_t m = 0; m < M; ++m) block<1, 1, Acc>(W, q, m, 1, p, col0, N, C, ldc);
     return;
   }
   for (int64_t p = p_first; p < p_end; ++p) {
     int64_t m = 0;
-    for (; m + 8 <= M; m += 8) block<8, 1>(W, q, m, 8, p, col0, N, C, ldc);
-    if (m < M) block_tail(W, q, m, M - m, p, col0, N, C, ldc);
+    for (; m + 8 <= M; m += 8) block<8, 1, Acc>(W, q, m, 8, p, col0, N, C, ldc);
+    if (m < M) block_tail<Acc>(W, q, m, M - m, p, col0, N, C, ldc);
   }
+}
+
+void check_rows(const QRows& q, const QPacked& W) {
+  if (q.precision != W.precision || q.Kp != W.Kp)
+    throw Error("gemm_lowp: the rows were quantized for another weight");
+}
+
+void gemm_lowp_q(int64_t N, const QRows& q, const QPacked& W, int64_t col0, float* C,
+                 int64_t ldc) {
+  const int64_t M = q.M;
+  if (M <= 0 || N <= 0) return;
+  check_rows(q, W);
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AMX_INT8__)
+  if (M >= kAmxMinRows) {
+    const LowpSrc src{&q, &W};
+    amx_product(&src, 1, M, N, col0, C, ldc);  // the caller ran lowp_begin on this thread
+    return;
+  }
+#endif
+  dot_product<false>(N, q, W, col0, C, ldc);
+}
+
+void gemm_lowp_q2(int64_t N, const QRows& qa, const QPacked& Wa, const QRows& qb,
+                  const QPacked& Wb, int64_t col0, float* C, int64_t ldc) {
+  const int64_t M = qa.M;
+  if (M <= 0 || N <= 0) return;
+  check_rows(qa, Wa);
+  check_rows(qb, Wb);
+  if (qb.M != M || Wa.precision != Wb.precision)
+    throw Error("gemm_lowp: the two products differ in rows or precision");
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AMX_INT8__)
+  if (M >= kAmxMinRows) {
+    const LowpSrc src[2] = {{&qa, &Wa}, {&qb, &Wb}};
+    amx_product(src, 2, M, N, col0, C, ldc);  // the caller ran lowp_begin on this thread
+    return;
+  }
+#endif
+  dot_product<false>(N, qa, Wa, col0, C, ldc);
+  dot_product<true>(N, qb, Wb, col0, C, ldc);
+}
+
+void lowp_begin() {
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AMX_INT8__)
+  amx_configure();
+#endif
 }
 
 void quantize_rows(const float* A, int64_t M, int64_t lda, const QPacked& W, QRows& q) {
@@ -385,8 +562,81 @@ void gemm_lowp(int64_t M, int64_t N, const float* A, int64_t lda, const QPacked&
   if (M <= 0 || N <= 0) return;
   thread_local QRows q;
   quantize_rows_impl(W.precision, M, W.K, W.Kp, A, lda, q);
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AMX_INT8__)
+  if (M >= kAmxMinRows) amx_configure();
+#endif
   gemm_lowp_q(N, q, W, col0, C, ldc);
 }
+
+// ---- kernel_bench's low-precision peak --------------------------------------------------------
+
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AMX_INT8__)
+// Four accumulator tiles fed by two A and two B tiles loaded once (zeros): the tile unit's rate.
+double lowp_peak_loop(Precision p, int64_t iters) {
+  amx_configure();
+  alignas(64) static const uint8_t zeros[16 * 64] = {};
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  _tile_loadd(4, zeros, 64);
+  _tile_loadd(5, zeros, 64);
+  _tile_loadd(6, zeros, 64);
+  _tile_loadd(7, zeros, 64);
+  if (p == Precision::BF16) {
+    for (int64_t i = 0; i < iters; ++i) {
+      _tile_dpbf16ps(0, 4, 6);
+      _tile_dpbf16ps(1, 4, 7);
+      _tile_dpbf16ps(2, 5, 6);
+      _tile_dpbf16ps(3, 5, 7);
+    }
+  } else {
+    for (int64_t i = 0; i < iters; ++i) {
+      _tile_dpbusd(0, 4, 6);
+      _tile_dpbusd(1, 4, 7);
+      _tile_dpbusd(2, 5, 6);
+      _tile_dpbusd(3, 5, 7);
+    }
+  }
+  alignas(64) float sink[16 * 16];
+  _tile_stored(0, sink, 64);
+  volatile float keep = sink[0];
+  (void)keep;
+  // per tile product: 16 x 16 outputs, 32 (bf16) or 64 (int8) multiply-adds each
+  return 4.0 * double(iters) * 16 * 16 * (p == Precision::BF16 ? 32 : 64) * 2;
+}
+#elif defined(__AVX512BF16__) && defined(__AVX512VNNI__)
+double lowp_peak_loop(Precision p, int64_t iters) {
+  constexpr int kAcc = 24;
+  const __m512i a = _mm512_set1_epi32(0x3f803f80), b = _mm512_set1_epi32(0x00010001);
+  alignas(64) float sink[16];
+  if (p == Precision::BF16) {
+    __m512 acc[kAcc];
+    for (int i = 0; i < kAcc; ++i) acc[i] = _mm512_setzero_ps();
+    for (int64_t it = 0; it < iters; ++it) {
+#pragma GCC unroll 24
+      for (int i = 0; i < kAcc; ++i) acc[i] = _mm512_dpbf16_ps(acc[i], (__m512bh)a, (__m512bh)b);
+    }
+    __m512 s = acc[0];
+    for (int i = 1; i < kAcc; ++i) s = _mm512_add_ps(s, acc[i]);
+    _mm512_storeu_ps(sink, s);
+  } else {
+    __m512i acc[kAcc];
+    for (int i = 0; i < kAcc; ++i) acc[i] = _mm512_setzero_si512();
+    for (int64_t it = 0; it < iters; ++it) {
+#pragma GCC unroll 24
+      for (int i = 0; i < kAcc; ++i) acc[i] = _mm512_dpbusd_epi32(acc[i], a, b);
+    }
+    __m512i s = acc[0];
+    for (int i = 1; i < kAcc; ++i) s = _mm512_add_epi32(s, acc[i]);
+    _mm512_storeu_si512(sink, s);
+  }
+  volatile float keep = sink[0];
+  (void)keep;
+  // per instruction: 16 lanes x 2 (bf16) or 4 (int8) multiply-adds
+  return double(kAcc) * double(iters) * 16 * (p == Precision::BF16 ? 2 : 4) * 2;
+}
+#endif
 
 // ---- kernel_bench's FMA peak ---------------------------------------------------------------
 
@@ -445,6 +695,12 @@ void fill_kernels(KernelTable& t) {
   t.gemm_lowp = &gemm_lowp;
   t.quantize_rows = &quantize_rows;
   t.gemm_lowp_q = &gemm_lowp_q;
+  t.gemm_lowp_q2 = &gemm_lowp_q2;
+  t.lowp_begin = &lowp_begin;
+#if (defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AMX_INT8__)) || \
+    (defined(__AVX512BF16__) && defined(__AVX512VNNI__))
+  t.lowp_peak_loop = &lowp_peak_loop;
+#endif
 #if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
   t.vector_floats = simd::kW;
 #else

@@ -18,6 +18,7 @@
 #include <cstring>
 #include <vector>
 
+#include "aligned.hpp"
 #include "fastlstm/config.hpp"
 #include "kernels/packed_gemm.hpp"
 
@@ -26,8 +27,9 @@ namespace fastlstm::detail {
 struct QPacked {
   Precision precision = Precision::Float32;
   int64_t N = 0, K = 0, Kp = 0;   // columns (weight rows), depth, padded depth
-  std::vector<uint16_t> bf16;     // bf16: panel p at p * Kp * kNC
-  std::vector<int8_t> i8;         // int8: panel p at p * Kp * kNC
+  // cache-line aligned: the kernels read whole 64-byte rows of a panel
+  AlignedVector<uint16_t> bf16;   // bf16: panel p at p * Kp * kNC
+  AlignedVector<int8_t> i8;       // int8: panel p at p * Kp * kNC
   std::vector<float> scale;       // int8: [panels * kNC] per column
   std::vector<int32_t> wsum;      // int8: [panels * kNC] 128 * sum_k w
   size_t bytes() const {
@@ -42,8 +44,8 @@ struct QPacked {
 struct QRows {
   Precision precision = Precision::Float32;
   int64_t M = 0, Kp = 0;
-  std::vector<uint16_t> bf;
-  std::vector<uint8_t> u8;
+  AlignedVector<uint16_t> bf;  // aligned: AMX loads 64-byte rows of it
+  AlignedVector<uint8_t> u8;
   std::vector<float> scale;
   // sizes the buffer of `precision` for Mp rows of Kp (out of line: baseline code)
   void shape(int64_t Mp, int64_t Kp);

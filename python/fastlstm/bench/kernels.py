@@ -26,6 +26,7 @@ __all__ = ["KERNEL_CASES", "kernel_report", "format_kernel_table"]
 
 def kernel_report(seconds_per_row=0.2, cases=None):
     """Measures and returns a dict: ``level`` (the kernel level measured), ``fma_peak_gflops``,
+    ``bf16_peak_gflops`` and ``int8_peak_gops`` (0 where the level has no such instructions),
     ``l2_gbytes``, ``mem_gbytes``, ``vector_floats`` and ``rows`` (one dict per kernel and case: case, kernel, bound, M, N, K,
     seconds, gflops, gbytes, fraction, against)."""
     seconds_per_row = float(seconds_per_row)
@@ -59,8 +60,10 @@ def format_kernel_table(rep):
     lines = [
         f"CPU: {rep.get('cpu_model', '?')}; kernel level {rep['level']} "
         f"({rep['vector_floats'] * 32}-bit vectors); single thread",
-        f"FMA peak {rep['fma_peak_gflops']:.1f} GFLOP/s; read bandwidth L2 "
-        f"{rep['l2_gbytes']:.1f} GB/s, memory {rep['mem_gbytes']:.1f} GB/s",
+        f"FMA peak {rep['fma_peak_gflops']:.1f} GFLOP/s"
+        + (f"; bf16 peak {rep['bf16_peak_gflops']:.0f} GFLOP/s, int8 peak "
+           f"{rep['int8_peak_gops']:.0f} GOP/s" if rep.get("bf16_peak_gflops") else "")
+        + f"; read bandwidth L2 {rep['l2_gbytes']:.1f} GB/s, memory {rep['mem_gbytes']:.1f} GB/s",
         "",
         "| case | kernel | M x N x K | GFLOP/s | GB/s | fraction |",
         "| --- | --- | --- | --- | --- | --- |",

@@ -1,5 +1,6 @@
 """The thread split chosen by the work of a step (cpu/parallel.hpp): a time step is split over
-threads only where each thread gets at least the step threshold's multiply-adds, a
+threads only where each thread gets at least the step threshold's multiply-adds (or reads at
+least the step-bytes threshold's weights), a
 whole-sequence product only where each gets the region threshold's; below, the call runs on
 the calling thread alone. The split never changes the results."""
 
@@ -31,12 +32,12 @@ def _train_step(mod, x, d_out):
 
 
 def test_thresholds_are_set_and_restored(two_threads):
-    step, region = _core._min_thread_work()
-    assert step > 0 and region > 0
-    _core._set_min_thread_work(5, 7)
-    assert _core._min_thread_work() == (5, 7)
+    step, region, step_bytes = _core._min_thread_work()
+    assert step > 0 and region > 0 and step_bytes > 0
+    _core._set_min_thread_work(5, 7, 9)
+    assert _core._min_thread_work() == (5, 7, 9)
     _core._set_min_thread_work(-1, -1)
-    assert _core._min_thread_work() == (step, region)
+    assert _core._min_thread_work() == (step, region, step_bytes)
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -67,6 +68,29 @@ def test_step_threshold_is_per_thread_work_of_a_step(cell, two_threads):
     assert _train_step(mod, x, d_out)[:2] == (1, 1)
     _core._set_min_thread_work(work // 2, never)
     assert _train_step(mod, x, d_out)[:2] == (2, 2)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_step_bytes_threshold_splits_batch_one_steps_with_large_weights(cell, two_threads):
+    """A batch-1 step of H = 256 has few multiply-adds (below the step threshold) but reads
+    G * H * H weights (768 KB-1 MB float32): it is split by the weight-bytes threshold, and not
+    once that threshold is out of reach; the bits are the same either way."""
+    B, T, I, H = 1, 5, 7, 256  # noqa: E741
+    weight_bytes = GATES[cell] * H * H * 4
+    step, _, step_bytes = _core._min_thread_work()
+    assert B * GATES[cell] * H * H < 2 * step  # the multiply-adds alone would not split it
+    assert weight_bytes >= 2 * step_bytes
+    rng = np.random.default_rng(3)
+    mod = getattr(fastlstm, cell)(I, H, seed=4)
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    d_out = np.ones((T, B, H), np.float32)
+    fwd, bwd, split = _train_step(mod, x, d_out)
+    assert (fwd, bwd) == (2, 2)
+    _core._set_min_thread_work(-1, -1, 1 << 60)
+    fwd, bwd, alone = _train_step(mod, x, d_out)
+    assert (fwd, bwd) == (1, 1)
+    for a, b in zip(split, alone):
+        assert np.array_equal(a, b)
 
 
 @pytest.mark.parametrize("cell", CELLS)

@@ -118,8 +118,13 @@ constexpr int64_t kXprojCacheBytes = int64_t(1) << 20;
 // A time loop splits its steps' parts (unit tiles, state panels) over threads only where each
 // thread gets min_thread_work().step multiply-adds per step (cpu/parallel.hpp); below, it runs
 // on the caller's thread and no barrier is ever waited on.
-inline int step_threads(int64_t parts, int64_t work_per_step) {
-  return threads_for(parts, work_per_step, min_thread_work().step);
+// (or min_thread_work().step_bytes of the weights a step reads: `weights` elements of
+// `elem_bytes` each).
+inline int step_threads(int64_t parts, int64_t work_per_step, int64_t weights,
+                        int64_t elem_bytes) {
+  const MinThreadWork w = min_thread_work();
+  return std::max(threads_for(parts, work_per_step, w.step),
+                  threads_for(parts, weights * elem_bytes, w.step_bytes));
 }
 
 template <typename T>
@@ -340,7 +345,10 @@ void Engine<T>::forward_direction(int64_t l, int64_t d, const DirParams<T>& p, c
   aux_.resize(B * H);
   hraw_.resize(B * H);
   // a step's multiply-adds: the recurrent product (and the projection, and x W_ih^T per step)
-  const int nt_want = step_threads(tiles, B * G * (S + P + (per_step ? I_l : 0)));
+  const int64_t step_weights = G * (S + P + (per_step ? I_l : 0));
+  const int64_t elem_bytes = !lowp() ? int64_t(sizeof(T))
+                             : cfg_.precision == Precision::BF16 ? 2 : 1;
+  const int nt_want = step_threads(tiles, B * step_weights, step_weights, elem_bytes);
   used(nt_want);
   if (int64_t(rec_.size()) < nt_want) rec_.resize(nt_want);
   if (int64_t(xrec_.size()) < nt_want) xrec_.resize(nt_want), xin_.resize(nt_want);
@@ -581,7 +589,8 @@ void Engine<T>::backward_direction(int64_t l, int64_t d, const DirParams<T>& p,
   // Thread tid owns hidden-unit tiles [t0, t1) (cell, dhraw) and state panels [q0, q1) (the
   // d_out accumulation and the product with W_hh). Without a projection S = H and kTile = kNC,
   // so both are the same columns.
-  const int nt_want = step_threads(std::max(tiles, s_panels), B * G * (S + P));
+  const int nt_want =
+      step_threads(std::max(tiles, s_panels), B * G * (S + P), G * (S + P), sizeof(T));
   used(nt_want);
   SpinBarrier barrier(nt_want);
   parallel_region(nt_want, [&](int tid, int nt) {

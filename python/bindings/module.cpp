@@ -79,11 +79,11 @@ PYBIND11_MODULE(_core, m) {
   // values < 0 restore the defaults
   m.def("_min_thread_work", [] {
     const auto w = fastlstm::detail::min_thread_work();
-    return py::make_tuple(w.step, w.region);
+    return py::make_tuple(w.step, w.region, w.step_bytes);
   });
-  m.def("_set_min_thread_work", [](int64_t step, int64_t region) {
-    fastlstm::detail::set_min_thread_work({step, region});
-  }, py::arg("step"), py::arg("region"));
+  m.def("_set_min_thread_work", [](int64_t step, int64_t region, int64_t step_bytes) {
+    fastlstm::detail::set_min_thread_work({step, region, step_bytes});
+  }, py::arg("step"), py::arg("region"), py::arg("step_bytes") = -1);
   m.def(
       "kernel_bench",
       [](double seconds_per_row, const std::vector<std::string>& cases) {

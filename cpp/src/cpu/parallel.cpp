@@ -308,19 +308,30 @@ namespace {
 // are split at 2M multiply-adds per thread (about 60 us of one core's work), products at 16M
 // (about 0.3 ms): the small models of the benchmark's grid (up to B=32, H=128) train on one
 // thread, and larger ones keep their threads.
-constexpr MinThreadWork kDefaultMinWork{int64_t(1) << 21, int64_t(1) << 24};
+//
+// Re-measured on the same machine when quiet (load about 1), forward + backward at 1 and 2
+// threads: steps whose weights are small lose when split even at 0.26M multiply-adds per thread
+// ((32, 8, 8, 64) 1.35x, (8, 40, 8, 128) 1.16x one thread's time), while a step that reads a
+// large W_hh wins at few multiply-adds: batch 1, H = 256 (0.13M per thread, 1 MB of W_hh) ran
+// in 0.83x (fwd + bwd) and stream_b1's forward in 0.58x. Hence the third threshold: a step is
+// also split where each thread reads at least 256 KB of weights.
+constexpr MinThreadWork kDefaultMinWork{int64_t(1) << 21, int64_t(1) << 24, int64_t(1) << 18};
 std::atomic<int64_t> g_min_step{kDefaultMinWork.step};
 std::atomic<int64_t> g_min_region{kDefaultMinWork.region};
+std::atomic<int64_t> g_min_step_bytes{kDefaultMinWork.step_bytes};
 }  // namespace
 
 MinThreadWork min_thread_work() {
-  return {g_min_step.load(std::memory_order_relaxed), g_min_region.load(std::memory_order_relaxed)};
+  return {g_min_step.load(std::memory_order_relaxed), g_min_region.load(std::memory_order_relaxed),
+          g_min_step_bytes.load(std::memory_order_relaxed)};
 }
 
 void set_min_thread_work(MinThreadWork w) {
   g_min_step.store(w.step < 0 ? kDefaultMinWork.step : w.step, std::memory_order_relaxed);
   g_min_region.store(w.region < 0 ? kDefaultMinWork.region : w.region,
                      std::memory_order_relaxed);
+  g_min_step_bytes.store(w.step_bytes < 0 ? kDefaultMinWork.step_bytes : w.step_bytes,
+                         std::memory_order_relaxed);
 }
 
 int threads_for(int64_t parts, int64_t work, int64_t min_per_thread) {

@@ -60,9 +60,13 @@ class SpinBarrier {
 // which may be asleep, and one wait for the slowest). Below, the caller's thread does it all and
 // no other thread is woken. The split never changes the results: every element is the same
 // fixed-order chain of multiply-adds whichever thread computes it.
+// A time step is also split where each thread gets at least `step_bytes` of the weights the
+// step reads: a step of few rows is bound by reading W_hh, which two cores' caches deliver
+// about twice as fast as one.
 struct MinThreadWork {
   int64_t step;
   int64_t region;
+  int64_t step_bytes = -1;  // < 0 in set_min_thread_work: the default
 };
 MinThreadWork min_thread_work();
 // Changes them for this process (tests and calibration; values < 0 restore the defaults).

@@ -88,12 +88,14 @@ def _custom(name, custom_objects, what):
     return custom_objects[name]
 
 
-def _loss_from_json(j, custom_objects, what):
+def _item_from_json(j, custom_objects, what, kind, check_name, classes):
+    """A loss or metric item of the compile state: None, a Keras name (``check_name`` raises
+    ValueError for an unknown one), a built-in class with its config, or a custom entry."""
     if j is None:
         return None
     if isinstance(j, str):
         try:
-            losses_mod.get(j)
+            check_name(j)
         except ValueError as e:
             raise ValueError(f"{what}: {e}") from None
         return j
@@ -101,41 +103,25 @@ def _loss_from_json(j, custom_objects, what):
         return _custom(j["custom"], custom_objects, what)
     if isinstance(j, dict) and set(j) == {"class", "config"} and isinstance(j["config"], dict) \
             and isinstance(j["class"], str):
-        cls = _LOSS_CLASSES.get(j["class"])
+        cls = classes.get(j["class"])
         if cls is None:
-            raise ValueError(f"{what}: unknown loss class {j['class']!r}; expected one of "
-                             f"{sorted(_LOSS_CLASSES)}")
+            raise ValueError(f"{what}: unknown {kind} class {j['class']!r}; expected one of "
+                             f"{sorted(classes)}")
         try:
             return cls(**j["config"])
         except (TypeError, ValueError) as e:
             raise ValueError(f"{what}: invalid {j['class']} config: {e}") from None
-    raise ValueError(f"{what} must be a loss name, {{'class', 'config'}} or {{'custom'}}, "
+    raise ValueError(f"{what} must be a {kind} name, {{'class', 'config'}} or {{'custom'}}, "
                      f"got {j!r}")
+
+
+def _loss_from_json(j, custom_objects, what):
+    return _item_from_json(j, custom_objects, what, "loss", losses_mod.get, _LOSS_CLASSES)
 
 
 def _metric_from_json(j, custom_objects, what):
-    if j is None:
-        return None
-    if isinstance(j, str):
-        try:
-            metrics_mod.get(j, None, (2,))
-        except ValueError as e:
-            raise ValueError(f"{what}: {e}") from None
-        return j
-    if isinstance(j, dict) and set(j) == {"custom"}:
-        return _custom(j["custom"], custom_objects, what)
-    if isinstance(j, dict) and set(j) == {"class", "config"} and isinstance(j["config"], dict) \
-            and isinstance(j["class"], str):
-        cls = _METRIC_CLASSES.get(j["class"])
-        if cls is None:
-            raise ValueError(f"{what}: unknown metric class {j['class']!r}; expected one of "
-                             f"{sorted(_METRIC_CLASSES)}")
-        try:
-            return cls(**j["config"])
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"{what}: invalid {j['class']} config: {e}") from None
-    raise ValueError(f"{what} must be a metric name, {{'class', 'config'}} or {{'custom'}}, "
-                     f"got {j!r}")
+    return _item_from_json(j, custom_objects, what, "metric",
+                           lambda name: metrics_mod.get(name, None, (2,)), _METRIC_CLASSES)
 
 
 def _unstructured(j, fn, what, depth=0):

@@ -22,7 +22,7 @@ import numpy as np
 from .cases import Case
 from .peers import Runner, fastlstm_runner, make_models, set_fastlstm_threads, torch_runner
 from .report import log
-from .timing import measure
+from .timing import fit_and_engine_runs, measure
 
 __all__ = ["ISSUE_SHAPES", "GRID_SHAPES", "FIT_SHAPE", "small_grid", "fit_step",
            "format_small_grid"]
@@ -105,24 +105,8 @@ def fit_step(repeats, batches=32, shape=FIT_SHAPE, with_keras=True):
     bare engine's forward + backward on the same shapes, and of Keras 3's ``fit`` of the same
     model (when it imports), interleaved, medians of ``repeats`` epochs of ``batches``
     batches."""
-    from ..layers import LSTM as KLSTM, Input
-    from ..models import Sequential, set_seed
-    from ..rnn import LSTM
-
     B, T, I, H = shape  # noqa: E741
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((B * batches, T, I)).astype(np.float32)
-    y = rng.standard_normal((B * batches, T, H)).astype(np.float32)
-    set_seed(0)
-    model = Sequential([Input((T, I)), KLSTM(H, return_sequences=True)])
-    model.compile(optimizer="adam", loss="mse")
-    bare = LSTM(I, H, batch_first=True, seed=0)
-    ones = np.ones((B, T, H), np.float32)
-    runs = {
-        "fit": lambda: model.fit(x, y, batch_size=B, epochs=1, shuffle=False, verbose=0),
-        "engine": lambda: [(bare.forward(x[k * B:(k + 1) * B], train=True), bare.backward(ones))
-                           for k in range(batches)],
-    }
+    runs, x, y = fit_and_engine_runs(B, T, I, H, batches)
     keras = _import_keras() if with_keras else None
     if keras is not None:
         km = keras.Sequential([keras.Input((T, I)), keras.layers.LSTM(H, return_sequences=True)])

@@ -210,14 +210,13 @@ def _scan_entry(med, n, note):
             "speedup": med[1] / med[n], "note": note}
 
 
-def fit_overhead(case, repeats, batches=16):
-    """Time per batch of ``Sequential.fit`` (LSTM with return_sequences, MSE, Adam: the whole
-    training layer) against the engine's bare forward + backward on the same shapes,
-    interleaved, medians of ``repeats`` epochs of ``batches`` batches."""
+def fit_and_engine_runs(B, T, I, H, batches):  # noqa: E741
+    """One epoch of ``batches`` batches two ways on the same shapes: ``Sequential.fit`` of an
+    LSTM with return_sequences (MSE, Adam: the whole training layer) and the engine's bare
+    forward + backward. Returns ({"fit": callable, "engine": callable}, x, y)."""
     from ..layers import LSTM as KLSTM, Input
     from ..models import Sequential, set_seed
 
-    B, T, I, H = case.B, case.T, case.I, case.H
     rng = np.random.default_rng(0)
     x = rng.standard_normal((B * batches, T, I)).astype(np.float32)
     y = rng.standard_normal((B * batches, T, H)).astype(np.float32)
@@ -235,6 +234,15 @@ def fit_overhead(case, repeats, batches=16):
             bare.forward(x[k * B:(k + 1) * B], train=True)
             bare.backward(ones)
 
+    return {"fit": run_fit, "engine": run_bare}, x, y
+
+
+def fit_overhead(case, repeats, batches=16):
+    """Time per batch of ``Sequential.fit`` against the engine's bare forward + backward on
+    ``case``'s shapes (:func:`fit_and_engine_runs`), interleaved, medians of ``repeats``
+    epochs of ``batches`` batches."""
+    runs, _, _ = fit_and_engine_runs(case.B, case.T, case.I, case.H, batches)
+    run_fit, run_bare = runs["fit"], runs["engine"]
     run_fit()
     run_bare()
     t_fit, t_bare = [], []

@@ -174,7 +174,7 @@ void Engine<T>::pack_weights(const T* params, bool backward) {
       // kTile): tile columns [i u0..u0+31 | f u0..u0+31 | g ... | o ...], zero past H. Panel pnl
       // of tile t holds gate pnl of the tile's units: rows pnl * H + u of the weight.
       const int64_t tile_cols = ng * kTile;
-      auto pack_tiles = [&](const T* w, int64_t K, std::vector<T>& dst) {
+      auto pack_tiles = [&](const T* w, int64_t K, AlignedVector<T>& dst) {
         dst.resize(tiles * tile_cols * K);
         for (int64_t t = 0; t < tiles; ++t)
           for (int64_t pnl = 0; pnl < ng; ++pnl) {
@@ -683,7 +683,7 @@ void Engine<T>::backward_direction(int64_t l, int64_t d, const DirParams<T>& p,
   // split in fixed chunks of output rows: the summation over the long axis is the same whatever
   // the thread count; padded rows carry zero gradient (the bias gradients were summed in the
   // gate pass above, by the thread that owns the units)
-  auto pack_rows = [&](std::vector<T>& dst, int64_t cols, int64_t rows, const T* src) {
+  auto pack_rows = [&](AlignedVector<T>& dst, int64_t cols, int64_t rows, const T* src) {
     dst.resize(num_panels(cols) * rows * kNC);
     // a copy, not a product: weighted as one multiply-add per 8 elements moved
     used(parallel_for(num_panels(cols), 1, [&](int64_t p0, int64_t p1) {

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "aligned.hpp"
 #include "fastlstm/rnn.hpp"
 #include "kernels/lowp.hpp"
 
@@ -88,14 +89,14 @@ class Engine {
   std::vector<DirStore<T>> store_;        // [L*D]
   // weights packed into the panels the kernels read (kernels/packed_gemm.hpp)
   // weights packed per (layer, direction), index l * D + d
-  std::vector<std::vector<T>> pk_ih_;                  // W_ih: per unit tile, gates interleaved (forward)
-  std::vector<std::vector<T>> pk_hh_;                  // W_hh: per unit tile, gates interleaved (forward)
-  std::vector<std::vector<T>> pk_hr_;                  // W_hr: panels over P                 (forward)
-  std::vector<std::vector<T>> pk_ih_t_;                // W_ih^T: panels over I_l             (backward)
-  std::vector<std::vector<T>> pk_hh_t_;                // W_hh^T: panels over S               (backward)
+  std::vector<AlignedVector<T>> pk_ih_;                  // W_ih: per unit tile, gates interleaved (forward)
+  std::vector<AlignedVector<T>> pk_hh_;                  // W_hh: per unit tile, gates interleaved (forward)
+  std::vector<AlignedVector<T>> pk_hr_;                  // W_hr: panels over P                 (forward)
+  std::vector<AlignedVector<T>> pk_ih_t_;                // W_ih^T: panels over I_l             (backward)
+  std::vector<AlignedVector<T>> pk_hh_t_;                // W_hh^T: panels over S               (backward)
   std::vector<QPacked> q_ih_, q_hh_, q_hr_;  // low precision: the forward weights quantized
   std::vector<QRows> qrows_;                 // low precision: per thread, a step's h, x, h_raw
-  std::vector<std::vector<T>> pk_hr_t_;                // W_hr^T: panels over H               (backward)
+  std::vector<AlignedVector<T>> pk_hr_t_;                // W_hr^T: panels over H               (backward)
   std::vector<T> zeros_;                  // [G] stands in for absent biases
   bool cache_packed_ = false;             // Stream: pack once, reuse on every step
   bool packed_valid_ = false;
@@ -115,7 +116,7 @@ class Engine {
   std::vector<T> mid_[2];                 // inference: [N, D*S] outputs of inner layers
   std::vector<T> d_rec_, d_hout_;         // [T*B, G], [T*B, S]
   std::vector<T> d_mid_[2];               // [N, D*S]
-  std::vector<T> pk_in_, pk_hs_, pk_hraw_;  // backward: layer input, h_{t-1}, h_raw as panels
+  AlignedVector<T> pk_in_, pk_hs_, pk_hraw_;  // backward: layer input, h_{t-1}, h_raw as panels
   std::vector<T> dh_, dc_, dhraw_;        // [B, S], [B, H], [B, H]
   // recurrent dropout (ForwardArgs::recurrent_mask)
   const T* rmask_in_ = nullptr;           // [L*D, B, ng*S] the caller's masks (this forward)

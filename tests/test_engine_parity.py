@@ -399,6 +399,22 @@ def test_dropout_changes_train_forward_only():
     np.testing.assert_allclose(inf_c, ref_c, rtol=0, atol=1e-14)
 
 
+def _backward_matches_finite_differences(m, cell, loss, x, h0, c0, d_out, d_h_n, d_c_n):
+    """m.backward after the last training forward against central differences of ``loss``
+    (the forward that gave it, weighted by d_out, d_h_n, d_c_n): x, h0, c0 and every param."""
+    if cell == "lstm":
+        d_x, (d_h0, d_c0) = m.backward(d_out, d_h_n, d_c_n)
+        inputs = {"x": (x, d_x), "h0": (h0, d_h0), "c0": (c0, d_c0)}
+    else:
+        d_x, d_h0 = m.backward(d_out, d_h_n)
+        inputs = {"x": (x, d_x), "h0": (h0, d_h0)}
+    grads = {name: g.copy() for name, g in m.grads.items()}
+    for name, (arr, analytic) in inputs.items():
+        assert_close(analytic, numerical_gradient(loss, arr), 1e-6, f"d_{name}")
+    for name, p in m.params.items():
+        assert_close(grads[name], numerical_gradient(loss, p), 1e-6, f"grads[{name!r}]")
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_dropout_gradients_match_finite_differences(cell):
     """With the module's RNG re-seeded before every forward the mask is fixed, so the loss is
@@ -436,18 +452,7 @@ def test_dropout_gradients_match_finite_differences(cell):
     plain_out = plain.forward(x, (h0, c0) if cell == "lstm" else h0, lengths=lengths)[0]
     assert not np.allclose(out, plain_out), "the mask must actually drop something"
 
-    if cell == "lstm":
-        d_x, (d_h0, d_c0) = m.backward(d_out, d_h_n, d_c_n)
-        inputs = {"x": (x, d_x), "h0": (h0, d_h0), "c0": (c0, d_c0)}
-    else:
-        d_x, d_h0 = m.backward(d_out, d_h_n)
-        inputs = {"x": (x, d_x), "h0": (h0, d_h0)}
-    grads = {name: g.copy() for name, g in m.grads.items()}
-    for name, (arr, analytic) in inputs.items():
-        assert_close(analytic, numerical_gradient(loss, arr), 1e-6, f"d_{name}")
-    for name, p in m.params.items():
-        numeric = numerical_gradient(loss, p)
-        assert_close(grads[name], numeric, 1e-6, f"grads[{name!r}]")
+    _backward_matches_finite_differences(m, cell, loss, x, h0, c0, d_out, d_h_n, d_c_n)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
@@ -480,17 +485,7 @@ def test_recurrent_dropout_gradients_match_finite_differences(cell):
 
     plain = m.forward(x, hx, lengths=lengths)[0]
     assert not np.allclose(m.forward(x, hx, lengths=lengths, recurrent_mask=mask)[0], plain)
-    if cell == "lstm":
-        d_x, (d_h0, d_c0) = m.backward(d_out, d_h_n, d_c_n)
-        inputs = {"x": (x, d_x), "h0": (h0, d_h0), "c0": (c0, d_c0)}
-    else:
-        d_x, d_h0 = m.backward(d_out, d_h_n)
-        inputs = {"x": (x, d_x), "h0": (h0, d_h0)}
-    grads = {name: g.copy() for name, g in m.grads.items()}
-    for name, (arr, analytic) in inputs.items():
-        assert_close(analytic, numerical_gradient(loss, arr), 1e-6, f"d_{name}")
-    for name, p in m.params.items():
-        assert_close(grads[name], numerical_gradient(loss, p), 1e-6, f"grads[{name!r}]")
+    _backward_matches_finite_differences(m, cell, loss, x, h0, c0, d_out, d_h_n, d_c_n)
 
 
 def test_recurrent_mask_bad_input_is_refused():

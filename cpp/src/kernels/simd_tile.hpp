@@ -55,6 +55,19 @@ constexpr int kRegs = 0;
 #endif
 
 #if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+// dst[0, n) = src[0, n) for n <= kW: one masked load and store (gemm_atb's packing copies row
+// pieces of MR floats; a library call per piece costs more than the copy)
+inline void copy_short(const float* src, int64_t n, float* dst) {
+#if defined(__AVX512F__)
+  const __mmask16 m = __mmask16((1u << n) - 1u);
+  _mm512_mask_storeu_ps(dst, m, _mm512_maskz_loadu_ps(m, src));
+#else
+  const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(int(n)),
+                                       _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  _mm256_maskstore_ps(dst, m, _mm256_maskload_ps(src, m));
+#endif
+}
+
 // MR rows x NV vectors of columns. Column vector v is at b + (v / vpp) * bstride + (v % vpp) * kW
 // of each packed row (rows kNC = ldb floats apart, vpp vectors per panel row). A[r, k] at
 // a[r * lda + k * ka]. acc is written to C (ldc) for the first nc columns (nc may be less than

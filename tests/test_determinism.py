@@ -202,14 +202,15 @@ def test_shared_module_from_threads_is_serialized():
 
 def test_blocked_products_same_bits_and_reference():
     """Sizes where the float32 products take every path of the register-tile kernels: K above
-    the K block (hidden 150 and input 140 > 128), row counts that leave row tails (1, 5, 23 and
-    37 rows), a partial last unit tile (150 = 4 * 32 + 22), and a batch large enough for the
-    software prefetch (>= 96 rows in the d_x chunks). A sequence's results are the same bits
-    alone or in any batch, for any thread count, and match the float64 NumPy reference."""
+    the K block (hidden 280 and input 270 > 256), row counts split in tiles of unequal sizes
+    (1, 5, 23 and 37 rows: 37 = 13 + 12 + 12), a partial last unit tile (280 = 8 * 32 + 24), and
+    a batch large enough for the software prefetch (>= 96 rows in the d_x chunks). A sequence's
+    results are the same bits alone or in any batch, for any thread count, and match the float64
+    NumPy reference."""
     from fastlstm import reference as R
 
     rng = np.random.default_rng(5)
-    T, I, H = 6, 140, 150
+    T, I, H = 6, 270, 280
     mod = fastlstm.LSTM(I, H, seed=3)
     x = rng.standard_normal((T, 37, I)).astype(np.float32)
     d_out = rng.standard_normal((T, 37, H)).astype(np.float32)

@@ -145,12 +145,12 @@ for dt in ["float32", "float64"]:
             if t == 3:
                 x[:] = np.inf
             h.update(s.step(x).tobytes())
-    # the register-tile paths of the float32 products: K past the K block (140, 150, 600 > 128),
-    # row tails of every tile height, a partial unit tile (150 = 4 * 32 + 22), weight gradients
-    # over 600 rows (row blocks and grains differ per level), 128-row chunks (prefetch)
-    m = fastlstm.LSTM(140, 150, dtype=dt, seed=5)
+    # the register-tile paths of the float32 products: K past the K block (270, 280 > 256),
+    # row counts split in unequal tiles, a partial unit tile (280 = 8 * 32 + 24), weight
+    # gradients over 600 rows (row blocks and grains differ per level), 128-row chunks (prefetch)
+    m = fastlstm.LSTM(270, 280, dtype=dt, seed=5)
     for B in (37, 1, 2, 23):
-        out, _ = m.forward(rng.standard_normal((6, B, 140)), train=True)
+        out, _ = m.forward(rng.standard_normal((6, B, 270)), train=True)
         dx, _ = m.backward(rng.standard_normal(out.shape))
         for a in (out, dx, m.flat_grads):
             h.update(np.ascontiguousarray(a).tobytes())

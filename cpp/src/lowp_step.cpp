@@ -13,14 +13,14 @@
 
 namespace fastlstm::detail {
 
-std::vector<const float*> lowp_tile_rows(const float* w, int64_t K, int64_t H, int64_t ng) {
+void lowp_tile_rows(const float* w, int64_t K, int64_t H, int64_t ng,
+                    std::vector<const float*>& rows) {
   const int64_t tiles = (H + kLowpUnits - 1) / kLowpUnits, tile_cols = ng * kLowpUnits;
-  std::vector<const float*> rows(size_t(tiles * tile_cols), nullptr);
+  rows.assign(size_t(tiles * tile_cols), nullptr);
   for (int64_t t = 0; t < tiles; ++t)
     for (int64_t g = 0; g < ng; ++g)
       for (int64_t u = 0; u < std::min(kLowpUnits, H - t * kLowpUnits); ++u)
         rows[t * tile_cols + g * kLowpUnits + u] = w + (g * H + t * kLowpUnits + u) * K;
-  return rows;
 }
 
 void LowpStepLayer::pack(const QPacked& q_ih, const QPacked& q_hh, int ng, int64_t H,
@@ -137,19 +137,19 @@ void LowpStreamStep::pack(const float* params) {
   const int ng = int(cfg_.gate_size() / H);
   const Precision p = cfg_.precision;
   for (Layer& ly : layers_) {
-    quantize_pack(p, ly.I, lowp_tile_rows(params + ly.o_ih, ly.I, H, ng), ly.q_ih);
-    quantize_pack(p, S, lowp_tile_rows(params + ly.o_hh, S, H, ng), ly.q_hh);
+    // (every buffer keeps its size from the first packing: a repack allocates nothing)
+    lowp_tile_rows(params + ly.o_ih, ly.I, H, ng, rows_);
+    quantize_pack(p, ly.I, rows_, ly.q_ih);
+    lowp_tile_rows(params + ly.o_hh, S, H, ng, rows_);
+    quantize_pack(p, S, rows_, ly.q_hh);
     if (P > 0) {
-      std::vector<const float*> rows(static_cast<size_t>(P), nullptr);
-      for (int64_t r = 0; r < P; ++r) rows[r] = params + ly.o_hr + r * H;
-      quantize_pack(p, H, rows, ly.q_hr);
+      rows_.assign(static_cast<size_t>(P), nullptr);
+      for (int64_t r = 0; r < P; ++r) rows_[r] = params + ly.o_hr + r * H;
+      quantize_pack(p, H, rows_, ly.q_hr);
     }
     auto at = [&](int64_t o) { return o >= 0 ? params + o : nullptr; };
     ly.st.pack(ly.q_ih, ly.q_hh, ng, H, at(ly.o_bih), at(ly.o_bhh), at(ly.o_ci), at(ly.o_cf),
                at(ly.o_co));
-    // the step reads only the step layout (and W_hr's panels): drop the tiles' copies
-    ly.q_ih = QPacked();
-    ly.q_hh = QPacked();
   }
 }
 

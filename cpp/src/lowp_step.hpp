@@ -75,8 +75,9 @@ struct LowpStepLayer {
 };
 
 // The rows of a weight [ng * H, K] in the engine's unit-tile column order (tile t of 32 units:
-// gate by gate, nullptr past H), what quantize_pack takes.
-std::vector<const float*> lowp_tile_rows(const float* w, int64_t K, int64_t H, int64_t ng);
+// gate by gate, nullptr past H), what quantize_pack takes, into rows (resized).
+void lowp_tile_rows(const float* w, int64_t K, int64_t H, int64_t ng,
+                    std::vector<const float*>& rows);
 
 // A row's quantized activations for the step kernel: bf16 pairs or u8 quads (zero point 128),
 // Kp elements (zero padded), and the int8 row scale.
@@ -94,6 +95,7 @@ class LowpStreamStep {
   LowpStreamStep(const RNNConfig& config, int64_t batch);
   void pack(const float* params);
   // x: [B, I]; y: [B, S]; h: [L, B, S]; c: [L, B, H] (LSTM; nullptr for GRU), updated.
+  // (pack: the first call allocates; later ones reuse every buffer)
   void step(const float* x, float* y, float* h, float* c) noexcept;
 
  private:
@@ -109,6 +111,7 @@ class LowpStreamStep {
   int nt_ = 1;  // threads of a step (the engine's rule)
   std::vector<Layer> layers_;
   std::vector<LowpStepRow> qx_, qh_;  // per thread
+  std::vector<const float*> rows_;    // pack(): a weight's rows (kept: a repack allocates nothing)
   std::vector<float> hnew_, hraw_;    // [B, S], [B, H]
   QRows qr_;                          // LSTMP: h_raw quantized for W_hr
 };

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #ifndef FASTLSTM_ISA_NS
 #error "kernels/stream_step_lowp.hpp is compiled per ISA level (kernels/isa_kernels.cpp) only"
@@ -84,104 +85,116 @@ inline void lowp_step_quantize(Precision p, const float* a, int64_t K, int64_t K
   for (; k < Kp; ++k) dst[k] = 128;
 }
 
-// The products of group gi: xp [ng][32] = v_x + b_ih, rec [ng][32] = v_h.
-template <int NG, bool BF>
+// The products of NGR consecutive groups from gi (1 or 2: two groups share each broadcast of
+// x's or h's pair / quad and double the independent accumulator chains, 4 * ng per part; every
+// output is still one chain over k in order): xp [NGR][ng][32] = v_x + b_ih, rec = v_h.
+template <int NG, bool BF, int NGR>
 inline void lowp_step_products(const LowpStepView& L, int64_t gi, const uint8_t* qx, float sx,
                                const uint8_t* qh, float sh, float* __restrict xp,
                                float* __restrict rec) noexcept {
   constexpr int C = NG * 32;         // columns of a group
   constexpr int E = BF ? 2 : 4;      // elements per k step
-  const uint8_t* w = L.w + gi * L.gstride;
   const int64_t nx = L.Kx / E, nh = L.Kh / E;
-  const float* bih = L.b_ih + gi * C;
 #if defined(__AVX512BF16__) && defined(__AVX512VNNI__)
-  constexpr int NV = C / 16;  // vectors per k step (two per gate)
-  auto part = [&](const uint8_t* q, int64_t n, const uint8_t* wp, auto* acc) {
-    for (int j = 0; j < NV; ++j) {
-      if constexpr (BF) acc[j] = _mm512_setzero_ps();
-      else acc[j] = _mm512_setzero_si512();
-    }
+  constexpr int NV = C / 16;  // vectors per k step and group (two per gate)
+  using Acc = std::conditional_t<BF, __m512, __m512i>;
+  Acc ax[NGR][NV], ah[NGR][NV];
+  const uint8_t* w[NGR];
+  for (int r = 0; r < NGR; ++r) w[r] = L.w + (gi + r) * L.gstride;
+  // acc[r][j] = sum over the n k steps of q's element against group r's weights from wp[r]
+  auto part = [&](const uint8_t* q, int64_t n, const uint8_t* const* wp, Acc (*acc)[NV])
+      __attribute__((always_inline)) {
+    for (int r = 0; r < NGR; ++r)
+      for (int j = 0; j < NV; ++j) {
+        if constexpr (BF) acc[r][j] = _mm512_setzero_ps();
+        else acc[r][j] = _mm512_setzero_si512();
+      }
     for (int64_t kk = 0; kk < n; ++kk) {
       int32_t e;
       std::memcpy(&e, q + 4 * kk, 4);
       const __m512i a = _mm512_set1_epi32(e);
-      const uint8_t* wk = wp + kk * (C * 4);
-      for (int j = 0; j < NV; ++j) {
-        const __m512i b = _mm512_load_si512(wk + 64 * j);
-        if constexpr (BF) acc[j] = _mm512_dpbf16_ps(acc[j], (__m512bh)a, (__m512bh)b);
-        else acc[j] = _mm512_dpbusd_epi32(acc[j], a, b);
+      for (int r = 0; r < NGR; ++r) {
+        const uint8_t* wk = wp[r] + kk * (C * 4);
+        for (int j = 0; j < NV; ++j) {
+          const __m512i b = _mm512_load_si512(wk + 64 * j);
+          if constexpr (BF) acc[r][j] = _mm512_dpbf16_ps(acc[r][j], (__m512bh)a, (__m512bh)b);
+          else acc[r][j] = _mm512_dpbusd_epi32(acc[r][j], a, b);
+        }
       }
     }
   };
-  if constexpr (BF) {
-    __m512 ax[NV], ah[NV];
-    part(qx, nx, w, ax);
-    part(qh, nh, w + nx * (C * 4), ah);
-    for (int j = 0; j < NV; ++j) {
-      _mm512_store_ps(xp + 16 * j, _mm512_add_ps(ax[j], _mm512_loadu_ps(bih + 16 * j)));
-      _mm512_store_ps(rec + 16 * j, ah[j]);
-    }
-  } else {
-    __m512i ax[NV], ah[NV];
-    part(qx, nx, w, ax);
-    part(qh, nh, w + nx * (C * 4), ah);
-    const float* swx = L.sw_x + gi * C;
-    const float* swh = L.sw_h + gi * C;
-    const int32_t* wsx = L.ws_x + gi * C;
-    const int32_t* wsh = L.ws_h + gi * C;
-    const __m512 vsx = _mm512_set1_ps(sx), vsh = _mm512_set1_ps(sh);
-    for (int j = 0; j < NV; ++j) {
-      const __m512 vx = _mm512_mul_ps(
-          _mm512_cvtepi32_ps(_mm512_sub_epi32(ax[j], _mm512_loadu_si512(wsx + 16 * j))),
-          _mm512_mul_ps(vsx, _mm512_loadu_ps(swx + 16 * j)));
-      const __m512 vh = _mm512_mul_ps(
-          _mm512_cvtepi32_ps(_mm512_sub_epi32(ah[j], _mm512_loadu_si512(wsh + 16 * j))),
-          _mm512_mul_ps(vsh, _mm512_loadu_ps(swh + 16 * j)));
-      _mm512_store_ps(xp + 16 * j, _mm512_add_ps(vx, _mm512_loadu_ps(bih + 16 * j)));
-      _mm512_store_ps(rec + 16 * j, vh);
+  part(qx, nx, w, ax);
+  const uint8_t* wh[NGR];
+  for (int r = 0; r < NGR; ++r) wh[r] = w[r] + nx * (C * 4);
+  part(qh, nh, wh, ah);
+  for (int r = 0; r < NGR; ++r) {
+    const int64_t o = (gi + r) * C;
+    const float* bih = L.b_ih + o;
+    float* xo = xp + r * C;
+    float* ro = rec + r * C;
+    if constexpr (BF) {
+      for (int j = 0; j < NV; ++j) {
+        _mm512_store_ps(xo + 16 * j, _mm512_add_ps(ax[r][j], _mm512_loadu_ps(bih + 16 * j)));
+        _mm512_store_ps(ro + 16 * j, ah[r][j]);
+      }
+    } else {
+      const __m512 vsx = _mm512_set1_ps(sx), vsh = _mm512_set1_ps(sh);
+      for (int j = 0; j < NV; ++j) {
+        const __m512 vx = _mm512_mul_ps(
+            _mm512_cvtepi32_ps(_mm512_sub_epi32(ax[r][j], _mm512_loadu_si512(L.ws_x + o + 16 * j))),
+            _mm512_mul_ps(vsx, _mm512_loadu_ps(L.sw_x + o + 16 * j)));
+        const __m512 vh = _mm512_mul_ps(
+            _mm512_cvtepi32_ps(_mm512_sub_epi32(ah[r][j], _mm512_loadu_si512(L.ws_h + o + 16 * j))),
+            _mm512_mul_ps(vsh, _mm512_loadu_ps(L.sw_h + o + 16 * j)));
+        _mm512_store_ps(xo + 16 * j, _mm512_add_ps(vx, _mm512_loadu_ps(bih + 16 * j)));
+        _mm512_store_ps(ro + 16 * j, vh);
+      }
     }
   }
 #else
-  if constexpr (BF) {
-    const uint16_t* wb = reinterpret_cast<const uint16_t*>(w);
-    auto part = [&](const uint8_t* q8, int64_t n, const uint16_t* wp, float* acc) {
-      const uint16_t* q = reinterpret_cast<const uint16_t*>(q8);
-      for (int j = 0; j < C; ++j) acc[j] = 0.0f;
-      float wl[C], wh[C];
-      for (int64_t kk = 0; kk < n; ++kk) {
-        const float a0 = from_bf16(q[2 * kk]), a1 = from_bf16(q[2 * kk + 1]);
-        const uint16_t* b = wp + kk * (C * 2);
-        for (int j = 0; j < C; ++j) {
-          wl[j] = from_bf16(b[2 * j]);
-          wh[j] = from_bf16(b[2 * j + 1]);
+  for (int r = 0; r < NGR; ++r) {
+    const uint8_t* w = L.w + (gi + r) * L.gstride;
+    const int64_t o = (gi + r) * C;
+    const float* bih = L.b_ih + o;
+    float* xo = xp + r * C;
+    float* ro = rec + r * C;
+    if constexpr (BF) {
+      const uint16_t* wb = reinterpret_cast<const uint16_t*>(w);
+      auto part = [&](const uint8_t* q8, int64_t n, const uint16_t* wp, float* acc) {
+        const uint16_t* q = reinterpret_cast<const uint16_t*>(q8);
+        for (int j = 0; j < C; ++j) acc[j] = 0.0f;
+        float wl[C], wh[C];
+        for (int64_t kk = 0; kk < n; ++kk) {
+          const float a0 = from_bf16(q[2 * kk]), a1 = from_bf16(q[2 * kk + 1]);
+          const uint16_t* b = wp + kk * (C * 2);
+          for (int j = 0; j < C; ++j) {
+            wl[j] = from_bf16(b[2 * j]);
+            wh[j] = from_bf16(b[2 * j + 1]);
+          }
+          for (int j = 0; j < C; ++j) acc[j] = std::fma(a0, wl[j], std::fma(a1, wh[j], acc[j]));
         }
-        for (int j = 0; j < C; ++j) acc[j] = std::fma(a0, wl[j], std::fma(a1, wh[j], acc[j]));
+      };
+      part(qx, nx, wb, xo);
+      part(qh, nh, wb + nx * (C * 2), ro);
+      for (int j = 0; j < C; ++j) xo[j] = xo[j] + bih[j];
+    } else {
+      const int8_t* wi = reinterpret_cast<const int8_t*>(w);
+      auto part = [&](const uint8_t* q, int64_t n, const int8_t* wp, int32_t* acc) {
+        for (int j = 0; j < C; ++j) acc[j] = 0;
+        for (int64_t kk = 0; kk < n; ++kk) {
+          const int32_t a0 = q[4 * kk], a1 = q[4 * kk + 1], a2 = q[4 * kk + 2], a3 = q[4 * kk + 3];
+          const int8_t* b = wp + kk * (C * 4);
+          for (int j = 0; j < C; ++j)
+            acc[j] += a0 * b[4 * j] + a1 * b[4 * j + 1] + a2 * b[4 * j + 2] + a3 * b[4 * j + 3];
+        }
+      };
+      int32_t ax[C], ah[C];
+      part(qx, nx, wi, ax);
+      part(qh, nh, wi + nx * (C * 4), ah);
+      for (int j = 0; j < C; ++j) {
+        xo[j] = float(ax[j] - L.ws_x[o + j]) * (sx * L.sw_x[o + j]) + bih[j];
+        ro[j] = float(ah[j] - L.ws_h[o + j]) * (sh * L.sw_h[o + j]);
       }
-    };
-    part(qx, nx, wb, xp);
-    part(qh, nh, wb + nx * (C * 2), rec);
-    for (int j = 0; j < C; ++j) xp[j] = xp[j] + bih[j];
-  } else {
-    const int8_t* wi = reinterpret_cast<const int8_t*>(w);
-    auto part = [&](const uint8_t* q, int64_t n, const int8_t* wp, int32_t* acc) {
-      for (int j = 0; j < C; ++j) acc[j] = 0;
-      for (int64_t kk = 0; kk < n; ++kk) {
-        const int32_t a0 = q[4 * kk], a1 = q[4 * kk + 1], a2 = q[4 * kk + 2], a3 = q[4 * kk + 3];
-        const int8_t* b = wp + kk * (C * 4);
-        for (int j = 0; j < C; ++j)
-          acc[j] += a0 * b[4 * j] + a1 * b[4 * j + 1] + a2 * b[4 * j + 2] + a3 * b[4 * j + 3];
-      }
-    };
-    int32_t ax[C], ah[C];
-    part(qx, nx, wi, ax);
-    part(qh, nh, wi + nx * (C * 4), ah);
-    const float* swx = L.sw_x + gi * C;
-    const float* swh = L.sw_h + gi * C;
-    const int32_t* wsx = L.ws_x + gi * C;
-    const int32_t* wsh = L.ws_h + gi * C;
-    for (int j = 0; j < C; ++j) {
-      xp[j] = float(ax[j] - wsx[j]) * (sx * swx[j]) + bih[j];
-      rec[j] = float(ah[j] - wsh[j]) * (sh * swh[j]);
     }
   }
 #endif
@@ -195,17 +208,28 @@ void lowp_step_layer(const LowpStepView& L, const uint8_t* qx, float sx, const u
                      float sh, const float* h_prev, float* c, float* h_out, int64_t g0,
                      int64_t g1) noexcept {
   constexpr int NG = Cell::kGates, C = NG * 32;
-  alignas(64) float xp[C], rec[C], act[C], aux[32];
+  alignas(64) float xp[2 * C], rec[2 * C], act[C], aux[32];
   const int64_t H = L.H;
+  const bool bf = L.precision == Precision::BF16;
+  int ngr = 0;  // groups of the last products in xp, rec
   for (int64_t gi = g0; gi < g1; ++gi) {
-    if (L.precision == Precision::BF16)
-      lowp_step_products<NG, true>(L, gi, qx, sx, qh, sh, xp, rec);
-    else
-      lowp_step_products<NG, false>(L, gi, qx, sx, qh, sh, xp, rec);
+    const int64_t r0 = ngr == 2 ? 1 : 0;  // the second of a pair: its products are in place
+    if (!r0) {
+      ngr = gi + 1 < g1 ? 2 : 1;
+      if (ngr == 2) {
+        if (bf) lowp_step_products<NG, true, 2>(L, gi, qx, sx, qh, sh, xp, rec);
+        else lowp_step_products<NG, false, 2>(L, gi, qx, sx, qh, sh, xp, rec);
+      } else {
+        if (bf) lowp_step_products<NG, true, 1>(L, gi, qx, sx, qh, sh, xp, rec);
+        else lowp_step_products<NG, false, 1>(L, gi, qx, sx, qh, sh, xp, rec);
+      }
+    } else {
+      ngr = 0;
+    }
     const int64_t u0 = gi * 32;
     CellRow<float> r;
-    r.xp = xp;
-    r.rec = rec;
+    r.xp = xp + r0 * C;
+    r.rec = rec + r0 * C;
     r.b_hh = L.b_hh + gi * C;
     if (L.w_ci) {
       r.w_ci = L.w_ci + u0;

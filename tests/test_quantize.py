@@ -89,8 +89,9 @@ def emulate_lstm(m, x, precision):
 
 # (T, B): a short sequence (the input projected for all steps at once) and one long enough
 # that the engine projects the input per step, where an LSTM's two products of a step run as
-# one (kernels' gemm_lowp_q2), with a row count that is not a multiple of the AMX tile's 16
-@pytest.mark.parametrize("T, B", [(7, 3), (30, 41)])
+# one (kernels' gemm_lowp_q2), with a row count that is not a multiple of the AMX tile's 16;
+# batch 1: every step through the low-precision step kernel (lowp_step.hpp)
+@pytest.mark.parametrize("T, B", [(7, 3), (30, 41), (40, 1)])
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_scheme_matches_emulation(precision, T, B):
     m = fastlstm.LSTM(19, 40, seed=5)
@@ -269,6 +270,35 @@ def test_int8_bits_identical_at_every_level():
     """int32 accumulation is exact: every level (VNNI, AMX tiles or plain loops) gives the
     same bits."""
     digests = {lv: _run(INT8_BITS, lv).strip() for lv in _levels()}
+    assert len(set(digests.values())) == 1, digests
+
+
+STREAM_BITS = """
+import hashlib, numpy as np, fastlstm
+h = hashlib.sha256()
+rng = np.random.default_rng(3)
+nets = [fastlstm.LSTM(19, 70, num_layers=2, seed=2),
+        fastlstm.LSTM(5, 33, proj_size=7, peephole=True, seed=2),
+        fastlstm.GRU(67, 40, seed=2), fastlstm.GRU(3, 9, bias=False, seed=2)]
+for p in ("bf16", "int8"):
+    for m in nets:
+        q = m.quantize(p)
+        x = rng.standard_normal((25, 1, m.input_size)).astype(np.float32)
+        y, _ = q(x)
+        s = q.stream(1)
+        ys = np.stack([s.step(x[t]) for t in range(25)])
+        assert np.array_equal(ys, y), (p, repr(m), float(np.abs(ys - y).max()))
+        if p == "int8":
+            h.update(y.tobytes())
+print(h.hexdigest())
+"""
+
+
+def test_batch1_stream_is_the_sequence_at_every_level():
+    """At batch 1 the sequence call and the stream run the one low-precision step kernel: a
+    stream's outputs are the sequence's bits, at every level; int8 the same bits at every level
+    (exact int32 sums)."""
+    digests = {lv: _run(STREAM_BITS, lv).strip() for lv in _levels()}
     assert len(set(digests.values())) == 1, digests
 
 

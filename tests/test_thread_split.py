@@ -138,17 +138,21 @@ def test_same_bits_on_either_side_of_the_thresholds(cell, dtype, shape, two_thre
 @pytest.mark.parametrize("precision", ["bf16", "int8"])
 def test_quantized_same_bits_when_split(precision, two_threads):
     """A quantized module's forward (its rows quantized once per thread and step): one thread
-    and every step split over two give the same bits, with and without lengths."""
+    and every step split over two give the same bits, with and without lengths; at batch 1
+    (the low-precision step kernel, its groups of units split) too."""
     rng = np.random.default_rng(5)
     q = fastlstm.LSTM(24, 96, num_layers=2, seed=6).quantize(precision)
     x = rng.standard_normal((7, 10, 24)).astype(np.float32)
+    x1 = rng.standard_normal((9, 1, 24)).astype(np.float32)
     lengths = rng.integers(1, 8, size=10)
     fastlstm.set_num_threads(1)
-    one = [q(x)[0], q(x, lengths=lengths)[0]]
+    one = [q(x)[0], q(x, lengths=lengths)[0], q(x1)[0]]
     fastlstm.set_num_threads(2)
     _core._set_min_thread_work(0, 0)
     split = [q(x)[0]]
     assert q._engine.last_threads == 2
     split.append(q(x, lengths=lengths)[0])
+    split.append(q(x1)[0])
+    assert q._engine.last_threads == 2
     for a, b in zip(one, split):
         assert np.array_equal(a, b)

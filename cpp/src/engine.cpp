@@ -111,6 +111,7 @@ void Engine<T>::apply_dropout(int64_t l, T* buf, int64_t n) const {
 // time step costs one barrier (two with a projection). kTile = kNC keeps the partition of the
 // hidden units aligned with the panels of the backward products.
 constexpr int64_t kTile = kNC;
+static_assert(kTile == kLowpUnits, "a tile of the engine is a group of the low-precision step");
 constexpr int64_t kRowGrain = 16 * kMR;  // rows per chunk of the whole-sequence products
 // Above this size the whole-sequence input projection would be read back from memory.
 constexpr int64_t kXprojCacheBytes = int64_t(1) << 20;
@@ -205,6 +206,10 @@ void Engine<T>::pack_weights(const T* params, bool backward) {
             for (int64_t r = 0; r < P; ++r) rows[r] = p.w_hr + r * H;
             quantize_pack(cfg_.precision, H, rows, q_hr_[k]);
           }
+          // and the same quantized weights in the batch-1 step's layout (lowp_step.hpp)
+          if (int64_t(lp_step_.size()) != L * D) lp_step_.resize(L * D);
+          lp_step_[k].pack(q_ih_[k], q_hh_[k], int(ng), H, p.b_ih, p.b_hh, p.w_ci, p.w_cf,
+                           p.w_co);
         }
         continue;
       }
@@ -277,8 +282,12 @@ void Engine<T>::forward_direction(int64_t l, int64_t d, const DirParams<T>& p, c
       for (int64_t g = 0; g < ng; ++g)
         for (int64_t u = 0; u < std::min(kTile, H - t * kTile); ++u)
           bx_[t * tile_cols + g * kTile + u] = p.b_ih[g * H + t * kTile + u];
+  // Low precision at batch 1 (inference): every step through the step kernel (lowp_step.hpp),
+  // the input and recurrent products of a step in one pass and the cell pass behind them, the
+  // kernel a bf16/int8 Stream runs (so a stream gives the sequence call's bits).
+  const bool step1 = std::is_same_v<T, float> && lowp() && B == 1 && !train && !rmask_in_;
   const bool per_step =
-      Tn == 1 || (B >= kMR && N * Gp * int64_t(sizeof(T)) > kXprojCacheBytes);
+      step1 || Tn == 1 || (B >= kMR && N * Gp * int64_t(sizeof(T)) > kXprojCacheBytes);
   // rows [r0, r1) and columns [c0, c1) of it, into dst (its row r0, column c0) at stride ldd
   auto project = [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1, const T* x, int64_t ldx,
                      T* dst, int64_t ldd, const QRows* pre = nullptr) {
@@ -354,6 +363,13 @@ void Engine<T>::forward_direction(int64_t l, int64_t d, const DirParams<T>& p, c
   if (int64_t(xrec_.size()) < nt_want) xrec_.resize(nt_want), xin_.resize(nt_want);
   if (mk && int64_t(hm_.size()) < nt_want) hm_.resize(nt_want);
   if (lowp() && int64_t(qrows_.size()) < 3 * nt_want) qrows_.resize(3 * nt_want);
+  if (step1) {
+    if (int64_t(lp_rows_.size()) < 2 * nt_want) lp_rows_.resize(2 * nt_want);
+    for (int t = 0; t < nt_want; ++t) {
+      lp_rows_[2 * t].shape(cfg_.precision, lp_step_[k].view.Kx);
+      lp_rows_[2 * t + 1].shape(cfg_.precision, lp_step_[k].view.Kh);
+    }
+  }
   for (int t = 0; t < nt_want; ++t) {
     rec_[t].resize(B * tile_cols);
     if (mk) hm_[t].resize(ng * B * S);
@@ -382,7 +398,7 @@ void Engine<T>::forward_direction(int64_t l, int64_t d, const DirParams<T>& p, c
   // Low-precision LSTM with the input projected per step: the gates' pre-activation is the sum
   // of the two products, computed together (kernels' gemm_lowp_q2). (A GRU keeps them apart:
   // its candidate gate scales the recurrent part alone.)
-  const bool fused = std::is_same_v<T, float> && lowp() && per_step && Cell::kHasC;
+  const bool fused = std::is_same_v<T, float> && lowp() && per_step && Cell::kHasC && !step1;
   SpinBarrier barrier(nt_want);
   parallel_region(nt_want, [&](int tid, int nt) {
     if (nt != nt_want) barrier.reset(nt);  // the pool was busy: this call runs alone
@@ -417,7 +433,24 @@ void Engine<T>::forward_direction(int64_t l, int64_t d, const DirParams<T>& p, c
           std::copy_n(in + row(step_time(d, j, s), perm_[j]) * I_l, I_l, g + j * I_l);
         xs = g;
       }
-      if (qh && t1 > t0) {
+      if (step1 && t1 > t0) {
+        // the batch-1 step: x and h quantized once per thread, then the thread's groups (= its
+        // tiles: a group is a tile of kTile units) through the kernel, products and cell pass
+        const KernelTable& kt = kernels();
+        const LowpStepView& v = lp_step_[k].view;
+        LowpStepRow& rx = lp_rows_[2 * tid];
+        LowpStepRow& rh = lp_rows_[2 * tid + 1];
+        kt.lowp_step_quantize(cfg_.precision, reinterpret_cast<const float*>(xs), I_l, v.Kx,
+                              rx.q.data(), &rx.scale);
+        kt.lowp_step_quantize(cfg_.precision, reinterpret_cast<const float*>(hp), S, v.Kh,
+                              rh.q.data(), &rh.scale);
+        kt.lowp_step_layer[Cell::kIndex](
+            v, rx.q.data(), rx.scale, rh.q.data(), rh.scale, reinterpret_cast<const float*>(hp),
+            Cell::kHasC ? reinterpret_cast<float*>(c_.data()) : nullptr,
+            reinterpret_cast<float*>(P > 0 ? hraw_s : hnext), t0, t1);
+        if (P == 0) publish(s, nb, hnext, t0 * kTile, std::min(H, t1 * kTile));
+      }
+      if (qh && t1 > t0 && !step1) {
         quantize_once(1, hp, nb, S, qh);
         if (qx) quantize_once(0, xs, nb, ldx, qx);
       }
@@ -431,7 +464,7 @@ void Engine<T>::forward_direction(int64_t l, int64_t d, const DirParams<T>& p, c
             T* o = hm + (g * B + j) * S;
             for (int64_t c = 0; c < S; ++c) o[c] = h[c] * m[c];
           }
-      for (int64_t t = t0; t < t1; ++t) {
+      for (int64_t t = t0; t < t1 && !step1; ++t) {
         const int64_t u0 = t * kTile, nu = std::min(kTile, H - u0);
         if (fused) {
           // low-precision LSTM (never with recurrent dropout, which is training only): both

@@ -15,6 +15,7 @@
 #include "aligned.hpp"
 #include "fastlstm/rnn.hpp"
 #include "kernels/lowp.hpp"
+#include "lowp_step.hpp"
 
 namespace fastlstm::detail {
 
@@ -96,6 +97,8 @@ class Engine {
   std::vector<AlignedVector<T>> pk_hh_t_;                // W_hh^T: panels over S               (backward)
   std::vector<QPacked> q_ih_, q_hh_, q_hr_;  // low precision: the forward weights quantized
   std::vector<QRows> qrows_;                 // low precision: per thread, a step's h, x, h_raw
+  std::vector<LowpStepLayer> lp_step_;       // low precision: the weights of the batch-1 step
+  std::vector<LowpStepRow> lp_rows_;         // low precision, batch 1: per thread, x and h
   std::vector<AlignedVector<T>> pk_hr_t_;                // W_hr^T: panels over H               (backward)
   std::vector<T> zeros_;                  // [G] stands in for absent biases
   bool cache_packed_ = false;             // Stream: pack once, reuse on every step

@@ -3,9 +3,11 @@
 
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "engine.hpp"
+#include "lowp_step.hpp"
 #include "stream.hpp"
 
 namespace fastlstm {
@@ -68,15 +70,15 @@ struct Stream<T>::Impl {
         c_(c.cell == CellType::LSTM ? c.num_layers * b * c.hidden_size : 0, T(0)) {
     if (c.precision == Precision::Float32) {
       stepper = std::make_unique<detail::StreamStep<T>>(c, b);
+    } else if constexpr (std::is_same_v<T, float>) {
+      // bf16/int8: the low-precision step kernel, the one the engine runs at batch 1
+      lowp = std::make_unique<detail::LowpStreamStep>(c, b);
     } else {
-      // bf16/int8: the quantized products live in the engine's packed weights and kernels, so
-      // a low-precision stream runs the engine one step at a time (its packed weights cached)
-      engine = std::make_unique<detail::Engine<T>>(c);
-      engine->set_cache_packed(true);
+      detail::Engine<T> refuses(c);  // throws: a low-precision network runs in float32
     }
   }
   std::unique_ptr<detail::StreamStep<T>> stepper;  // float32/float64: the dedicated step
-  std::unique_ptr<detail::Engine<T>> engine;       // bf16/int8
+  std::unique_ptr<detail::LowpStreamStep> lowp;    // bf16/int8
   const T* params;
   int64_t batch;
   std::vector<T> h;   // [L, B, S]
@@ -93,6 +95,8 @@ Stream<T>::Stream(const RNNConfig& config, const T* params, int64_t batch) {
   if (!params) throw Error("params must not be null");
   impl_ = std::make_unique<Impl>(config, params, batch);
   if (impl_->stepper) impl_->stepper->pack(params);
+  if constexpr (std::is_same_v<T, float>)
+    if (impl_->lowp) impl_->lowp->pack(params);
   // Warm-up: one step (the thread pool started if the step uses it), so that the first step
   // after construction does what any later one does.
   std::vector<T> x(batch * config.input_size, T(0)), y(batch * config.state_size());
@@ -113,16 +117,8 @@ void Stream<T>::step(const T* x_t, T* y_t) noexcept {
     m.stepper->step(x_t, y_t, m.h.data(), m.c_.empty() ? nullptr : m.c_.data());
     return;
   }
-  ForwardArgs<T> in;
-  in.params = m.params;
-  in.x = x_t;
-  in.h0 = m.h.data();
-  in.c0 = m.c_.empty() ? nullptr : m.c_.data();
-  ForwardOutputs<T> out;
-  out.output = y_t;
-  out.h_n = m.h.data();  // each layer reads its h0 before it writes its h_n
-  out.c_n = m.c_.empty() ? nullptr : m.c_.data();
-  m.engine->forward(SeqShape{1, m.batch, false}, in, out);  // sized by the warm-up step
+  if constexpr (std::is_same_v<T, float>)
+    m.lowp->step(x_t, y_t, m.h.data(), m.c_.empty() ? nullptr : m.c_.data());
 }
 
 template <typename T>
@@ -134,7 +130,7 @@ void Stream<T>::reset() {
 template <typename T>
 void Stream<T>::reload_params() {
   if (impl_->stepper) impl_->stepper->pack(impl_->params);  // into the buffers sized at construction
-  else impl_->engine->invalidate_packed();
+  else if constexpr (std::is_same_v<T, float>) impl_->lowp->pack(impl_->params);
 }
 
 template <typename T>

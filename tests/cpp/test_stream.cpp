@@ -17,6 +17,7 @@
 #include "rt_counters.hpp"
 
 using fastlstm::CellType;
+using fastlstm::Precision;
 using fastlstm::RNNConfig;
 
 static_assert(noexcept(std::declval<fastlstm::Stream<float>&>().step(nullptr, nullptr)),
@@ -135,6 +136,54 @@ void test_bitwise() {
   fastlstm::set_num_threads(1);
 }
 
+// bf16/int8 networks at batch 1: the stream and forward() run the one low-precision step
+// kernel (per layer, the input and recurrent products and the cell pass), so the same bits, with
+// the groups of units split over 2 threads too; every option a stream has
+std::vector<Net> lowp_nets() {
+  std::vector<Net> v;
+  for (int64_t H : {1, 7, 32, 33, 70}) {
+    v.push_back({"lstm H=" + std::to_string(H), make(CellType::LSTM, 3, H)});
+    v.push_back({"gru H=" + std::to_string(H), make(CellType::GRU, 3, H)});
+  }
+  v.push_back({"lstm I=1 H=128", make(CellType::LSTM, 1, 128)});
+  v.push_back({"lstm stacked L=3", make(CellType::LSTM, 5, 9, 3)});
+  v.push_back({"gru stacked L=2", make(CellType::GRU, 67, 19, 2)});
+  RNNConfig p = make(CellType::LSTM, 3, 40, 2);
+  p.peephole = true;
+  p.proj_size = 11;
+  v.push_back({"lstm peephole+projection L=2", p});
+  RNNConfig nb = make(CellType::LSTM, 2, 17);
+  nb.bias = false;
+  v.push_back({"lstm no bias", nb});
+  RNNConfig gnb = make(CellType::GRU, 2, 9);
+  gnb.bias = false;
+  v.push_back({"gru no bias", gnb});
+  std::vector<Net> out;
+  for (Precision prec : {Precision::BF16, Precision::Int8})
+    for (Net n : v) {
+      n.cfg.precision = prec;
+      n.name += std::string(" ") + fastlstm::precision_name(prec);
+      out.push_back(n);
+    }
+  return out;
+}
+
+void test_lowp_bitwise() {
+  for (const Net& n : lowp_nets()) stream_is_bitwise_forward<float>(n, 1);
+  for (Precision prec : {Precision::BF16, Precision::Int8}) {
+    RNNConfig big = make(CellType::LSTM, 64, 256);
+    big.precision = prec;
+    RNNConfig big_gru = make(CellType::GRU, 64, 272, 2);
+    big_gru.precision = prec;
+    for (const Net& n : {Net{"lstm I=64 H=256", big}, Net{"gru I=64 H=272 L=2", big_gru}})
+      for (int threads : {1, 2}) {
+        fastlstm::set_num_threads(threads);
+        stream_is_bitwise_forward<float>(n, 1);
+      }
+  }
+  fastlstm::set_num_threads(1);
+}
+
 // Saturated gates: inputs up to +-400 and +-Inf (one input per unit: no Inf - Inf), the same
 // bits as forward() (the step kernel's activations replace out-of-range lanes at the end
 // instead of clamping first)
@@ -194,7 +243,9 @@ void test_realtime_calls() {
     return;
   }
   fastlstm::set_num_threads(2);  // the threading threshold, not the thread count, decides
-  for (const Net& n : nets())
+  std::vector<Net> all = nets();
+  for (const Net& n : lowp_nets()) all.push_back(n);  // bf16/int8 streams too
+  for (const Net& n : all)
     for (int64_t B : {1, 2}) {
       const auto params = randoms<float>(fastlstm::num_params(n.cfg), 1, 0.5);
       const auto x = randoms<float>(B * n.cfg.input_size, 2, 1.0);
@@ -278,6 +329,7 @@ void test_model_stream_realtime() {
 int main() {
   const mt::TestCase tests[] = {{"bitwise", test_bitwise},
                {"bitwise_saturated", test_bitwise_saturated},
+               {"lowp_bitwise", test_lowp_bitwise},
                {"bound_to_params", test_bound_to_params},
                {"realtime_calls", test_realtime_calls},
                {"model_stream_realtime", test_model_stream_realtime}};

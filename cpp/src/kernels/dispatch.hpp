@@ -10,6 +10,7 @@
 
 #include "kernels/cells.hpp"
 #include "kernels/lowp.hpp"
+#include "lowp_step.hpp"
 #include "stream.hpp"
 
 namespace fastlstm::detail {
@@ -72,6 +73,15 @@ struct KernelTable {
   // prepares the calling thread for gemm_lowp_q (amx: loads the tile configuration; other
   // levels: nothing); gemm_lowp prepares itself
   void (*lowp_begin)() = nullptr;
+  // the low-precision step of one batch row (kernels/stream_step_lowp.hpp, lowp_step.hpp): a
+  // row's activations quantized for it (Kp elements: bf16 pairs or u8 quads, *scale: int8's),
+  // then per cell kind (LstmKind::kIndex, GruKind::kIndex) a layer's groups [g0, g1): products
+  // and cell pass; every level has it (plain loops without AVX512_BF16 / AVX512_VNNI)
+  void (*lowp_step_quantize)(Precision p, const float* a, int64_t K, int64_t Kp, uint8_t* dst,
+                             float* scale) noexcept = nullptr;
+  void (*lowp_step_layer[2])(const LowpStepView& L, const uint8_t* qx, float sx,
+                             const uint8_t* qh, float sh, const float* h_prev, float* c,
+                             float* h_out, int64_t g0, int64_t g1) noexcept = {};
 };
 
 // The table in use; the first call detects the CPU and reads FASTLSTM_CPU (throws

@@ -33,6 +33,7 @@
 #include "kernels/lowp.hpp"
 #include "kernels/packed_gemm.hpp"
 #include "kernels/stream_step.hpp"
+#include "kernels/stream_step_lowp.hpp"
 
 namespace fastlstm::detail::FASTLSTM_ISA_NS {
 
@@ -697,6 +698,9 @@ void fill_kernels(KernelTable& t) {
   t.gemm_lowp_q = &gemm_lowp_q;
   t.gemm_lowp_q2 = &gemm_lowp_q2;
   t.lowp_begin = &lowp_begin;
+  t.lowp_step_quantize = &lowp_step_quantize;
+  t.lowp_step_layer[LstmKind::kIndex] = &lowp_step_layer<LstmCell>;
+  t.lowp_step_layer[GruKind::kIndex] = &lowp_step_layer<GruCell>;
 #if (defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AMX_INT8__)) || \
     (defined(__AVX512BF16__) && defined(__AVX512VNNI__))
   t.lowp_peak_loop = &lowp_peak_loop;

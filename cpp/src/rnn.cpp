@@ -81,6 +81,7 @@ struct Stream<T>::Impl {
   int64_t batch;
   std::vector<T> h;   // [L, B, S]
   std::vector<T> c_;  // [L, B, H]
+  T* c_ptr = c_.empty() ? nullptr : c_.data();  // c_ never reallocates
 };
 
 template <typename T>
@@ -109,10 +110,7 @@ Stream<T>& Stream<T>::operator=(Stream&&) noexcept = default;
 template <typename T>
 void Stream<T>::step(const T* x_t, T* y_t) noexcept {
   auto& m = *impl_;
-  if (m.stepper) {
-    m.stepper->step(x_t, y_t, m.h.data(), m.c_.empty() ? nullptr : m.c_.data());
-    return;
-  }
+  if (m.stepper) return m.stepper->step(x_t, y_t, m.h.data(), m.c_ptr);
   ForwardArgs<T> in;
   in.params = m.params;
   in.x = x_t;

@@ -30,9 +30,9 @@ struct TypedKernels {
   void (*cell_backward[2])(int64_t n, int64_t H, const CellGradRow<T>& r) = {};
   // one layer and row of a stream step (kernels/stream_step.hpp), per cell kind and block
   // width ([0]: kStreamU<T> units, [1]: half as many): returns the step function for a layer
-  // of state size S (with or without peepholes), picked once when the stream is made (a level
-  // may have versions for given sizes; every one gives the same bits)
-  typename StreamStep<T>::LayerFn (*stream_layer[2][2])(int64_t S, bool peephole) = {};
+  // of hidden size H and state size S (with or without peepholes), picked once when the stream
+  // is made (a level may have versions for given sizes; every one gives the same bits)
+  typename StreamStep<T>::LayerFn (*stream_layer[2][2])(int64_t H, int64_t S, bool peephole) = {};
 };
 
 struct KernelTable {

@@ -48,7 +48,7 @@ void cell_backward(int64_t n, int64_t H, const CellGradRow<T>& r) {
 }
 
 template <typename T, typename Cell, int U>
-typename StreamStep<T>::LayerFn pick_run_layer(int64_t, bool) {
+typename StreamStep<T>::LayerFn pick_run_layer(int64_t, int64_t, bool) {
   return &run_layer<T, Cell, U>;
 }
 

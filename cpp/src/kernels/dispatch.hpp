@@ -42,9 +42,9 @@ struct KernelTable {
   // in registers for `iters` rounds; returns a value of the chains (so the loop is not dropped)
   // and the float operations done in *flops
   float (*fma_loop)(int64_t iters, double* flops) = nullptr;
-  // kernel_bench's read-bandwidth loop at this level's width: the sum of p[0, n) (n a multiple
-  // of 128) over independent chains
-  float (*read_sum)(const float* p, int64_t n) = nullptr;
+  // kernel_bench's and stream_bench's read-bandwidth loop at this level's width: the sum of
+  // p[0, n) read `passes` times over (n a multiple of 128), in independent chains
+  float (*read_sum)(const float* p, int64_t n, int64_t passes) = nullptr;
   TypedKernels<float> f32;
   TypedKernels<double> f64;
   // C[M, N] = q(A[M, K]) Wq^T for the columns [col0, col0 + N) of weights quantized by

@@ -206,7 +206,8 @@ def test_stream_bench_reports_every_case(tmp_path, capsys):
     assert doc["machine"]["cpu_model"] is not None
     out = capsys.readouterr().out
     assert doc["activation_pair_ns"] > 0
-    assert "Model::Stream" in out and "lat floor" in out
+    assert doc["l1_read_gbs"] > 0 and doc["l2_read_gbs"] > 0  # the measured read bandwidths
+    assert "Model::Stream" in out and "lat floor" in out and "GB/s" in out
 
 
 def test_stream_bench_missing_program_is_a_clear_error(monkeypatch, capsys):

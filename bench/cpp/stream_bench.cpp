@@ -128,30 +128,29 @@ double activation_pair_ns() {
   return median(t);
 }
 
-// bytes per ns reading a buffer of `bytes` over and over (it stays in the cache level it fits),
-// 64-byte aligned like the stream's packed weights, with enough independent sums to keep the
-// loads, not the adds, the limit
+// bytes per ns (GB/s) reading a buffer of `bytes` over and over (it stays in the cache level it
+// fits), 64-byte aligned like the stream's packed weights: the kernel table's read loop (eight
+// independent vector sums in registers, the whole buffer read many times within one timed call
+// of about 1 MB, one reduction at its end), so neither the adds' latency nor a per-call cost is
+// timed, and the compiler cannot drop the loads (their sum is returned and kept)
 double read_bandwidth(int64_t bytes) {
-  constexpr int kW = 128;  // floats per iteration
-  // at least 16 KB (in L1 like anything smaller): on a buffer of a few hundred bytes the call
-  // per pass, not the loads, would be timed (a tiny layer's "floor" above its own step time)
-  const int64_t n = std::max<int64_t>(std::max<int64_t>(bytes, 16384) / 4 / kW * kW, kW);
+  // at least 16 KB (in L1 like anything smaller): on a few hundred bytes the loop's own
+  // overhead per pass, not the loads, would be timed
+  const int64_t n = std::max<int64_t>(std::max<int64_t>(bytes, 16384) / 4 / 128 * 128, 128);
   float* buf = static_cast<float*>(::operator new(n * 4, std::align_val_t(64)));
   std::fill(buf, buf + n, 1.0f);
-  const int64_t reps = std::max<int64_t>(1, (int64_t(1) << 20) / (n * 4));
+  const int64_t passes = std::max<int64_t>(1, (int64_t(1) << 20) / (n * 4));
+  const auto read_sum = fastlstm::detail::kernels().read_sum;  // the level in use
+  float sink = read_sum(buf, n, 1);  // into the cache level it fits
   std::vector<double> t;
-  float sink = 0;
   for (int r = 0; r < 21; ++r) {
-    const auto read_sum = fastlstm::detail::kernels().read_sum;  // the level in use
     const auto t0 = Clock::now();
-    for (int64_t k = 0; k < reps; ++k) {
-      sink += read_sum(buf, n);
-      __asm__ volatile("" ::: "memory");
-    }
-    t.push_back(double(n) * 4 * double(reps) / (seconds_since(t0) * 1e9));
+    sink += read_sum(buf, n, passes);
+    t.push_back(double(n) * 4 * double(passes) / (seconds_since(t0) * 1e9));
   }
   ::operator delete(buf, std::align_val_t(64));
-  if (sink == 42.0f) std::printf(" ");
+  volatile float keep = sink;
+  (void)keep;
   return median(t);
 }
 
@@ -304,15 +303,18 @@ int main(int argc, char** argv) {
   fastlstm::set_num_threads(1);
   const double fma_ns = fma_latency_ns();
   const double act_ns = activation_pair_ns();
+  // the read bandwidth of a buffer in L1 (32 KB) and in L2 (1 MB), for the report
+  const double l1_gbs = read_bandwidth(int64_t(32) << 10), l2_gbs = read_bandwidth(int64_t(1) << 20);
   std::vector<Result> rs;
   for (const Case& c : cases) {
     rs.push_back(run_case(c, steps, repeats, fma_ns, act_ns));
   }
   bool ok = true;
   if (json) {
-    std::printf("{\"fma_latency_ns\": %.4f, \"activation_pair_ns\": %.3f, \"compiler\": \"%s\", "
-                "\"flags\": \"%s\", \"cases\": [",
-                fma_ns, act_ns, fastlstm::build_info().compiler.c_str(), fastlstm::build_info().flags.c_str());
+    std::printf("{\"fma_latency_ns\": %.4f, \"activation_pair_ns\": %.3f, \"l1_read_gbs\": %.1f, "
+                "\"l2_read_gbs\": %.1f, \"compiler\": \"%s\", \"flags\": \"%s\", \"cases\": [",
+                fma_ns, act_ns, l1_gbs, l2_gbs, fastlstm::build_info().compiler.c_str(),
+                fastlstm::build_info().flags.c_str());
     for (size_t k = 0; k < rs.size(); ++k) {
       const Result& r = rs[k];
       std::printf("%s\n {\"cell\": \"%s\", \"I\": %lld, \"H\": %lld, \"bare_ns\": %.2f, "
@@ -324,9 +326,10 @@ int main(int argc, char** argv) {
     }
     std::printf("\n]}\n");
   } else {
-    std::printf("one thread; FMA latency %.3f ns, sigmoid+tanh chain %.1f ns; ns/step = median "
-                "over alternated windows of about 20 us (%lld steps per case at most)\n",
-                fma_ns, act_ns, (long long)steps);
+    std::printf("one thread; FMA latency %.3f ns, sigmoid+tanh chain %.1f ns; read bandwidth "
+                "L1 (32 KB) %.0f GB/s, L2 (1 MB) %.0f GB/s; ns/step = median over alternated "
+                "windows of about 20 us (%lld steps per case at most)\n",
+                fma_ns, act_ns, l1_gbs, l2_gbs, (long long)steps);
     std::printf("%-5s %4s %4s | %10s %12s | %9s %9s %6s | %9s\n", "cell", "I", "H", "bare ns",
                 "Model ns", "lat floor", "bw floor", "floor", "bare/floor");
     for (const Result& r : rs) {

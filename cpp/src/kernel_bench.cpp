@@ -81,17 +81,19 @@ double fma_peak(double seconds) {
   return flops / t * 1e-9;
 }
 
-// Read bandwidth: a vector sum over a buffer of `bytes`, repeated (the level's loop:
+// Read bandwidth: a vector sum over a buffer of `bytes`, read over and over within each timed
+// call (about 1 MB a call, so the call's own cost is negligible; the level's loop:
 // KernelTable::read_sum).
 double read_bandwidth(size_t bytes, double seconds) {
-  const int64_t n = int64_t(bytes / sizeof(float)) / 128 * 128;
+  const int64_t n = std::max<int64_t>(int64_t(bytes / sizeof(float)) / 128 * 128, 128);
+  const int64_t passes = std::max<int64_t>(1, (int64_t(1) << 20) / (n * int64_t(sizeof(float))));
   std::vector<float> buf(size_t(n), 1.0f);
   const auto sum = detail::kernels().read_sum;
   float sink = 0;
-  const double t = best_time(seconds, [&]() { sink += sum(buf.data(), n); });
+  const double t = best_time(seconds, [&]() { sink += sum(buf.data(), n, passes); });
   volatile float keep = sink;
   (void)keep;
-  return double(n) * sizeof(float) / t * 1e-9;
+  return double(n) * double(passes) * sizeof(float) / t * 1e-9;
 }
 
 // The low-precision peak of the level in use (KernelTable::lowp_peak_loop; 0 without one).

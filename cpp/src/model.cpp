@@ -399,24 +399,27 @@ std::string Model::summary() const {
 struct Model::Stream::Impl {
   std::shared_ptr<const Model::Impl> model;
   int64_t B = 1;
+  bool tokens = false;  // the model's, read by every step
   std::vector<std::unique_ptr<fastlstm::Stream<float>>> streams;  // [layers]
   std::vector<float> buf[2];                                      // [B, widest layer]
+  size_t end = 0;  // past the last layer that computes (not Dropout), which writes y_t itself
 
   void run(const float* x_t, const int64_t* tok, float* y_t) {
     const Model::Impl& m = *model;
     const float* cur = x_t;
     int which = -1;
-    for (size_t i = 0; i < m.layers.size(); ++i) {
+    for (size_t i = 0; i < end; ++i) {
       const Layer& L = m.layers[i];
       if (L.kind == LayerKind::Dropout) continue;
       which = which == 0 ? 1 : 0;
-      float* y = buf[which].data();
+      // the last layer straight into y_t (unless it reads y_t: a caller's x_t == y_t)
+      float* y = i + 1 == end && cur != y_t ? y_t : buf[which].data();
       if (L.kind == LayerKind::Embedding) embed(L, B, 1, tok, y, true);
       else if (L.kind == LayerKind::Recurrent) streams[i]->step(cur, y);
       else dense_forward(L, B, cur, y);
       cur = y;
     }
-    std::copy_n(cur, B * m.output_size, y_t);
+    if (cur != y_t) std::copy_n(cur, B * m.output_size, y_t);
   }
 };
 
@@ -429,6 +432,9 @@ Model::Stream::Stream(const Model& model, int64_t batch) {
   impl_->model = model.impl_;
   impl_->B = batch;
   const Model::Impl& m = *model.impl_;
+  impl_->tokens = m.tokens;
+  for (size_t i = 0; i < m.layers.size(); ++i)
+    if (m.layers[i].kind != LayerKind::Dropout) impl_->end = i + 1;
   int64_t widest = m.tokens ? 1 : m.input_size;  // buffers hold layer outputs, not tokens
   impl_->streams.resize(m.layers.size());
   for (size_t i = 0; i < m.layers.size(); ++i) {
@@ -455,14 +461,14 @@ Model::Stream::Stream(Stream&&) noexcept = default;
 Model::Stream& Model::Stream::operator=(Stream&&) noexcept = default;
 
 void Model::Stream::step(const float* x_t, float* y_t) {
-  if (impl_->model->tokens)
+  if (impl_->tokens)
     throw Error("Model::Stream::step: this model starts with an Embedding layer; pass int64 "
                 "tokens [B]");
   impl_->run(x_t, nullptr, y_t);
 }
 
 void Model::Stream::step(const int64_t* tokens_t, float* y_t) {
-  if (!impl_->model->tokens)
+  if (!impl_->tokens)
     throw Error("Model::Stream::step: this model takes float features [B, " +
                 std::to_string(impl_->model->input_size) + "], not tokens");
   impl_->run(nullptr, tokens_t, y_t);

@@ -83,6 +83,7 @@ struct Stream<T>::Impl {
   int64_t batch;
   std::vector<T> h;   // [L, B, S]
   std::vector<T> c_;  // [L, B, H]
+  T* c_ptr = c_.empty() ? nullptr : c_.data();  // c_ never reallocates
 };
 
 template <typename T>
@@ -113,12 +114,8 @@ Stream<T>& Stream<T>::operator=(Stream&&) noexcept = default;
 template <typename T>
 void Stream<T>::step(const T* x_t, T* y_t) noexcept {
   auto& m = *impl_;
-  if (m.stepper) {
-    m.stepper->step(x_t, y_t, m.h.data(), m.c_.empty() ? nullptr : m.c_.data());
-    return;
-  }
-  if constexpr (std::is_same_v<T, float>)
-    m.lowp->step(x_t, y_t, m.h.data(), m.c_.empty() ? nullptr : m.c_.data());
+  if (m.stepper) return m.stepper->step(x_t, y_t, m.h.data(), m.c_ptr);
+  if constexpr (std::is_same_v<T, float>) m.lowp->step(x_t, y_t, m.h.data(), m.c_ptr);
 }
 
 template <typename T>

@@ -9,6 +9,14 @@
 #include "kernels/dispatch.hpp"
 #include "kernels/packed_gemm.hpp"
 
+#if defined(__GNUC__)
+#define FASTLSTM_STREAM_NOINLINE __attribute__((noinline))
+#elif defined(_MSC_VER)
+#define FASTLSTM_STREAM_NOINLINE __declspec(noinline)
+#else
+#define FASTLSTM_STREAM_NOINLINE
+#endif
+
 namespace fastlstm::detail {
 
 namespace {
@@ -35,6 +43,7 @@ StreamStep<T>::StreamStep(const RNNConfig& config, int64_t batch) : cfg_(config)
   hnew_.assign(B_ * S, T(0));
   hraw_.assign(B_ * H, T(0));
   threadable_ = work_per_step() >= kStreamThreadWork;
+  lean_ = B_ == 1 && P == 0 && !threadable_;
 
   const int64_t ng = cfg_.gate_size() / H;
   const int64_t blocks = (H + U - 1) / U;
@@ -95,7 +104,8 @@ StreamStep<T>::StreamStep(const RNNConfig& config, int64_t batch) : cfg_(config)
       v.w_co = ly.w_co.data();
     }
     v.groups = ly.groups.data();
-    ly.run = pick(S, ly.o_ci >= 0);
+    ly.ng = int64_t(ly.groups.size());
+    ly.run = pick(H, S, ly.o_ci >= 0);
   }
 }
 
@@ -144,6 +154,38 @@ void StreamStep<T>::pack(const T* params) noexcept {
 
 template <typename T>
 void StreamStep<T>::step(const T* x, T* y, T* h, T* c) noexcept {
+  if (lean_) {
+    // One row, no projection, this thread: each layer's kernel reads its h and writes the new
+    // one in place (one group: it reads all of h_prev before it writes any of h) or through
+    // hnew_, and the last layer's kernel writes y itself. Nothing else runs between two steps'
+    // dependent chains.
+    const int64_t H = cfg_.hidden_size, S = H;
+    const Layer* ly = layers_.data();
+    const int64_t nl = int64_t(layers_.size());
+    const T* in = x;
+    for (int64_t l = 0; l < nl; ++l, ++ly) {
+      T* hl = h + l * S;
+      T* yl = l + 1 == nl ? y : nullptr;
+      T* cl = c ? c + l * H : nullptr;
+      if (ly->ng == 1) {
+        ly->run(ly->view, in, hl, cl, hl, yl, false, 0, 1);
+      } else {
+        ly->run(ly->view, in, hl, cl, hnew_.data(), yl, reverse_, 0, ly->ng);
+        std::copy_n(hnew_.data(), S, hl);
+      }
+      in = hl;
+    }
+    reverse_ = !reverse_;
+    return;
+  }
+  step_general(x, y, h, c);
+}
+
+// the other cases (several rows, projection, threads); out of line, so that the lean path above
+// does not pay for this one's frame
+template <typename T>
+FASTLSTM_STREAM_NOINLINE void StreamStep<T>::step_general(const T* x, T* y, T* h,
+                                                          T* c) noexcept {
   const int64_t L = cfg_.num_layers, H = cfg_.hidden_size, S = cfg_.state_size();
   const int64_t P = cfg_.proj_size, B = B_;
   const int nt = threadable_ ? max_threads() : 1;
@@ -163,7 +205,7 @@ void StreamStep<T>::step(const T* x, T* y, T* h, T* c) noexcept {
     auto part = [&](int64_t g0, int64_t g1) {
       for (int64_t j = 0; j < B; ++j)
         ly.run(ly.view, in + j * ld_in, hl + j * S, cl ? cl + j * H : nullptr, out + j * ld_out,
-             reverse_, g0, g1);
+               nullptr, reverse_, g0, g1);
     };
     if (nt <= 1 || ng < 2) {
       part(0, ng);

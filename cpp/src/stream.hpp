@@ -57,9 +57,11 @@ class StreamStep {
 
   using Group = StreamGroup;
   // runs the gate products and the cell pass of one layer and row: c updated in place, the
-  // cell's output h (before any projection) into h_out (groups [g0, g1) of the layer)
+  // cell's output h (before any projection) into h_out and, unless y is null, into y too (the
+  // step's output, written by the last layer's kernel itself: no copy after the step) (groups
+  // [g0, g1) of the layer)
   using LayerFn = void (*)(const StreamLayerView<T>& L, const T* x, const T* h_prev, T* c, T* h_out,
-                           bool reverse, int64_t g0, int64_t g1) noexcept;
+                           T* y, bool reverse, int64_t g0, int64_t g1) noexcept;
   struct Layer {
     int64_t I = 0, H = 0, S = 0;      // input, hidden and state size of the layer
     AlignedVector<T> w;               // the groups' weights
@@ -67,6 +69,7 @@ class StreamStep {
     std::vector<T> w_ci, w_cf, w_co;  // [H] peepholes (empty without)
     AlignedVector<T> hr;              // [P, H] W_hr as panels (kernels/packed_gemm.hpp)
     std::vector<Group> groups;
+    int64_t ng = 0;                   // groups.size()
     StreamLayerView<T> view;          // the above as raw pointers, for the step kernel
     LayerFn run = nullptr;            // the step kernel for this layer's cell and sizes
     // offsets of the layer's tensors in the flat parameters (-1: absent)
@@ -84,6 +87,10 @@ class StreamStep {
   std::vector<T> hnew_;  // [B, S] a layer's new h while its old one is still read
   std::vector<T> hraw_;  // [B, H] LSTMP: the cell output before the projection
   bool threadable_ = false;  // large enough for the thread pool to pay
+  // one row, no projection, below the threading threshold: the common real-time case, run by
+  // a short loop that calls each layer's kernel on the state itself (step())
+  bool lean_ = false;
+  void step_general(const T* x, T* y, T* h, T* c) noexcept;
   // Steps alternate the order in which they visit a layer's groups (first to last, then last
   // to first), so a step starts on the weights the previous one read last, still in L1: a layer
   // a bit larger than L1 (H = 64: 66 KB) then streams part of its weights from L1, not L2

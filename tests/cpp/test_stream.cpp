@@ -51,6 +51,12 @@ std::vector<Net> nets() {
   v.push_back({"lstm I=1 H=32", make(CellType::LSTM, 1, 32)});
   v.push_back({"lstm stacked L=3", make(CellType::LSTM, 5, 9, 3)});
   v.push_back({"gru stacked L=2", make(CellType::GRU, 4, 19, 2)});
+  // stacks of the compile-time sizes (each layer's h in place, the last one's kernel writing
+  // y) and of layers of several groups (the new h through a buffer)
+  v.push_back({"lstm stacked L=2 H=16", make(CellType::LSTM, 3, 16, 2)});
+  v.push_back({"gru stacked L=3 H=8", make(CellType::GRU, 2, 8, 3)});
+  v.push_back({"gru stacked L=2 H=32", make(CellType::GRU, 1, 32, 2)});
+  v.push_back({"lstm stacked L=2 H=40", make(CellType::LSTM, 3, 40, 2)});
   RNNConfig p = make(CellType::LSTM, 3, 9, 2);
   p.peephole = true;
   p.proj_size = 4;

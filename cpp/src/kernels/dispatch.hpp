@@ -31,9 +31,9 @@ struct TypedKernels {
   void (*cell_backward[2])(int64_t n, int64_t H, const CellGradRow<T>& r) = {};
   // one layer and row of a stream step (kernels/stream_step.hpp), per cell kind and block
   // width ([0]: kStreamU<T> units, [1]: half as many): returns the step function for a layer
-  // of state size S (with or without peepholes), picked once when the stream is made (a level
-  // may have versions for given sizes; every one gives the same bits)
-  typename StreamStep<T>::LayerFn (*stream_layer[2][2])(int64_t S, bool peephole) = {};
+  // of hidden size H and state size S (with or without peepholes), picked once when the stream
+  // is made (a level may have versions for given sizes; every one gives the same bits)
+  typename StreamStep<T>::LayerFn (*stream_layer[2][2])(int64_t H, int64_t S, bool peephole) = {};
 };
 
 struct KernelTable {
@@ -43,9 +43,9 @@ struct KernelTable {
   // in registers for `iters` rounds; returns a value of the chains (so the loop is not dropped)
   // and the float operations done in *flops
   float (*fma_loop)(int64_t iters, double* flops) = nullptr;
-  // kernel_bench's read-bandwidth loop at this level's width: the sum of p[0, n) (n a multiple
-  // of 128) over independent chains
-  float (*read_sum)(const float* p, int64_t n) = nullptr;
+  // kernel_bench's and stream_bench's read-bandwidth loop at this level's width: the sum of
+  // p[0, n) read `passes` times over (n a multiple of 128), in independent chains
+  float (*read_sum)(const float* p, int64_t n, int64_t passes) = nullptr;
   TypedKernels<float> f32;
   TypedKernels<double> f64;
   // C[M, N] = q(A[M, K]) Wq^T for the columns [col0, col0 + N) of weights quantized by

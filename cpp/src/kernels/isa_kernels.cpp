@@ -49,7 +49,7 @@ void cell_backward(int64_t n, int64_t H, const CellGradRow<T>& r) {
 }
 
 template <typename T, typename Cell, int U>
-typename StreamStep<T>::LayerFn pick_run_layer(int64_t, bool) {
+typename StreamStep<T>::LayerFn pick_run_layer(int64_t, int64_t, bool) {
   return &run_layer<T, Cell, U>;
 }
 
@@ -677,15 +677,43 @@ float fma_loop(int64_t iters, double* flops) {
   return sink;
 }
 
-// 128 partial sums: eight independent vector chains at any width up to 16 floats, so the adds'
-// latency never limits the loads
-float read_sum(const float* p, int64_t n) {
-  float s[128] = {};
-  for (int64_t i = 0; i + 128 <= n; i += 128)
-    for (int j = 0; j < 128; ++j) s[j] += p[i + j];
-  float sink = 0;
-  for (int j = 0; j < 128; ++j) sink += s[j];
-  return sink;
+// The read-bandwidth loop of kernel_bench and stream_bench: the sum of p[0, n) read `passes`
+// times over (n a multiple of 128). Eight independent vector sums kept in registers, so the
+// adds' latency never limits the loads, and one reduction at the end of the call: the time is
+// the loads'. (The former loop, one pass per call into 128 partial sums in memory, zeroed them
+// with a rep stos and added them up one after the other, some 500 cycles per call: as long as
+// the reads of the 16 KB buffer it timed, so its "L1 bandwidth" was a fraction of the real one.)
+float read_sum(const float* p, int64_t n, int64_t passes) {
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+  constexpr int kV = simd::kW;
+  simd::V s0 = simd::zero(), s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0, s6 = s0, s7 = s0;
+  for (int64_t r = 0; r < passes; ++r)
+    for (int64_t i = 0; i + 8 * kV <= n; i += 8 * kV) {
+      const float* q = p + i;
+      s0 = simd::add(s0, simd::load(q));
+      s1 = simd::add(s1, simd::load(q + kV));
+      s2 = simd::add(s2, simd::load(q + 2 * kV));
+      s3 = simd::add(s3, simd::load(q + 3 * kV));
+      s4 = simd::add(s4, simd::load(q + 4 * kV));
+      s5 = simd::add(s5, simd::load(q + 5 * kV));
+      s6 = simd::add(s6, simd::load(q + 6 * kV));
+      s7 = simd::add(s7, simd::load(q + 7 * kV));
+    }
+  s0 = simd::add(simd::add(simd::add(s0, s1), simd::add(s2, s3)),
+                 simd::add(simd::add(s4, s5), simd::add(s6, s7)));
+  alignas(64) float lanes[kV];
+  simd::store(lanes, s0);
+  float sum = 0;
+  for (int j = 0; j < kV; ++j) sum += lanes[j];
+  return sum;
+#else
+  // baseline: eight scalar chains (SSE2 registers at best); the same structure
+  float s[8] = {};
+  for (int64_t r = 0; r < passes; ++r)
+    for (int64_t i = 0; i + 8 <= n; i += 8)
+      for (int j = 0; j < 8; ++j) s[j] += p[i + j];
+  return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+#endif
 }
 
 }  // namespace

@@ -65,13 +65,13 @@ inline void stream_gates(int64_t I, int64_t S, const T* __restrict x, const T* _
 
 // One layer and batch row of a stream step: the gate products of the groups [g0, g1) and the
 // sequence engine's own cell pass (kernels/cells.hpp) on each block, so the same bits as
-// forward(); c updated in place, the cell's output h (before any projection) into h_out. It
-// reads the layer through raw pointers only (StreamLayerView): no standard-library template is
+// forward(); c updated in place, the cell's output h (before any projection) into h_out (and y
+// unless null). It reads the layer through raw pointers only (StreamLayerView): no standard-library template is
 // instantiated in the per-ISA sources, so the linker cannot merge an AVX-512 copy of one into
 // baseline code.
 template <typename T, typename Cell, int U>
 void run_layer(const StreamLayerView<T>& L, const T* x, const T* h_prev, T* c,
-               T* h_out, bool reverse, int64_t g0, int64_t g1) noexcept {
+               T* h_out, T* y, bool reverse, int64_t g0, int64_t g1) noexcept {
   constexpr int NG = Cell::kGates;
   alignas(64) T xp[2 * NG * U], rec[2 * NG * U], act[NG * U], aux[U];
   const int64_t H = L.H;
@@ -99,8 +99,10 @@ void run_layer(const StreamLayerView<T>& L, const T* x, const T* h_prev, T* c,
       r.h = h_out + u0;
       r.act = act;
       r.aux = aux;
-      if (H - u0 >= U) Cell::template forward_units<T>(U, U, U, r);
-      else Cell::template forward_units<T>(H - u0, U, U, r);
+      const int64_t n = H - u0 >= U ? U : H - u0;
+      Cell::template forward_units<T>(n, U, U, r);
+      if (y)
+        for (int64_t j = 0; j < n; ++j) y[u0 + j] = h_out[u0 + j];
     }
   }
 }
@@ -117,16 +119,19 @@ void run_layer(const StreamLayerView<T>& L, const T* x, const T* h_prev, T* c,
 namespace reg {
 
 // one group of NB blocks of U units (NG gates): products, then the cell on each register.
-// KS: the state size S when known at compile time (0: L.S at run time). The input part
-// xp = x W_ih^T + b_ih does not depend on h_prev: it goes through memory, off the chain; the
-// recurrent part is the chain, kept in registers (fully unrolled when KS > 0).
+// KS: the state size S when known at compile time (0: L.S at run time); a layer picked with
+// KS > 0 has S == H (no projection), so the units of each register, and whether they fill it,
+// are known at compile time too. The input part xp = x W_ih^T + b_ih does not depend on
+// h_prev: it goes through memory, off the chain; the recurrent part is the chain, kept in
+// registers (fully unrolled when KS > 0). y: null, or a second destination of h.
 template <typename Cell, int U, int Bits, int NB, bool Peep, int KS>
-inline void group(const StreamLayerView<float>& L, const StreamGroup& g, const float* x,
-                  const float* h_prev, float* c, float* h_out) noexcept {
+FASTLSTM_ACT_INLINE void group(const StreamLayerView<float>& L, const StreamGroup& g,
+                               const float* x, const float* h_prev, float* c, float* h_out,
+                               float* y) noexcept {
   using O = simd::VOps<Bits>;
   using VT = typename O::V;
   constexpr int kL = O::kL, NV = U / kL, NG = Cell::kGates, C = NB * NG * NV;
-  const int64_t I = L.I, S = KS > 0 ? KS : L.S, H = L.H;
+  const int64_t I = L.I, S = KS > 0 ? KS : L.S, H = KS > 0 ? KS : L.H;
   const float* w = L.w + g.w;
   const float* bih = L.b_ih + g.b;
   const float* bhh = L.b_hh + g.b;
@@ -165,6 +170,7 @@ inline void group(const StreamLayerView<float>& L, const StreamGroup& g, const f
         const int j = (b * NG + q) * NV + v;
         return O::add(O::add(O::load(xp + j * kL), ah[j]), O::load(bhh + j * kL));
       };
+      VT h_new;
       if constexpr (Cell::kHasC) {
         const VT c_prev = O::load_n(c + u, n);
         VT pi = pre(0), pf = pre(1), po = pre(3);
@@ -179,7 +185,7 @@ inline void group(const StreamLayerView<float>& L, const StreamGroup& g, const f
         if constexpr (Peep) po = O::add(po, O::mul(O::load_n(L.w_co + u, n), c_new));
         const VT o = simd::sigmoid_v<Bits>(po);
         O::store_n(c + u, c_new, n);
-        O::store_n(h_out + u, O::mul(o, simd::tanh_v<Bits>(c_new)), n);
+        h_new = O::mul(o, simd::tanh_v<Bits>(c_new));
       } else {
         const int jn = (b * NG + 2) * NV + v;
         const VT rg = simd::sigmoid_v<Bits>(pre(0)), z = simd::sigmoid_v<Bits>(pre(1));
@@ -187,28 +193,42 @@ inline void group(const StreamLayerView<float>& L, const StreamGroup& g, const f
         const VT xn = O::load(xp + jn * kL);
         const VT nn = simd::tanh_v<Bits>(O::add(xn, O::mul(rg, hn)));
         const VT hp = O::load_n(h_prev + u, n);
-        O::store_n(h_out + u, O::add(O::mul(O::sub(one, z), nn), O::mul(z, hp)), n);
+        h_new = O::add(O::mul(O::sub(one, z), nn), O::mul(z, hp));
       }
+      O::store_n(h_out + u, h_new, n);
+      if (y) O::store_n(y + u, h_new, n);
     }
 }
 
 template <typename Cell, int U, int Bits, bool Peep, int KS>
 void layer(const StreamLayerView<float>& L, const float* x, const float* h_prev, float* c,
-           float* h_out, bool reverse, int64_t g0, int64_t g1) noexcept {
-  for (int64_t gi = g0; gi < g1; ++gi) {
-    const StreamGroup& g = L.groups[reverse ? g1 - 1 - (gi - g0) : gi];
-    if (g.nb == 2) group<Cell, U, Bits, 2, Peep, KS>(L, g, x, h_prev, c, h_out);
-    else group<Cell, U, Bits, 1, Peep, KS>(L, g, x, h_prev, c, h_out);
+           float* h_out, float* y, bool reverse, int64_t g0, int64_t g1) noexcept {
+  if constexpr (KS > 0) {
+    // S == H <= 2 blocks: one group of NB blocks, at the start of every buffer (stream.cpp
+    // lays the groups out so): no loop, no group record read, the step a single straight run
+    constexpr int NB = (KS + U - 1) / U;
+    static_assert(NB <= 2, "a layer of compile-time size is one group of at most two blocks");
+    (void)reverse;
+    constexpr StreamGroup g0r{0, 0, 0, NB};
+    if (g0 < g1) group<Cell, U, Bits, NB, Peep, KS>(L, g0r, x, h_prev, c, h_out, y);
+  } else {
+    for (int64_t gi = g0; gi < g1; ++gi) {
+      const StreamGroup& g = L.groups[reverse ? g1 - 1 - (gi - g0) : gi];
+      if (g.nb == 2) group<Cell, U, Bits, 2, Peep, KS>(L, g, x, h_prev, c, h_out, y);
+      else group<Cell, U, Bits, 1, Peep, KS>(L, g, x, h_prev, c, h_out, y);
+    }
   }
 }
 
 using LayerFnF = void (*)(const StreamLayerView<float>&, const float*, const float*, float*,
-                          float*, bool, int64_t, int64_t) noexcept;
+                          float*, float*, bool, int64_t, int64_t) noexcept;
 
-// the layer function for state size S: a compile-time S for the sizes where the step is a
-// latency chain (S <= 8 in blocks of 8; 16 and 32 in blocks of 16), else S at run time
+// the layer function for hidden size H and state size S: a compile-time size for the layers
+// without projection (S == H) where the step is a latency chain (S <= 8 in blocks of 8; 16 and
+// 32 in blocks of 16), else the sizes at run time
 template <typename Cell, int U, int Bits, bool Peep>
-LayerFnF pick(int64_t S) {
+LayerFnF pick(int64_t H, int64_t S) {
+  if (S != H) return &layer<Cell, U, Bits, Peep, 0>;
   if constexpr (U == 8) {
     switch (S) {
       case 1: return &layer<Cell, U, Bits, Peep, 1>;
@@ -231,11 +251,11 @@ LayerFnF pick(int64_t S) {
 }  // namespace reg
 
 // The kernel table's float stream_layer entry for this cell and block width: the version for
-// a layer of state size S (StreamStep picks it per layer at construction).
+// a layer of hidden size H and state size S (StreamStep picks it per layer at construction).
 template <typename Cell, int U, int Bits>
-reg::LayerFnF pick_layer_reg(int64_t S, bool peephole) {
-  if (Cell::kHasC && peephole) return reg::pick<Cell, U, Bits, true>(S);
-  return reg::pick<Cell, U, Bits, false>(S);
+reg::LayerFnF pick_layer_reg(int64_t H, int64_t S, bool peephole) {
+  if (Cell::kHasC && peephole) return reg::pick<Cell, U, Bits, true>(H, S);
+  return reg::pick<Cell, U, Bits, false>(H, S);
 }
 #endif  // FASTLSTM_HAVE_VOPS
 

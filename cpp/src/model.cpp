@@ -21,6 +21,8 @@ using detail::LayerKind;
 using detail::Merge;
 using detail::Workspace;
 using detail::shape_str;
+using detail::dense_forward;
+using detail::embed;
 
 // ============================================================================ inference
 namespace {
@@ -35,15 +37,12 @@ inline float merge2(Merge m, float a, float b) {
   return a;
 }
 
-// y [rows, U] = act(x [rows, K] kernel [K, U] + bias)
-void dense_forward(const Layer& L, int64_t rows, const float* x, float* y) {
-  const int64_t K = L.in_dim, U = L.out_dim;
-  detail::gemm_nn<float>(rows, U, K, x, K, L.kernel.data(), U, y, U, false);
+}  // namespace
+
+void detail::activate(Act act, int64_t rows, int64_t U, float* y) {
   for (int64_t r = 0; r < rows; ++r) {
     float* v = y + r * U;
-    if (!L.bias.empty())
-      for (int64_t u = 0; u < U; ++u) v[u] += L.bias[u];
-    switch (L.act) {
+    switch (act) {
       case Act::Linear: break;
       case Act::Relu:
         for (int64_t u = 0; u < U; ++u) v[u] = v[u] > 0.0f ? v[u] : 0.0f;
@@ -66,8 +65,17 @@ void dense_forward(const Layer& L, int64_t rows, const float* x, float* y) {
   }
 }
 
-// tok: [B, T] (T = 1 for a stream step); y: [B, T, E]
-void embed(const Layer& L, int64_t B, int64_t T, const int64_t* tok, float* y, bool stream) {
+void detail::dense_forward(const Layer& L, int64_t rows, const float* x, float* y) {
+  const int64_t K = L.in_dim, U = L.out_dim;
+  detail::gemm_nn<float>(rows, U, K, x, K, L.kernel.data(), U, y, U, false);
+  if (!L.bias.empty())
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t u = 0; u < U; ++u) y[r * U + u] += L.bias[u];
+  activate(L.act, rows, U, y);
+}
+
+void detail::embed(const Layer& L, int64_t B, int64_t T, const int64_t* tok, float* y,
+                   bool stream) {
   const int64_t E = L.out_dim;
   for (int64_t k = 0; k < B * T; ++k) {
     const int64_t t = tok[k];
@@ -79,6 +87,8 @@ void embed(const Layer& L, int64_t B, int64_t T, const int64_t* tok, float* y, b
     std::copy_n(L.table.data() + t * E, E, y + k * E);
   }
 }
+
+namespace {
 
 std::string index_str(int64_t flat, const std::vector<int64_t>& shape) {
   std::vector<int64_t> idx(shape.size());
@@ -266,6 +276,32 @@ void Model::Impl::release(std::unique_ptr<Workspace> ws) const {
 }
 
 
+// predict on a functional model of one input [B, T, F] (or tokens [B, T]) and one output
+std::vector<int64_t> Model::predict_graph(const float* x, const int64_t* tok, int64_t B,
+                                          int64_t T, int64_t F, const int64_t* lengths,
+                                          std::vector<float>& out) const {
+  const Impl& m = *impl_;
+  const auto& g = m.graph;
+  if (g.inputs.size() != 1 || g.outputs.size() != 1 || g.inputs[0].shape.size() != (tok ? 1u : 2u))
+    throw Error("predict: the functional model in '" + m.path + "' does not have one input [B, "
+                "T, F] (or tokens [B, T]) and one output: use Model::run");
+  if (lengths)
+    throw Error("predict: lengths are not supported for a functional model (the C++ runner "
+                "runs whole sequences): pass lengths=nullptr");
+  Tensor t;
+  t.shape = {B, T};
+  if (tok) {
+    t.tokens.assign(tok, tok + B * T);
+  } else {
+    t.shape.push_back(F);
+    if (!x) throw Error("predict: x must not be null");
+    t.values.assign(x, x + B * T * F);
+  }
+  std::vector<Tensor> y = run({t});
+  out = std::move(y[0].values);
+  return y[0].shape;
+}
+
 static void check_batch(int64_t B, int64_t T) {
   if (B < 1) throw ShapeError("predict: B must be >= 1, got " + std::to_string(B));
   if (T < 1) throw ShapeError("predict: T must be >= 1, got " + std::to_string(T));
@@ -278,6 +314,7 @@ std::vector<int64_t> Model::predict(const float* x, int64_t B, int64_t T, int64_
     throw Error("predict: the model in '" + m.path + "' starts with an Embedding layer; pass "
                 "int64 tokens [B, T], not floats");
   check_batch(B, T);
+  if (m.is_graph) return predict_graph(x, nullptr, B, T, F, lengths, out);
   if (F != m.input_size)
     throw ShapeError("predict: x has F=" + std::to_string(F) + " features per step, but the "
                      "model in '" + m.path + "' expects " + std::to_string(m.input_size));
@@ -295,6 +332,7 @@ std::vector<int64_t> Model::predict(const int64_t* tokens, int64_t B, int64_t T,
                 "Embedding)");
   check_batch(B, T);
   if (!tokens) throw Error("predict: tokens must not be null");
+  if (m.is_graph) return predict_graph(nullptr, tokens, B, T, 0, lengths, out);
   Impl::Lease pw(m);
   return m.run(*pw.ws, nullptr, tokens, B, T, lengths, out);
 }
@@ -354,6 +392,7 @@ int64_t Model::output_size() const { return impl_->output_size; }
 bool Model::returns_sequences() const { return impl_->out_seq; }
 
 bool Model::can_stream() const {
+  if (impl_->is_graph) return false;
   for (const Layer& L : impl_->layers)
     if (L.kind == LayerKind::Recurrent && (L.rnn.bidirectional || L.go_backwards)) return false;
   return true;
@@ -374,6 +413,23 @@ std::string Model::summary() const {
   const Impl& m = *impl_;
   std::ostringstream os;
   os << m.class_name << " from '" << m.path << "'\n";
+  if (m.is_graph) {  // one line per layer call: what it reads -> its output shapes
+    auto ref = [&](const detail::GraphRef& r) {
+      return r.node < 0 ? "input " + m.graph.inputs[size_t(-1 - r.node)].name
+                        : "#" + std::to_string(r.node) + "." + std::to_string(r.out);
+    };
+    for (size_t k = 0; k < m.graph.nodes.size(); ++k) {
+      const detail::GraphNode& n = m.graph.nodes[k];
+      os << "  #" << k << " " << m.layers[n.layer].label << ": ";
+      for (size_t j = 0; j < n.inputs.size(); ++j) os << (j ? ", " : "") << ref(n.inputs[j]);
+      os << " ->";
+      for (const auto& s : n.out_shapes) os << " " << shape_str(s);
+      os << "\n";
+    }
+    for (size_t k = 0; k < m.graph.outputs.size(); ++k)
+      os << "  output " << m.graph.outputs[k].name << " = " << ref(m.graph.output_refs[k]) << "\n";
+    return os.str();
+  }
   for (const Layer& L : m.layers) {
     os << "  " << L.label << ": ";
     const char* in_shape = L.in_seq ? "[B, T, " : "[B, ";
@@ -422,6 +478,9 @@ struct Model::Stream::Impl {
 
 Model::Stream::Stream(const Model& model, int64_t batch) {
   if (batch < 1) throw Error("Model::Stream: batch must be >= 1, got " + std::to_string(batch));
+  if (model.class_name() == "Model")
+    throw Error("Model::Stream: the model in '" + model.path() + "' is a functional model: "
+                "run it step by step with Model::run, its states as inputs and outputs");
   if (!model.can_stream())
     throw Error("Model::Stream: the model in '" + model.path() + "' has a bidirectional or "
                 "go_backwards layer, which needs whole sequences: use predict");

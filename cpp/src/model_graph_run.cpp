@@ -453,7 +453,7 @@ std::vector<Tensor> Model::run(const std::vector<Tensor>& inputs) const {
   return {std::move(y)};
 }
 
-std::map<std::string, Tensor> Model::run(const std::map<std::string, Tensor>& inputs) const {
+std::map<std::string, Tensor> Model::run_by_name(const std::map<std::string, Tensor>& inputs) const {
   std::vector<Tensor> in;
   for (size_t k = 0; k < num_inputs(); ++k) {
     auto it = inputs.find(input_name(k));

@@ -141,7 +141,7 @@ class Model {
   // lengths. Thread safety as predict.
   std::vector<Tensor> run(const std::vector<Tensor>& inputs) const;
   // The same by name: every input once; returns every output by name.
-  std::map<std::string, Tensor> run(const std::map<std::string, Tensor>& inputs) const;
+  std::map<std::string, Tensor> run_by_name(const std::map<std::string, Tensor>& inputs) const;
   size_t num_inputs() const;
   size_t num_outputs() const;
   const std::string& input_name(size_t k) const;

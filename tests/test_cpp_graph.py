@@ -166,7 +166,7 @@ def merges_and_shapes():
     arith = Average()([Add()([r, s]), Multiply()([r, s]), s])
     flat = Flatten()(cat_f)
     back = Reshape((-1, 6))(flat)
-    out = Dense(2)(Concatenate(axis=-2)([back, Reshape((3, 6))(Flatten()(cat_t))]))
+    out = Dense(2)(Concatenate(axis=-2)([back, Reshape((4, 6))(Flatten()(cat_t))]))
     return Model([v, s], [cat_t, arith, flat, out]), [_x(5, 4), _x(5, 3, 4)]
 
 

@@ -88,6 +88,90 @@ void detail::embed(const Layer& L, int64_t B, int64_t T, const int64_t* tok, flo
   }
 }
 
+void detail::recurrent_forward(const Layer& L, RNN<float>& rnn, Workspace& ws, int64_t B,
+                               int64_t T, const float* x, const int64_t* lens, const float* h0,
+                               const float* c0, std::vector<float>& y, float* c_n) {
+  const RNNConfig& c = L.rnn;
+  const int64_t I = c.input_size, D = c.num_directions(), S = c.state_size();
+  const int64_t DS = D * S, top = (c.num_layers - 1) * D;
+  const float* in = x;
+  if (L.go_backwards) {
+    // each sequence's valid steps in reverse, then zeros
+    ws.rev.assign(static_cast<size_t>(B * T * I), 0.0f);
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t n = lens ? lens[b] : T;
+      for (int64_t s = 0; s < n; ++s)
+        std::copy_n(x + (b * T + n - 1 - s) * I, I, ws.rev.data() + (b * T + s) * I);
+    }
+    in = ws.rev.data();
+  }
+  // the engine runs every sequence for at least one step: empty ones get one step and their
+  // outputs are zeroed and their states reset to the initial ones afterwards
+  const int64_t* eng_len = lens;
+  bool any_empty = false;
+  if (lens) {
+    for (int64_t b = 0; b < B; ++b) any_empty |= lens[b] == 0;
+    if (any_empty) {
+      ws.eng_lengths.resize(B);
+      for (int64_t b = 0; b < B; ++b) ws.eng_lengths[b] = std::max<int64_t>(lens[b], 1);
+      eng_len = ws.eng_lengths.data();
+    }
+  }
+  ws.seq.resize(static_cast<size_t>(B * T * DS));
+  ws.hn.resize(static_cast<size_t>(c.num_layers * D * B * S));
+  ForwardArgs<float> fa;
+  fa.params = L.params.data();
+  fa.x = in;
+  fa.lengths = eng_len;
+  fa.h0 = h0;
+  fa.c0 = c0;
+  ForwardOutputs<float> fo;
+  fo.output = ws.seq.data();
+  fo.h_n = ws.hn.data();
+  fo.c_n = c_n;
+  rnn.forward(SeqShape{T, B, true}, fa, fo);
+  if (any_empty)
+    for (int64_t b = 0; b < B; ++b)
+      if (lens[b] == 0) {
+        std::fill_n(ws.seq.data() + b * T * DS, T * DS, 0.0f);
+        for (int64_t k = 0; k < c.num_layers * D; ++k) {
+          float* h = ws.hn.data() + (k * B + b) * S;
+          if (h0) std::copy_n(h0 + (k * B + b) * S, S, h);
+          else std::fill_n(h, S, 0.0f);
+          if (c_n) {
+            float* cc = c_n + (k * B + b) * c.hidden_size;
+            if (c0) std::copy_n(c0 + (k * B + b) * c.hidden_size, c.hidden_size, cc);
+            else std::fill_n(cc, c.hidden_size, 0.0f);
+          }
+        }
+      }
+  if (L.return_sequences) {
+    if (D == 1 || L.merge == Merge::Concat) {
+      std::swap(y, ws.seq);  // the output is the engine's, as it is
+    } else {
+      y.resize(static_cast<size_t>(B * T * S));
+      for (int64_t r = 0; r < B * T; ++r)
+        for (int64_t u = 0; u < S; ++u)
+          y[r * S + u] = merge2(L.merge, ws.seq[r * DS + u], ws.seq[r * DS + S + u]);
+    }
+  } else {
+    y.resize(static_cast<size_t>(B * L.out_dim));
+    const float* fwd = ws.hn.data() + top * B * S;
+    const float* bwd = D == 2 ? fwd + B * S : nullptr;
+    for (int64_t b = 0; b < B; ++b) {
+      if (!bwd) {
+        std::copy_n(fwd + b * S, S, y.data() + b * S);
+      } else if (L.merge == Merge::Concat) {
+        std::copy_n(fwd + b * S, S, y.data() + b * DS);
+        std::copy_n(bwd + b * S, S, y.data() + b * DS + S);
+      } else {
+        for (int64_t u = 0; u < S; ++u)
+          y[b * S + u] = merge2(L.merge, fwd[b * S + u], bwd[b * S + u]);
+      }
+    }
+  }
+}
+
 namespace {
 
 std::string index_str(int64_t flat, const std::vector<int64_t>& shape) {
@@ -158,77 +242,11 @@ std::vector<int64_t> Model::Impl::run(Workspace& ws, const float* x, const int64
         break;
       }
       case LayerKind::Recurrent: {
-        const RNNConfig& c = L.rnn;
-        const int64_t I = c.input_size, D = c.num_directions(), S = c.state_size();
-        const int64_t DS = D * S, top = (c.num_layers - 1) * D;
-        const float* in = cur;
-        if (L.go_backwards) {
-          // each sequence's valid steps in reverse, then zeros
-          ws.rev.assign(static_cast<size_t>(B * T * I), 0.0f);
-          for (int64_t b = 0; b < B; ++b) {
-            const int64_t n = lens ? lens[b] : T;
-            for (int64_t s = 0; s < n; ++s)
-              std::copy_n(cur + (b * T + n - 1 - s) * I, I, ws.rev.data() + (b * T + s) * I);
-          }
-          in = ws.rev.data();
-        }
-        // the engine runs every sequence for at least one step: empty ones get one step and
-        // their outputs and states are zeroed afterwards
-        const int64_t* eng_len = lens;
-        bool any_empty = false;
-        if (lens) {
-          for (int64_t b = 0; b < B; ++b) any_empty |= lens[b] == 0;
-          if (any_empty) {
-            ws.eng_lengths.resize(B);
-            for (int64_t b = 0; b < B; ++b) ws.eng_lengths[b] = std::max<int64_t>(lens[b], 1);
-            eng_len = ws.eng_lengths.data();
-          }
-        }
-        if (!ws.rnns[i]) ws.rnns[i] = std::make_unique<RNN<float>>(c);
-        ws.seq.resize(static_cast<size_t>(B * T * DS));
-        ws.hn.resize(static_cast<size_t>(c.num_layers * D * B * S));
-        ForwardArgs<float> fa;
-        fa.params = L.params.data();
-        fa.x = in;
-        fa.lengths = eng_len;
-        ForwardOutputs<float> fo;
-        fo.output = ws.seq.data();
-        fo.h_n = ws.hn.data();
-        ws.rnns[i]->forward(SeqShape{T, B, true}, fa, fo);
-        if (any_empty)
-          for (int64_t b = 0; b < B; ++b)
-            if (lens[b] == 0) {
-              std::fill_n(ws.seq.data() + b * T * DS, T * DS, 0.0f);
-              for (int64_t k = 0; k < c.num_layers * D; ++k)
-                std::fill_n(ws.hn.data() + (k * B + b) * S, S, 0.0f);
-            }
-        if (L.return_sequences) {
-          if (D == 1 || L.merge == Merge::Concat) {
-            next_buf(0);
-            std::swap(ws.buf[which], ws.seq);  // the output is the engine's, as it is
-          } else {
-            float* y = next_buf(static_cast<size_t>(B * T * S));
-            for (int64_t r = 0; r < B * T; ++r)
-              for (int64_t u = 0; u < S; ++u)
-                y[r * S + u] = merge2(L.merge, ws.seq[r * DS + u], ws.seq[r * DS + S + u]);
-          }
-        } else {
-          float* y = next_buf(static_cast<size_t>(B * L.out_dim));
-          const float* fwd = ws.hn.data() + top * B * S;
-          const float* bwd = D == 2 ? fwd + B * S : nullptr;
-          for (int64_t b = 0; b < B; ++b) {
-            if (!bwd) {
-              std::copy_n(fwd + b * S, S, y + b * S);
-            } else if (L.merge == Merge::Concat) {
-              std::copy_n(fwd + b * S, S, y + b * DS);
-              std::copy_n(bwd + b * S, S, y + b * DS + S);
-            } else {
-              for (int64_t u = 0; u < S; ++u)
-                y[b * S + u] = merge2(L.merge, fwd[b * S + u], bwd[b * S + u]);
-            }
-          }
-          seq = false;
-        }
+        if (!ws.rnns[i]) ws.rnns[i] = std::make_unique<RNN<float>>(L.rnn);
+        next_buf(0);
+        detail::recurrent_forward(L, *ws.rnns[i], ws, B, T, cur, lens, nullptr, nullptr,
+                                  ws.buf[which], nullptr);
+        if (!L.return_sequences) seq = false;
         cur = ws.buf[which].data();
         break;
       }

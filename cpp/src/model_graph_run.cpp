@@ -171,95 +171,34 @@ std::vector<std::vector<int64_t>> detail::graph_output_shapes(
 // ============================================================================ running
 namespace {
 
-// One recurrent layer call: x [B, T, I] (+ initial states, each [B, H]) -> y and the states.
+// One recurrent layer call: x [B, T, I] (+ initial states, each [B, S] / [B, H]: [h, c] per
+// direction for an LSTM, [h] for a GRU) -> the output and, with return_state, the states.
 void recurrent_call(const Layer& L, RNN<float>& rnn, Workspace& ws, int64_t B, int64_t T,
                     const float* x, const std::vector<const Tensor*>& states,
                     std::vector<Tensor>& out) {
   const RNNConfig& c = L.rnn;
-  const int64_t I = c.input_size, D = c.num_directions(), S = c.state_size(),
-                H = c.hidden_size, DS = D * S;
+  const int64_t D = c.num_directions(), S = c.state_size(), H = c.hidden_size;
   const bool lstm = c.cell == CellType::LSTM;
-  const float* in = x;
-  if (L.go_backwards) {  // Keras: the steps in reverse; the outputs stay in that order
-    ws.rev.resize(static_cast<size_t>(B * T * I));
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t s = 0; s < T; ++s)
-        std::copy_n(x + (b * T + T - 1 - s) * I, I, ws.rev.data() + (b * T + s) * I);
-    in = ws.rev.data();
-  }
-  // states: [h, c] per direction (LSTM), [h] (GRU) -> h0 [D, B, S], c0 [D, B, H]
-  std::vector<float> h0, c0;
   const size_t per = lstm ? 2 : 1;
-  if (!states.empty()) {
+  std::vector<float> h0, c0, cn(lstm ? size_t(D * B * H) : 0);
+  if (!states.empty()) {  // -> h0 [D, B, S], c0 [D, B, H]
     h0.resize(size_t(D * B * S));
     if (lstm) c0.resize(size_t(D * B * H));
     for (int64_t d = 0; d < D; ++d) {
       std::copy_n(states[size_t(d) * per]->values.data(), B * S, h0.data() + d * B * S);
-      if (lstm) std::copy_n(states[size_t(d) * per + 1]->values.data(), B * H, c0.data() + d * B * H);
+      if (lstm)
+        std::copy_n(states[size_t(d) * per + 1]->values.data(), B * H, c0.data() + d * B * H);
     }
   }
-  ws.seq.resize(static_cast<size_t>(B * T * DS));
-  ws.hn.resize(static_cast<size_t>(D * B * S));
-  std::vector<float> cn(lstm ? size_t(D * B * H) : 0);
-  ForwardArgs<float> fa;
-  fa.params = L.params.data();
-  fa.x = in;
-  fa.h0 = h0.empty() ? nullptr : h0.data();
-  fa.c0 = c0.empty() ? nullptr : c0.data();
-  ForwardOutputs<float> fo;
-  fo.output = ws.seq.data();
-  fo.h_n = ws.hn.data();
-  fo.c_n = lstm ? cn.data() : nullptr;
-  rnn.forward(SeqShape{T, B, true}, fa, fo);
-  auto merge = [&](float a, float b) {
-    switch (L.merge) {
-      case Merge::Sum: return a + b;
-      case Merge::Mul: return a * b;
-      case Merge::Ave: return (a + b) * 0.5f;
-      case Merge::Concat: break;
-    }
-    return a;
-  };
-  Tensor& y = out[0];
-  const bool halves = D == 2 && L.merge != Merge::Concat;
-  if (L.return_sequences) {
-    y.shape = {B, T, L.out_dim};
-    if (!halves) {
-      y.values.assign(ws.seq.begin(), ws.seq.end());
-    } else {
-      y.values.resize(size_t(B * T * S));
-      for (int64_t r = 0; r < B * T; ++r)
-        for (int64_t u = 0; u < S; ++u)
-          y.values[size_t(r * S + u)] = merge(ws.seq[size_t(r * DS + u)], ws.seq[size_t(r * DS + S + u)]);
-    }
-  } else {
-    y.shape = {B, L.out_dim};
-    y.values.resize(size_t(B * L.out_dim));
-    const float* f = ws.hn.data();
-    const float* bw = D == 2 ? f + B * S : nullptr;
-    for (int64_t b = 0; b < B; ++b) {
-      if (!bw) {
-        std::copy_n(f + b * S, S, y.values.data() + b * S);
-      } else if (!halves) {
-        std::copy_n(f + b * S, S, y.values.data() + b * DS);
-        std::copy_n(bw + b * S, S, y.values.data() + b * DS + S);
-      } else {
-        for (int64_t u = 0; u < S; ++u)
-          y.values[size_t(b * S + u)] = merge(f[b * S + u], bw[b * S + u]);
-      }
-    }
+  detail::recurrent_forward(L, rnn, ws, B, T, x, nullptr, h0.empty() ? nullptr : h0.data(),
+                            c0.empty() ? nullptr : c0.data(), out[0].values,
+                            lstm ? cn.data() : nullptr);
+  if (!L.return_state) return;
+  for (int64_t d = 0; d < D; ++d) {
+    Tensor& h = out[1 + size_t(d) * per];
+    h.values.assign(ws.hn.begin() + d * B * S, ws.hn.begin() + (d + 1) * B * S);
+    if (lstm) out[2 + size_t(d) * per].values.assign(cn.begin() + d * B * H, cn.begin() + (d + 1) * B * H);
   }
-  if (L.return_state)
-    for (int64_t d = 0; d < D; ++d) {
-      Tensor& h = out[1 + size_t(d) * per];
-      h.shape = {B, S};
-      h.values.assign(ws.hn.begin() + d * B * S, ws.hn.begin() + (d + 1) * B * S);
-      if (lstm) {
-        Tensor& cc = out[2 + size_t(d) * per];
-        cc.shape = {B, H};
-        cc.values.assign(cn.begin() + d * B * H, cn.begin() + (d + 1) * B * H);
-      }
-    }
 }
 
 // Keras's Attention / AdditiveAttention: q [B, Tq, Dq], v [B, Tv, Dv], k [B, Tv, Dq]

@@ -176,6 +176,15 @@ void dense_forward(const Layer& L, int64_t rows, const float* x, float* y);
 // tok: [B, T] (T = 1 for a stream step); y: [B, T, E]
 void embed(const Layer& L, int64_t B, int64_t T, const int64_t* tok, float* y, bool stream);
 
+// One recurrent layer (L.rnn) over x [B, T, I], batch-first: lens [B] in [0, T] or nullptr (all
+// T; an empty sequence gives zero outputs and its initial state), h0 [L*D, B, S] / c0
+// [L*D, B, H] or nullptr (zeros). y is resized and filled with the layer's output ([B, T, U] or
+// [B, U], Bidirectional halves merged); the final states are left in ws.hn [L*D, B, S] and,
+// when c_n is given, in c_n [L*D, B, H] (LSTM).
+void recurrent_forward(const Layer& L, RNN<float>& rnn, Workspace& ws, int64_t B, int64_t T,
+                       const float* x, const int64_t* lens, const float* h0, const float* c0,
+                       std::vector<float>& y, float* c_n);
+
 // Reads and validates a model file's bytes; throws the fastlstm::Error subclasses of model.hpp.
 // A functional model (class "Model") is refused unless `graph_for_python`: then the container,
 // version, dtype and weights' dtypes are checked and the graph is handed over in graph_json

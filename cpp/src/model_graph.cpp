@@ -378,16 +378,8 @@ class GraphReader {
     Layer L;
     L.label = "layer \"" + name + "\" (" + cls + ")";
     if (cls == "Embedding") {
-      L.kind = LayerKind::Embedding;
-      ld_.only_keys(cfg, cctx, {"input_dim", "output_dim", "mask_zero"});
-      L.vocab = ld_.get_int(cfg, "input_dim", cctx, 1, nullptr, kMaxVocab);
-      L.out_dim = ld_.get_int(cfg, "output_dim", cctx, 1);
-      if (ld_.get_bool(cfg, "mask_zero", cctx, false))
-        unsupported(L, "mask_zero=true (a mask) is");
-      L.in_dim = L.vocab;
-      L.table = ld_.weight(prefix + "embeddings", {L.vocab, L.out_dim},
-                           "Embedding input_dim=" + std::to_string(L.vocab) +
-                               ", output_dim=" + std::to_string(L.out_dim));
+      ld_.embedding_layer(cfg, cctx, prefix, L);
+      if (L.mask_zero) unsupported(L, "mask_zero=true (a mask) is");
     } else if (cls == "LSTM" || cls == "GRU" || cls == "Bidirectional") {
       L.kind = LayerKind::Recurrent;
       if (cls == "Bidirectional") {
@@ -422,16 +414,7 @@ class GraphReader {
         inner = &ld_.get_object(lay, "config", cctx + ".layer");
         ictx = cctx + ".layer.config";
       }
-      L.kind = LayerKind::Dense;
-      ld_.only_keys(*inner, ictx, {"units", "input_dim", "activation", "use_bias"});
-      L.out_dim = ld_.get_int(*inner, "units", ictx, 1);
-      L.in_dim = ld_.get_int(*inner, "input_dim", ictx, 1);
-      L.act = ld_.activation(*inner, ictx);
-      const std::string dims = "Dense input_dim=" + std::to_string(L.in_dim) +
-                               ", units=" + std::to_string(L.out_dim);
-      L.kernel = ld_.weight(prefix + "kernel", {L.in_dim, L.out_dim}, dims);
-      if (ld_.get_bool(*inner, "use_bias", ictx, true))
-        L.bias = ld_.weight(prefix + "bias", {L.out_dim}, dims);
+      ld_.dense_weights(prefix, ld_.dense_config(*inner, ictx, L), L);
     } else if (cls == "Dropout" || cls == "SpatialDropout1D") {
       L.kind = LayerKind::Dropout;
       ld_.only_keys(cfg, cctx, {"rate"});

@@ -365,6 +365,34 @@ class Loader {
     header_fail(cctx + ".activation must be one of linear, relu, tanh, sigmoid, softmax; got \"" +
                 a + "\"");
   }
+  // Embedding's config and table into L.
+  void embedding_layer(const detail::Json& cfg, const std::string& cctx,
+                       const std::string& prefix, Layer& L) {
+    L.kind = LayerKind::Embedding;
+    only_keys(cfg, cctx, {"input_dim", "output_dim", "mask_zero"});
+    L.vocab = get_int(cfg, "input_dim", cctx, 1, nullptr, kMaxVocab);
+    L.out_dim = get_int(cfg, "output_dim", cctx, 1);
+    L.mask_zero = get_bool(cfg, "mask_zero", cctx, false);
+    L.in_dim = L.vocab;
+    L.table = weight(prefix + "embeddings", {L.vocab, L.out_dim},
+                     "Embedding input_dim=" + std::to_string(L.vocab) +
+                         ", output_dim=" + std::to_string(L.out_dim));
+  }
+  // Dense's config into L (sizes, activation); returns use_bias. Then dense_weights.
+  bool dense_config(const detail::Json& cfg, const std::string& cctx, Layer& L) const {
+    L.kind = LayerKind::Dense;
+    only_keys(cfg, cctx, {"units", "input_dim", "activation", "use_bias"});
+    L.out_dim = get_int(cfg, "units", cctx, 1);
+    L.in_dim = get_int(cfg, "input_dim", cctx, 1);
+    L.act = activation(cfg, cctx);
+    return get_bool(cfg, "use_bias", cctx, true);
+  }
+  void dense_weights(const std::string& prefix, bool use_bias, Layer& L) {
+    const std::string dims = "Dense input_dim=" + std::to_string(L.in_dim) +
+                             ", units=" + std::to_string(L.out_dim);
+    L.kernel = weight(prefix + "kernel", {L.in_dim, L.out_dim}, dims);
+    if (use_bias) L.bias = weight(prefix + "bias", {L.out_dim}, dims);
+  }
   const std::string& where() const { return where_; }
 
   void sequential(const detail::Json& m, ModelSpec& impl) {
@@ -400,14 +428,7 @@ class Loader {
       };
       if (cls == "Embedding") {
         if (i != 0) header_fail(L.label + ": Embedding must be the first layer");
-        L.kind = LayerKind::Embedding;
-        only_keys(cfg, cctx, {"input_dim", "output_dim", "mask_zero"});
-        L.vocab = get_int(cfg, "input_dim", cctx, 1, nullptr, kMaxVocab);
-        L.out_dim = get_int(cfg, "output_dim", cctx, 1);
-        L.mask_zero = get_bool(cfg, "mask_zero", cctx, false);
-        L.table = weight(prefix + "embeddings", {L.vocab, L.out_dim},
-                         "Embedding input_dim=" + std::to_string(L.vocab) +
-                             ", output_dim=" + std::to_string(L.out_dim));
+        embedding_layer(cfg, cctx, prefix, L);
         impl.tokens = true;
         impl.input_size = L.vocab;
         L.in_dim = L.vocab;
@@ -429,17 +450,9 @@ class Loader {
         L.out_dim = L.rnn.hidden_size * (L.merge == Merge::Concat && L.rnn.bidirectional ? 2 : 1);
         seq = L.return_sequences;
       } else if (cls == "Dense") {
-        L.kind = LayerKind::Dense;
-        only_keys(cfg, cctx, {"units", "input_dim", "activation", "use_bias"});
-        L.out_dim = get_int(cfg, "units", cctx, 1);
-        L.in_dim = get_int(cfg, "input_dim", cctx, 1);
+        const bool use_bias = dense_config(cfg, cctx, L);
         need_input(L.in_dim, "input_dim");
-        L.act = activation(cfg, cctx);
-        const std::string dims = "Dense input_dim=" + std::to_string(L.in_dim) +
-                                 ", units=" + std::to_string(L.out_dim);
-        L.kernel = weight(prefix + "kernel", {L.in_dim, L.out_dim}, dims);
-        if (get_bool(cfg, "use_bias", cctx, true))
-          L.bias = weight(prefix + "bias", {L.out_dim}, dims);
+        dense_weights(prefix, use_bias, L);
       } else if (cls == "Dropout") {
         L.kind = LayerKind::Dropout;
         only_keys(cfg, cctx, {"rate"});

@@ -175,7 +175,9 @@ int main() {
   Outcome total;
   long tried = 0;
   std::vector<std::string> seeds(std::begin(names), std::end(names));
-  seeds.push_back("../fuzz/seed_functional");  // a functional model: run on small inputs
+  // functional models (run on small inputs): states, shared layers; attention, nesting
+  seeds.push_back("../fuzz/seed_functional");
+  seeds.push_back("../fuzz/seed_functional_attention");
   for (const std::string& name_s : seeds) {
     const char* name = name_s.c_str();
     const std::vector<char> good = mt::read_bytes(mt::data_path(name));

@@ -254,7 +254,11 @@ std::vector<Tensor> Model::Impl::run_graph(Workspace& ws, const std::vector<Tens
     const std::string what = "run: input " + std::to_string(k) + " (\"" + io.name + "\")";
     std::vector<int64_t> per(t.shape.begin() + (t.shape.empty() ? 0 : 1), t.shape.end());
     bool ok = !t.shape.empty() && compatible(per, io.shape);
-    for (int64_t d : t.shape) ok = ok && d >= 1 && d <= (int64_t(1) << 40);
+    int64_t total = 1;  // no overflow: at most 2^62 values claimed
+    for (int64_t d : t.shape) {
+      ok = ok && d >= 1 && d <= (int64_t(1) << 62) / total;
+      if (ok) total *= d;
+    }
     if (!ok)
       throw ShapeError(what + " must have shape [B" + shape_text(io.shape).substr(5) +
                        " (B and every size >= 1, None: any), got " + detail::shape_str(t.shape));

@@ -439,3 +439,40 @@ def test_bad_run_inputs_get_clear_errors(apps, tmp_path):
             assert r.returncode == 1 and "input h" in r.stderr  # the app's own message
             continue
         assert r.returncode == 1 and words in r.stderr, r.stderr
+
+
+def test_cpp_greedy_decoder_on_one_hot_steps_with_a_gru(apps, tmp_path):
+    """The app's other form: an encoder on float features and a GRU decoder (one state) whose
+    step is a one-hot vector; random weights, Python's greedy decoding as the reference."""
+    fastlstm.utils.set_random_seed(5)
+    V, H = 6, 7
+    src_in = Input((None, 3))
+    _, h = GRU(H, return_state=True)(src_in)
+    encoder = Model(src_in, h)
+    step_in, h_in = Input((None, V)), Input((H,))
+    y, h2 = GRU(H, return_sequences=True, return_state=True)(step_in, initial_state=[h_in])
+    decoder = Model([step_in, h_in], [Dense(V, activation="softmax")(y), h2])
+    _bias_noise(decoder)
+    encoder.save(tmp_path / "enc.safetensors")
+    decoder.save(tmp_path / "dec.safetensors")
+    src = _x(2, 4, 3)
+    text = "".join(" ".join(repr(float(v)) for v in row.ravel()) + "\n" for row in src)
+    r = subprocess.run([apps["fastlstm_seq2seq"], str(tmp_path / "enc.safetensors"),
+                        str(tmp_path / "dec.safetensors"), "--start", "0", "--end", "1",
+                        "--max-len", "5", "--probs"],
+                       input=text, capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    for i, row in enumerate(src):
+        h = encoder.predict(row[None], verbose=0)
+        tok, toks, probs = 0, [], []
+        for _ in range(5):
+            p, h = decoder.predict([np.eye(V, dtype=np.float32)[tok][None, None], h], verbose=0)
+            tok = int(p[0, -1].argmax())
+            toks.append(tok)
+            probs.append(p[0, -1])
+            if tok == 1:
+                break
+        assert [int(t) for t in lines[2 * i].split()] == toks
+        np.testing.assert_allclose(np.array(lines[2 * i + 1].split(), dtype=np.float64),
+                                   np.concatenate(probs), **TOL)

@@ -28,8 +28,8 @@ SEEDS = ["seq_embedding", "seq_backwards", "lstm_stacked_bidir_proj", "lstm_peep
          "seq_merge_modes", "seq_gru_last",
          # quantized files (no self-check: a loaded one is run on an input instead of verified)
          "lstm_stacked_bidir_proj_int8", "seq_stream_bf16", "functional", "compiled"]
-# where each seed lies: tests/data/cpp/NAME, or the corpus's seed_NAME (a functional model, which
-# the C++ runner refuses, and a Sequential with a compile state: seeds of the Python loader)
+# where each seed lies: tests/data/cpp/NAME, or the corpus's seed_NAME (a functional model, read
+# by Python's graph loader, and a Sequential with a compile state)
 SEED_PATHS = {"functional": os.path.join("fuzz", "seed_functional.safetensors"),
               "compiled": os.path.join("fuzz", "seed_compiled.safetensors")}
 JSONISH = b'{}[]",:0123456789-+.eE tfnul\\'

@@ -21,6 +21,8 @@ using detail::LayerKind;
 using detail::Merge;
 using detail::Workspace;
 using detail::shape_str;
+using detail::dense_forward;
+using detail::embed;
 
 // ============================================================================ inference
 namespace {
@@ -35,15 +37,12 @@ inline float merge2(Merge m, float a, float b) {
   return a;
 }
 
-// y [rows, U] = act(x [rows, K] kernel [K, U] + bias)
-void dense_forward(const Layer& L, int64_t rows, const float* x, float* y) {
-  const int64_t K = L.in_dim, U = L.out_dim;
-  detail::gemm_nn<float>(rows, U, K, x, K, L.kernel.data(), U, y, U, false);
+}  // namespace
+
+void detail::activate(Act act, int64_t rows, int64_t U, float* y) {
   for (int64_t r = 0; r < rows; ++r) {
     float* v = y + r * U;
-    if (!L.bias.empty())
-      for (int64_t u = 0; u < U; ++u) v[u] += L.bias[u];
-    switch (L.act) {
+    switch (act) {
       case Act::Linear: break;
       case Act::Relu:
         for (int64_t u = 0; u < U; ++u) v[u] = v[u] > 0.0f ? v[u] : 0.0f;
@@ -66,8 +65,17 @@ void dense_forward(const Layer& L, int64_t rows, const float* x, float* y) {
   }
 }
 
-// tok: [B, T] (T = 1 for a stream step); y: [B, T, E]
-void embed(const Layer& L, int64_t B, int64_t T, const int64_t* tok, float* y, bool stream) {
+void detail::dense_forward(const Layer& L, int64_t rows, const float* x, float* y) {
+  const int64_t K = L.in_dim, U = L.out_dim;
+  detail::gemm_nn<float>(rows, U, K, x, K, L.kernel.data(), U, y, U, false);
+  if (!L.bias.empty())
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t u = 0; u < U; ++u) y[r * U + u] += L.bias[u];
+  activate(L.act, rows, U, y);
+}
+
+void detail::embed(const Layer& L, int64_t B, int64_t T, const int64_t* tok, float* y,
+                   bool stream) {
   const int64_t E = L.out_dim;
   for (int64_t k = 0; k < B * T; ++k) {
     const int64_t t = tok[k];
@@ -79,6 +87,92 @@ void embed(const Layer& L, int64_t B, int64_t T, const int64_t* tok, float* y, b
     std::copy_n(L.table.data() + t * E, E, y + k * E);
   }
 }
+
+void detail::recurrent_forward(const Layer& L, RNN<float>& rnn, Workspace& ws, int64_t B,
+                               int64_t T, const float* x, const int64_t* lens, const float* h0,
+                               const float* c0, std::vector<float>& y, float* c_n) {
+  const RNNConfig& c = L.rnn;
+  const int64_t I = c.input_size, D = c.num_directions(), S = c.state_size();
+  const int64_t DS = D * S, top = (c.num_layers - 1) * D;
+  const float* in = x;
+  if (L.go_backwards) {
+    // each sequence's valid steps in reverse, then zeros
+    ws.rev.assign(static_cast<size_t>(B * T * I), 0.0f);
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t n = lens ? lens[b] : T;
+      for (int64_t s = 0; s < n; ++s)
+        std::copy_n(x + (b * T + n - 1 - s) * I, I, ws.rev.data() + (b * T + s) * I);
+    }
+    in = ws.rev.data();
+  }
+  // the engine runs every sequence for at least one step: empty ones get one step and their
+  // outputs are zeroed and their states reset to the initial ones afterwards
+  const int64_t* eng_len = lens;
+  bool any_empty = false;
+  if (lens) {
+    for (int64_t b = 0; b < B; ++b) any_empty |= lens[b] == 0;
+    if (any_empty) {
+      ws.eng_lengths.resize(B);
+      for (int64_t b = 0; b < B; ++b) ws.eng_lengths[b] = std::max<int64_t>(lens[b], 1);
+      eng_len = ws.eng_lengths.data();
+    }
+  }
+  ws.seq.resize(static_cast<size_t>(B * T * DS));
+  ws.hn.resize(static_cast<size_t>(c.num_layers * D * B * S));
+  ForwardArgs<float> fa;
+  fa.params = L.params.data();
+  fa.x = in;
+  fa.lengths = eng_len;
+  fa.h0 = h0;
+  fa.c0 = c0;
+  ForwardOutputs<float> fo;
+  fo.output = ws.seq.data();
+  fo.h_n = ws.hn.data();
+  fo.c_n = c_n;
+  rnn.forward(SeqShape{T, B, true}, fa, fo);
+  if (any_empty)
+    for (int64_t b = 0; b < B; ++b)
+      if (lens[b] == 0) {
+        std::fill_n(ws.seq.data() + b * T * DS, T * DS, 0.0f);
+        for (int64_t k = 0; k < c.num_layers * D; ++k) {
+          float* h = ws.hn.data() + (k * B + b) * S;
+          if (h0) std::copy_n(h0 + (k * B + b) * S, S, h);
+          else std::fill_n(h, S, 0.0f);
+          if (c_n) {
+            float* cc = c_n + (k * B + b) * c.hidden_size;
+            if (c0) std::copy_n(c0 + (k * B + b) * c.hidden_size, c.hidden_size, cc);
+            else std::fill_n(cc, c.hidden_size, 0.0f);
+          }
+        }
+      }
+  if (L.return_sequences) {
+    if (D == 1 || L.merge == Merge::Concat) {
+      std::swap(y, ws.seq);  // the output is the engine's, as it is
+    } else {
+      y.resize(static_cast<size_t>(B * T * S));
+      for (int64_t r = 0; r < B * T; ++r)
+        for (int64_t u = 0; u < S; ++u)
+          y[r * S + u] = merge2(L.merge, ws.seq[r * DS + u], ws.seq[r * DS + S + u]);
+    }
+  } else {
+    y.resize(static_cast<size_t>(B * L.out_dim));
+    const float* fwd = ws.hn.data() + top * B * S;
+    const float* bwd = D == 2 ? fwd + B * S : nullptr;
+    for (int64_t b = 0; b < B; ++b) {
+      if (!bwd) {
+        std::copy_n(fwd + b * S, S, y.data() + b * S);
+      } else if (L.merge == Merge::Concat) {
+        std::copy_n(fwd + b * S, S, y.data() + b * DS);
+        std::copy_n(bwd + b * S, S, y.data() + b * DS + S);
+      } else {
+        for (int64_t u = 0; u < S; ++u)
+          y[b * S + u] = merge2(L.merge, fwd[b * S + u], bwd[b * S + u]);
+      }
+    }
+  }
+}
+
+namespace {
 
 std::string index_str(int64_t flat, const std::vector<int64_t>& shape) {
   std::vector<int64_t> idx(shape.size());
@@ -148,77 +242,11 @@ std::vector<int64_t> Model::Impl::run(Workspace& ws, const float* x, const int64
         break;
       }
       case LayerKind::Recurrent: {
-        const RNNConfig& c = L.rnn;
-        const int64_t I = c.input_size, D = c.num_directions(), S = c.state_size();
-        const int64_t DS = D * S, top = (c.num_layers - 1) * D;
-        const float* in = cur;
-        if (L.go_backwards) {
-          // each sequence's valid steps in reverse, then zeros
-          ws.rev.assign(static_cast<size_t>(B * T * I), 0.0f);
-          for (int64_t b = 0; b < B; ++b) {
-            const int64_t n = lens ? lens[b] : T;
-            for (int64_t s = 0; s < n; ++s)
-              std::copy_n(cur + (b * T + n - 1 - s) * I, I, ws.rev.data() + (b * T + s) * I);
-          }
-          in = ws.rev.data();
-        }
-        // the engine runs every sequence for at least one step: empty ones get one step and
-        // their outputs and states are zeroed afterwards
-        const int64_t* eng_len = lens;
-        bool any_empty = false;
-        if (lens) {
-          for (int64_t b = 0; b < B; ++b) any_empty |= lens[b] == 0;
-          if (any_empty) {
-            ws.eng_lengths.resize(B);
-            for (int64_t b = 0; b < B; ++b) ws.eng_lengths[b] = std::max<int64_t>(lens[b], 1);
-            eng_len = ws.eng_lengths.data();
-          }
-        }
-        if (!ws.rnns[i]) ws.rnns[i] = std::make_unique<RNN<float>>(c);
-        ws.seq.resize(static_cast<size_t>(B * T * DS));
-        ws.hn.resize(static_cast<size_t>(c.num_layers * D * B * S));
-        ForwardArgs<float> fa;
-        fa.params = L.params.data();
-        fa.x = in;
-        fa.lengths = eng_len;
-        ForwardOutputs<float> fo;
-        fo.output = ws.seq.data();
-        fo.h_n = ws.hn.data();
-        ws.rnns[i]->forward(SeqShape{T, B, true}, fa, fo);
-        if (any_empty)
-          for (int64_t b = 0; b < B; ++b)
-            if (lens[b] == 0) {
-              std::fill_n(ws.seq.data() + b * T * DS, T * DS, 0.0f);
-              for (int64_t k = 0; k < c.num_layers * D; ++k)
-                std::fill_n(ws.hn.data() + (k * B + b) * S, S, 0.0f);
-            }
-        if (L.return_sequences) {
-          if (D == 1 || L.merge == Merge::Concat) {
-            next_buf(0);
-            std::swap(ws.buf[which], ws.seq);  // the output is the engine's, as it is
-          } else {
-            float* y = next_buf(static_cast<size_t>(B * T * S));
-            for (int64_t r = 0; r < B * T; ++r)
-              for (int64_t u = 0; u < S; ++u)
-                y[r * S + u] = merge2(L.merge, ws.seq[r * DS + u], ws.seq[r * DS + S + u]);
-          }
-        } else {
-          float* y = next_buf(static_cast<size_t>(B * L.out_dim));
-          const float* fwd = ws.hn.data() + top * B * S;
-          const float* bwd = D == 2 ? fwd + B * S : nullptr;
-          for (int64_t b = 0; b < B; ++b) {
-            if (!bwd) {
-              std::copy_n(fwd + b * S, S, y + b * S);
-            } else if (L.merge == Merge::Concat) {
-              std::copy_n(fwd + b * S, S, y + b * DS);
-              std::copy_n(bwd + b * S, S, y + b * DS + S);
-            } else {
-              for (int64_t u = 0; u < S; ++u)
-                y[b * S + u] = merge2(L.merge, fwd[b * S + u], bwd[b * S + u]);
-            }
-          }
-          seq = false;
-        }
+        if (!ws.rnns[i]) ws.rnns[i] = std::make_unique<RNN<float>>(L.rnn);
+        next_buf(0);
+        detail::recurrent_forward(L, *ws.rnns[i], ws, B, T, cur, lens, nullptr, nullptr,
+                                  ws.buf[which], nullptr);
+        if (!L.return_sequences) seq = false;
         cur = ws.buf[which].data();
         break;
       }
@@ -266,6 +294,32 @@ void Model::Impl::release(std::unique_ptr<Workspace> ws) const {
 }
 
 
+// predict on a functional model of one input [B, T, F] (or tokens [B, T]) and one output
+std::vector<int64_t> Model::predict_graph(const float* x, const int64_t* tok, int64_t B,
+                                          int64_t T, int64_t F, const int64_t* lengths,
+                                          std::vector<float>& out) const {
+  const Impl& m = *impl_;
+  const auto& g = m.graph;
+  if (g.inputs.size() != 1 || g.outputs.size() != 1 || g.inputs[0].shape.size() != (tok ? 1u : 2u))
+    throw Error("predict: the functional model in '" + m.path + "' does not have one input [B, "
+                "T, F] (or tokens [B, T]) and one output: use Model::run");
+  if (lengths)
+    throw Error("predict: lengths are not supported for a functional model (the C++ runner "
+                "runs whole sequences): pass lengths=nullptr");
+  Tensor t;
+  t.shape = {B, T};
+  if (tok) {
+    t.tokens.assign(tok, tok + B * T);
+  } else {
+    t.shape.push_back(F);
+    if (!x) throw Error("predict: x must not be null");
+    t.values.assign(x, x + B * T * F);
+  }
+  std::vector<Tensor> y = run({t});
+  out = std::move(y[0].values);
+  return y[0].shape;
+}
+
 static void check_batch(int64_t B, int64_t T) {
   if (B < 1) throw ShapeError("predict: B must be >= 1, got " + std::to_string(B));
   if (T < 1) throw ShapeError("predict: T must be >= 1, got " + std::to_string(T));
@@ -278,6 +332,7 @@ std::vector<int64_t> Model::predict(const float* x, int64_t B, int64_t T, int64_
     throw Error("predict: the model in '" + m.path + "' starts with an Embedding layer; pass "
                 "int64 tokens [B, T], not floats");
   check_batch(B, T);
+  if (m.is_graph) return predict_graph(x, nullptr, B, T, F, lengths, out);
   if (F != m.input_size)
     throw ShapeError("predict: x has F=" + std::to_string(F) + " features per step, but the "
                      "model in '" + m.path + "' expects " + std::to_string(m.input_size));
@@ -295,6 +350,7 @@ std::vector<int64_t> Model::predict(const int64_t* tokens, int64_t B, int64_t T,
                 "Embedding)");
   check_batch(B, T);
   if (!tokens) throw Error("predict: tokens must not be null");
+  if (m.is_graph) return predict_graph(nullptr, tokens, B, T, 0, lengths, out);
   Impl::Lease pw(m);
   return m.run(*pw.ws, nullptr, tokens, B, T, lengths, out);
 }
@@ -354,6 +410,7 @@ int64_t Model::output_size() const { return impl_->output_size; }
 bool Model::returns_sequences() const { return impl_->out_seq; }
 
 bool Model::can_stream() const {
+  if (impl_->is_graph) return false;
   for (const Layer& L : impl_->layers)
     if (L.kind == LayerKind::Recurrent && (L.rnn.bidirectional || L.go_backwards)) return false;
   return true;
@@ -374,6 +431,23 @@ std::string Model::summary() const {
   const Impl& m = *impl_;
   std::ostringstream os;
   os << m.class_name << " from '" << m.path << "'\n";
+  if (m.is_graph) {  // one line per layer call: what it reads -> its output shapes
+    auto ref = [&](const detail::GraphRef& r) {
+      return r.node < 0 ? "input " + m.graph.inputs[size_t(-1 - r.node)].name
+                        : "#" + std::to_string(r.node) + "." + std::to_string(r.out);
+    };
+    for (size_t k = 0; k < m.graph.nodes.size(); ++k) {
+      const detail::GraphNode& n = m.graph.nodes[k];
+      os << "  #" << k << " " << m.layers[n.layer].label << ": ";
+      for (size_t j = 0; j < n.inputs.size(); ++j) os << (j ? ", " : "") << ref(n.inputs[j]);
+      os << " ->";
+      for (const auto& s : n.out_shapes) os << " " << shape_str(s);
+      os << "\n";
+    }
+    for (size_t k = 0; k < m.graph.outputs.size(); ++k)
+      os << "  output " << m.graph.outputs[k].name << " = " << ref(m.graph.output_refs[k]) << "\n";
+    return os.str();
+  }
   for (const Layer& L : m.layers) {
     os << "  " << L.label << ": ";
     const char* in_shape = L.in_seq ? "[B, T, " : "[B, ";
@@ -425,6 +499,9 @@ struct Model::Stream::Impl {
 
 Model::Stream::Stream(const Model& model, int64_t batch) {
   if (batch < 1) throw Error("Model::Stream: batch must be >= 1, got " + std::to_string(batch));
+  if (model.class_name() == "Model")
+    throw Error("Model::Stream: the model in '" + model.path() + "' is a functional model: "
+                "run it step by step with Model::run, its states as inputs and outputs");
   if (!model.can_stream())
     throw Error("Model::Stream: the model in '" + model.path() + "' has a bidirectional or "
                 "go_backwards layer, which needs whole sequences: use predict");

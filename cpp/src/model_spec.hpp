@@ -31,7 +31,12 @@ inline constexpr int64_t kOldestFormatVersion = 1;
 inline constexpr int64_t kMaxDim = kMaxSize;
 inline constexpr int64_t kMaxVocab = int64_t(1) << 31;
 
-enum class LayerKind { Embedding, Recurrent, Dense, Dropout };
+// Dropout: the identity at inference (Dropout, SpatialDropout1D). The kinds after Dropout occur
+// in functional models only (model_graph.cpp).
+enum class LayerKind {
+  Embedding, Recurrent, Dense, Dropout,
+  Activation, RepeatVector, Merge, Flatten, Reshape, Attention
+};
 enum class Merge { Concat, Sum, Mul, Ave };
 enum class Act { Linear, Relu, Tanh, Sigmoid, Softmax };
 
@@ -74,7 +79,53 @@ struct Layer {
   Act act = Act::Linear;
   std::vector<float> kernel;  // [in_dim, out_dim]
   std::vector<float> bias;    // [out_dim] or empty
+  // functional models only
+  bool return_state = false;          // Recurrent: outputs [y, h, c] (LSTM) / [y, h] (GRU)
+  int64_t repeat = 0;                 // RepeatVector's n
+  int64_t axis = -1;                  // Concatenate's axis (batch axis 0)
+  std::vector<int64_t> target_shape;  // Reshape's, one entry may be -1
+  bool additive = false;              // Attention: AdditiveAttention (else dot-product)
+  bool use_scale = false;             // Attention: scale holds [] (dot) or [dim] (additive)
+  std::vector<float> scale;
 };
+
+// ---- functional models (docs/model-format.md, "Functional models"), read by model_graph.cpp
+// and run by model_graph_run.cpp. Nested models are inlined at load, so the runner sees one
+// flat graph of leaf-layer calls in an order where each call comes after what it reads.
+// A tensor: output `out` of node `node`, or (node < 0) model input -1 - node.
+struct GraphRef {
+  int64_t node = -1, out = 0;
+};
+// One call of a leaf layer (an index into ModelSpec::layers: shared layers are called by
+// several nodes).
+struct GraphNode {
+  size_t layer = 0;
+  std::vector<GraphRef> inputs;
+  bool scores = false;  // Attention: return_attention_scores
+  bool causal = false;  // Attention: use_causal_mask
+  std::vector<std::vector<int64_t>> out_shapes;  // per sample (no batch axis), -1 unknown
+};
+struct GraphIO {
+  std::string name;
+  std::vector<int64_t> shape;  // per sample (no batch axis), -1: any size
+  bool tokens = false;         // int32/int64 token ids (inputs only)
+};
+struct Graph {
+  std::vector<GraphIO> inputs, outputs;
+  std::vector<GraphNode> nodes;
+  std::vector<GraphRef> output_refs;
+};
+
+// Load-time limits of a graph besides the format's (kMaxLayers layers, calls per layer, inputs
+// and outputs; 16 nesting levels): the calls after nested models are inlined, and the values per
+// sample of a tensor whose shape is known.
+inline constexpr int64_t kMaxGraphNodes = int64_t(1) << 16;
+inline constexpr int64_t kMaxGraphValues = int64_t(1) << 31;
+
+// A layer call's output shapes (per sample, -1 unknown) from its input shapes; throws
+// ShapeError naming the layer. Used at load (unknown sizes allowed) and by the runner.
+std::vector<std::vector<int64_t>> graph_output_shapes(
+    const Layer& L, const GraphNode& node, const std::vector<std::vector<int64_t>>& in);
 
 // What one predict call needs besides the weights; pooled in Model::Impl.
 struct Workspace {
@@ -113,7 +164,26 @@ struct ModelSpec {
   // Python only (the C++ runner refuses a functional model and ignores the compile state):
   std::string graph_json;    // class "Model": the __metadata__["fastlstm"] text, its graph
   std::string compile_json;  // __metadata__["fastlstm_compile"] text, "" when absent
+  bool is_graph = false;     // a functional model run by C++ (graph below; layers its leaves)
+  Graph graph;
 };
+
+// The runner's pieces shared by Sequential (model.cpp) and graphs (model_graph_run.cpp).
+// v [rows, U] = act(v) in place (softmax over U)
+void activate(Act act, int64_t rows, int64_t U, float* v);
+// y [rows, U] = act(x [rows, K] kernel [K, U] + bias)
+void dense_forward(const Layer& L, int64_t rows, const float* x, float* y);
+// tok: [B, T] (T = 1 for a stream step); y: [B, T, E]
+void embed(const Layer& L, int64_t B, int64_t T, const int64_t* tok, float* y, bool stream);
+
+// One recurrent layer (L.rnn) over x [B, T, I], batch-first: lens [B] in [0, T] or nullptr (all
+// T; an empty sequence gives zero outputs and its initial state), h0 [L*D, B, S] / c0
+// [L*D, B, H] or nullptr (zeros). y is resized and filled with the layer's output ([B, T, U] or
+// [B, U], Bidirectional halves merged); the final states are left in ws.hn [L*D, B, S] and,
+// when c_n is given, in c_n [L*D, B, H] (LSTM).
+void recurrent_forward(const Layer& L, RNN<float>& rnn, Workspace& ws, int64_t B, int64_t T,
+                       const float* x, const int64_t* lens, const float* h0, const float* c0,
+                       std::vector<float>& y, float* c_n);
 
 // Reads and validates a model file's bytes; throws the fastlstm::Error subclasses of model.hpp.
 // A functional model (class "Model") is refused unless `graph_for_python`: then the container,
@@ -142,6 +212,7 @@ struct Model::Impl : detail::ModelSpec {
 
   std::vector<int64_t> run(detail::Workspace& ws, const float* x, const int64_t* tok, int64_t B,
                            int64_t T, const int64_t* lengths, std::vector<float>& out) const;
+  std::vector<Tensor> run_graph(detail::Workspace& ws, const std::vector<Tensor>& inputs) const;
   std::unique_ptr<detail::Workspace> acquire() const;
   void release(std::unique_ptr<detail::Workspace> ws) const;
   void self_check() const;

@@ -751,18 +751,18 @@ static void test_pool_limits_and_fork() {
 }
 
 // ---------------------------------------------------------------- the JSON reader
-// A functional model (Python's Model) is refused with a clear error, never misread; a compile
-// state (optimizer slots) is Python's business: its tensors are checked and then ignored.
+// A functional model (Python's Model) runs (tests/cpp/test_model_graph.cpp has the rest); a
+// compile state (optimizer slots) is Python's business: its tensors are checked and ignored.
 static void test_functional_and_compile_state() {
   using namespace fastlstm;
   const std::string graph =
       "{\"format_version\":2,\"model\":{\"class\":\"Model\",\"dtype\":\"float32\","
       "\"inputs\":[{\"shape\":[null,3],\"dtype\":\"float32\",\"name\":\"x\"}],"
-      "\"layers\":[{\"class\":\"Dense\",\"config\":{\"units\":2},\"name\":\"d\","
-      "\"calls\":[{\"inputs\":[[\"__input__\",0,0]]}]}],\"outputs\":[[\"d\",0,0]]}}";
-  const std::string functional = mt::make_file(dense_tensors(), {{"fastlstm", graph}});
-  MT_CHECK_THROWS(HeaderError, mt::load_string(functional), "functional model",
-                  "not supported by the C++ runner yet", "fastlstm.load_model");
+      "\"layers\":[{\"class\":\"Dense\",\"config\":{\"units\":2,\"input_dim\":3},"
+      "\"name\":\"d\",\"calls\":[{\"inputs\":[[\"__input__\",0,0]]}]}],"
+      "\"outputs\":[[\"d\",0,0]]}}";
+  const Model fn = mt::load_string(mt::make_file(dense_tensors(), {{"fastlstm", graph}}));
+  MT_CHECK(fn.class_name() == "Model" && fn.input_names() == std::vector<std::string>{"x"});
   // Sequential + compile state: the dense model loads and predicts as without it
   const std::string cstate = "{\"loss\":\"mse\",\"loss_weights\":null,\"metrics\":null,"
                              "\"optimizer\":null}";
@@ -778,6 +778,10 @@ static void test_functional_and_compile_state() {
   plain.predict(x, 1, 1, 3, nullptr, ya);
   with.predict(x, 1, 1, 3, nullptr, yb);
   MT_CHECK(ya.size() == 2 && ya == yb);
+  fastlstm::Tensor xt;
+  xt.shape = {1, 1, 3};
+  xt.values.assign(x, x + 3);
+  MT_CHECK(fn.run({xt})[0].values == ya);
   // slots without a compile state, in a version-1 file, of the wrong shape, for no weight
   const std::string no_state = mt::make_file(ts, {{"fastlstm", v2}});
   MT_CHECK_THROWS(HeaderError, mt::load_string(no_state), "optimizer.m.layers.0.kernel",

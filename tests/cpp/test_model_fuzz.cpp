@@ -123,6 +123,18 @@ void attempt(const std::vector<char>& b, Outcome& o, bool verify, const std::str
     if (verify && m.has_self_check()) {
       m.verify();  // runs the (possibly corrupted) self-check input through the model
       ++o.verified;
+    } else if (verify && m.class_name() == "Model") {  // a graph: run it on small inputs
+      std::vector<fastlstm::Tensor> xs(m.num_inputs());
+      for (size_t k = 0; k < xs.size(); ++k) {
+        xs[k].shape = {2};
+        for (int64_t d : m.input_shape(k)) xs[k].shape.push_back(d < 0 ? 3 : d);
+        size_t n = 1;
+        for (int64_t d : xs[k].shape) n *= size_t(d);
+        if (n > (size_t(1) << 24)) throw fastlstm::Error("input too large to try");
+        if (m.input_takes_tokens(k)) xs[k].tokens.assign(n, 0);
+        else xs[k].values.assign(n, 0.5f);
+      }
+      m.run(xs);
     } else if (verify) {  // no self-check (the quantized seeds): run it on a small input
       std::vector<float> y;
       if (m.takes_tokens()) {
@@ -162,7 +174,12 @@ int main() {
   std::mt19937_64 rng(seed);
   Outcome total;
   long tried = 0;
-  for (const char* name : names) {
+  std::vector<std::string> seeds(std::begin(names), std::end(names));
+  // functional models (run on small inputs): states, shared layers; attention, nesting
+  seeds.push_back("../fuzz/seed_functional");
+  seeds.push_back("../fuzz/seed_functional_attention");
+  for (const std::string& name_s : seeds) {
+    const char* name = name_s.c_str();
     const std::vector<char> good = mt::read_bytes(mt::data_path(name));
     Outcome unmodified, o;
     attempt(good, unmodified, true, name);  // the unmodified file loads and verifies

@@ -89,7 +89,7 @@ def set_bytes(name, index, packed):
 def functional_seed():
     """A functional model (two inputs, a Dense shared by both, an encoder LSTM whose states
     start a decoder LSTM, an Add, a dict output) written from the standard library: the
-    fuzzer's functional seed. The C++ runner refuses it; Python's load_model loads it."""
+    fuzzers' functional seed. The C++ runner and Python's load_model load it."""
     model = {
         "class": "Model", "dtype": "float32",
         "inputs": [{"shape": [None, 3], "dtype": "float32", "name": "a"},
@@ -114,6 +114,53 @@ def functional_seed():
     for i in (1, 2):
         shapes.update({f"layers.{i}.weight_ih_l0": [8, 2], f"layers.{i}.weight_hh_l0": [8, 2],
                        f"layers.{i}.bias_ih_l0": [8], f"layers.{i}.bias_hh_l0": [8]})
+    return graph_file(model, shapes)
+
+
+def attention_seed():
+    """A functional model of the other layer kinds the C++ runner runs: token and float inputs,
+    an Embedding, a Bidirectional GRU, Attention and AdditiveAttention (scales), Concatenate and
+    a nested model with a Dense; two outputs."""
+    call = lambda *refs: [{"inputs": [list(r) for r in refs]}]  # noqa: E731
+    inner = {"class": "Model", "dtype": "float32",
+             "inputs": [{"shape": [None, 8], "dtype": "float32", "name": "z"}],
+             "layers": [{"class": "Dense", "config": {"units": 2, "input_dim": 8,
+                                                      "activation": "softmax", "use_bias": True},
+                         "name": "head", "calls": call(("__input__", 0, 0))}],
+             "outputs": [["head", 0, 0]]}
+    gru = {"units": 2, "input_size": 4, "return_sequences": True, "go_backwards": False,
+           "bias": True}
+    model = {
+        "class": "Model", "dtype": "float32",
+        "inputs": [{"shape": [None], "dtype": "int64", "name": "t"},
+                   {"shape": [None, 4], "dtype": "float32", "name": "x"}],
+        "layers": [
+            {"class": "Embedding", "config": {"input_dim": 7, "output_dim": 4,
+                                              "mask_zero": False},
+             "name": "emb", "calls": call(("__input__", 0, 0))},
+            {"class": "Bidirectional", "config": {"merge_mode": "concat",
+                                                  "layer": {"class": "GRU", "config": gru}},
+             "name": "bi", "calls": call(("__input__", 1, 0))},
+            {"class": "Attention", "config": {"use_scale": True}, "name": "luong",
+             "calls": [{"inputs": [["emb", 0, 0], ["bi", 0, 0]],
+                        "kwargs": {"return_attention_scores": False, "use_causal_mask": True}}]},
+            {"class": "AdditiveAttention", "config": {"use_scale": True}, "name": "bahdanau",
+             "calls": call(("bi", 0, 0), ("emb", 0, 0))},
+            {"class": "Concatenate", "config": {"axis": -1}, "name": "cat",
+             "calls": call(("luong", 0, 0), ("bahdanau", 0, 0))},
+            dict(inner, name="inner", calls=call(("cat", 0, 0)))],
+        "outputs": [["inner", 0, 0], ["bi", 0, 0]], "output_names": ["y", "seq"]}
+    shapes = {"layers.0.embeddings": [7, 4], "layers.2.scale": [], "layers.3.scale": [4],
+              "layers.5.layers.0.kernel": [8, 2], "layers.5.layers.0.bias": [2]}
+    for suffix in ("", "_reverse"):
+        shapes.update({f"layers.1.weight_ih_l0{suffix}": [6, 4],
+                       f"layers.1.weight_hh_l0{suffix}": [6, 2],
+                       f"layers.1.bias_ih_l0{suffix}": [6], f"layers.1.bias_hh_l0{suffix}": [6]})
+    return graph_file(model, shapes)
+
+
+def graph_file(model, shapes):
+    """(header, body) of a functional model file: weights of a fixed pattern."""
     header, body, k = {}, b"", 0
     for name, shape in shapes.items():
         n = 1
@@ -187,11 +234,12 @@ def main():
         write("seed_" + name, header, body)
         expected["seed_" + name] = {"outcome": "loads"}
 
-    # the functional seed: refused by the C++ runner, loaded by Python (python_outcome)
+    # the functional seed: loaded by the C++ runner and by Python (python_outcome: the Python
+    # check runs fastlstm.io.load_model), a seed of both fuzzers
     write("seed_functional", *functional_seed())
-    expected["seed_functional"] = {
-        "outcome": "refused", "python_outcome": "loads",
-        "words": ["functional model", "not supported by the C++ runner yet"]}
+    expected["seed_functional"] = {"outcome": "loads", "python_outcome": "loads"}
+    write("seed_functional_attention", *attention_seed())
+    expected["seed_functional_attention"] = {"outcome": "loads", "python_outcome": "loads"}
 
     # a Sequential with a compile state: loads (and verifies) in both readers
     write("seed_compiled", *compiled_seed())

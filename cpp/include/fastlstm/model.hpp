@@ -4,9 +4,25 @@
 //   std::vector<float> y;
 //   auto shape = model.predict(x, B, T, F, /*lengths=*/nullptr, y);  // y: [B, T, U] or [B, U]
 //
-// A model file holds either a bare recurrent module (class LSTM or GRU: stacked, bidirectional,
-// projection, peephole) or a Sequential stack of Embedding, LSTM, GRU, Bidirectional, Dense and
-// Dropout layers. Everything runs in float32 (float64 files are converted on load); the
+// A model file holds a bare recurrent module (class LSTM or GRU: stacked, bidirectional,
+// projection, peephole), a Sequential stack of Embedding, LSTM, GRU, Bidirectional, Dense and
+// Dropout layers, or a functional model (class "Model", Keras's Model(inputs, outputs)): several
+// named inputs and outputs, run with Model::run, e.g. an encoder that returns its LSTM states
+// and a decoder that takes them and returns the next ones (examples/cpp/fastlstm_seq2seq.cpp):
+//
+//   auto dec = fastlstm::Model::load("decoder.safetensors");
+//   std::vector<fastlstm::Tensor> out = dec.run({token, h, c});  // -> {probabilities, h, c}
+//
+// The C++ runner runs functional models of these layers, as Python's layers compute at
+// inference: Embedding (without mask_zero), LSTM and GRU (return_sequences, return_state,
+// initial states as the call's extra inputs, go_backwards), Bidirectional (also with states:
+// forward h, c then backward h, c), Dense on any rank, TimeDistributed(Dense, Dropout or
+// Activation), Dropout and SpatialDropout1D (the identity), Activation, RepeatVector,
+// Concatenate, Add, Multiply, Average, Flatten, Reshape, Attention and AdditiveAttention (with
+// return_attention_scores and use_causal_mask), nested functional and Sequential models, and
+// layers shared by several calls. Load refuses (ModelFileError naming the layer) any other
+// layer, stateful layers, and anything that makes a mask (Embedding mask_zero=true, Masking),
+// which the C++ runner does not propagate. Everything runs in float32 (float64 files are converted on load); the
 // recurrent layers' products can run in bf16 or int8 (a quantized file, or
 // LoadOptions::precision). The file
 // format, and what a reader refuses, is specified in docs/model-format.md.
@@ -14,6 +30,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -59,6 +76,13 @@ class ShapeError : public Error {
   using Error::Error;
 };
 
+// A value given to or returned by Model::run: batch axis first, row-major.
+struct Tensor {
+  std::vector<int64_t> shape;   // [B, ...]
+  std::vector<float> values;    // a float tensor: product(shape) values (else empty)
+  std::vector<int64_t> tokens;  // a token-id input (input_takes_tokens(k)): product(shape) ids
+};
+
 // A loaded model. Copies are cheap and share the (immutable) weights. A const Model is safe to
 // use from several threads at once: every predict call takes a workspace from a small pool
 // (guarded by a mutex, grown to the number of concurrent callers, reused afterwards), so the
@@ -91,6 +115,8 @@ class Model {
   static Model load_from_memory(const void* data, size_t size, const LoadOptions& options,
                                 const std::string& name = "<memory>");
 
+  // predict: for a functional model only with one input [B, T, F] (tokens [B, T]) and one
+  // output, without lengths; use run otherwise.
   // Batch-first float input. x: [B, T, F] with F == input_size(); lengths: [B] valid steps of
   // each sequence (nullptr = all T), each in [1, T] for a bare LSTM/GRU and in [0, T] for a
   // Sequential (an empty sequence: its recurrent layers return zeros). out is resized and
@@ -106,18 +132,39 @@ class Model {
   std::vector<int64_t> predict(const int64_t* tokens, int64_t B, int64_t T,
                                const int64_t* lengths, std::vector<float>& out) const;
 
+  // Runs the model on its inputs, in input_names() order; returns the outputs in
+  // output_names() order. Input k has shape [B, input_shape(k)...] (a -1 there: any size >= 1;
+  // every input the same B >= 1) and holds floats in `values`, or token ids in `tokens` when
+  // input_takes_tokens(k). Throws ShapeError for a wrong count, shape or size (naming the
+  // input), Error for a token out of an Embedding's range. For a bare module or a Sequential:
+  // one input "input" [B, T, F] (tokens: [B, T]) and one output "output", as predict without
+  // lengths. Thread safety as predict.
+  std::vector<Tensor> run(const std::vector<Tensor>& inputs) const;
+  // The same by name: every input once; returns every output by name.
+  std::map<std::string, Tensor> run_by_name(const std::map<std::string, Tensor>& inputs) const;
+  size_t num_inputs() const;
+  size_t num_outputs() const;
+  const std::string& input_name(size_t k) const;
+  const std::string& output_name(size_t k) const;
+  std::vector<std::string> input_names() const;
+  std::vector<std::string> output_names() const;
+  // Without the batch axis; -1 where any size is accepted (a sequence's length).
+  std::vector<int64_t> input_shape(size_t k) const;
+  std::vector<int64_t> output_shape(size_t k) const;  // -1: depends on the inputs
+  bool input_takes_tokens(size_t k) const;
+
   // Runs the self-check stored in the file; throws SelfCheckError if it fails, HeaderError if
   // the file has none.
   void verify() const;
   bool has_self_check() const;
 
   const std::string& path() const;        // the path (or name) it was loaded from
-  const std::string& class_name() const;  // "LSTM", "GRU" or "Sequential"
+  const std::string& class_name() const;  // "LSTM", "GRU", "Sequential" or "Model"
   bool takes_tokens() const;              // the first layer is Embedding: input is int64 [B, T]
   int64_t input_size() const;             // F: features per step (tokens: vocabulary size)
   int64_t output_size() const;            // U: the last axis of the output
   bool returns_sequences() const;         // output [B, T, U] (true) or [B, U] (false)
-  bool can_stream() const;                // unidirectional, no go_backwards: see Stream
+  bool can_stream() const;  // unidirectional, no go_backwards, not functional: see Stream
   Precision precision() const;            // of the recurrent layers' weights
   std::string summary() const;            // one line per layer with its shapes
 
@@ -128,6 +175,9 @@ class Model {
   struct Impl;
   explicit Model(std::shared_ptr<const Impl> impl);
   static Model finish_load(std::shared_ptr<Impl> impl, const LoadOptions& options);
+  std::vector<int64_t> predict_graph(const float* x, const int64_t* tok, int64_t B, int64_t T,
+                                     int64_t F, const int64_t* lengths,
+                                     std::vector<float>& out) const;
   std::shared_ptr<const Impl> impl_;
 };
 

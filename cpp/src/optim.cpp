@@ -105,12 +105,27 @@ void adagrad_update(T* __restrict p, const T* __restrict g, T* __restrict acc, s
   }
 }
 
+template <typename T>
+bool all_finite(const T* x, std::size_t n) {
+  // x - x is 0 for a finite x and NaN for NaN or infinity; an integer OR over a block
+  // vectorizes (a floating-point sum would not, without reassociation)
+  constexpr std::size_t kBlock = 1024;
+  for (std::size_t i0 = 0; i0 < n; i0 += kBlock) {
+    const std::size_t i1 = i0 + kBlock < n ? i0 + kBlock : n;
+    int bad = 0;
+    for (std::size_t i = i0; i < i1; ++i) bad |= !(x[i] - x[i] == T(0));
+    if (bad) return false;
+  }
+  return true;
+}
+
 #define FASTLSTM_OPTIM_INSTANTIATE(T)                                                      \
   template void adam_update<T>(T*, const T*, T*, T*, T*, std::size_t, const AdamStep&);    \
   template void sgd_update<T>(T*, const T*, T*, std::size_t, double, double, bool);        \
   template void rmsprop_update<T>(T*, const T*, T*, T*, T*, std::size_t,                   \
                                   const RMSpropStep&);                                     \
-  template void adagrad_update<T>(T*, const T*, T*, std::size_t, double, double);
+  template void adagrad_update<T>(T*, const T*, T*, std::size_t, double, double);        \
+  template bool all_finite<T>(const T*, std::size_t);
 FASTLSTM_OPTIM_INSTANTIATE(float)
 FASTLSTM_OPTIM_INSTANTIATE(double)
 #undef FASTLSTM_OPTIM_INSTANTIATE

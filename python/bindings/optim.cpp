@@ -2,6 +2,7 @@
 // rmsprop_update, adagrad_update: one call per step updates a model's whole flat parameter
 // buffer. Checks every buffer (a 1-D C-contiguous writable array of one float dtype, all of one
 // size, the parameters not sharing memory with another buffer) and releases the GIL.
+// _core.all_finite(x): the gradients' check before a step.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
@@ -150,4 +151,17 @@ void bind_optim(py::module_& m) {
       },
       py::arg("params"), py::arg("grads"), py::arg("accumulator"), py::arg("lr"),
       py::arg("epsilon"));
+  m.def(
+      "all_finite",
+      [](py::object x) {
+        Buffers b;
+        b.add("x", x, false);
+        bool ok = true;
+        dispatch(b, [&](auto t) {
+          using T = decltype(t);
+          ok = fastlstm::all_finite<T>(b.ptr<T>(x), size_t(b.n));
+        });
+        return ok;
+      },
+      py::arg("x"));
 }

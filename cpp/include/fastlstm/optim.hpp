@@ -42,4 +42,9 @@ void rmsprop_update(T* p, const T* g, T* v, T* avg, T* mom, std::size_t n,
 template <typename T>
 void adagrad_update(T* p, const T* g, T* acc, std::size_t n, double lr, double epsilon);
 
+// Whether every element is finite (no NaN, no infinity): the check of the gradients before a
+// step, one pass with no sum that could overflow.
+template <typename T>
+bool all_finite(const T* x, std::size_t n);
+
 }  // namespace fastlstm

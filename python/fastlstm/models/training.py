@@ -280,11 +280,11 @@ class Trainer(PredictMixin, DataMixin, WeightsMixin, CompileStateMixin):
         layer's ``fixed_weights`` (an LSTM's ``bias_hh``: Keras has one bias, so the engine's
         second one stays where it is and the trained bias is exactly Keras's)."""
         # the same every step unless a layer's trainable flag or the buffer changed: cached
-        key = (self.flat_params.ctypes.data, self.flat_params.size, id(self._leaves),
-               tuple(layer.trainable for layer in self._leaves))
+        flags = tuple(layer.trainable for layer in self._leaves)
         cached = getattr(self, "_frozen_cache", None)
-        if cached is not None and cached[0] == key:
-            return cached[1]
+        if cached is not None and cached[0] is self.flat_params and cached[1] is self._leaves \
+                and cached[2] == flags:
+            return cached[3]
         out = []
         base, item = self.flat_params.ctypes.data, self.flat_params.itemsize
         for layer, (a, b) in zip(self._leaves, self._leaf_ranges):
@@ -297,7 +297,7 @@ class Trainer(PredictMixin, DataMixin, WeightsMixin, CompileStateMixin):
                 v = layer.params[name]
                 start = (v.ctypes.data - base) // item
                 out.append((start, start + v.size))
-        self._frozen_cache = (key, out)
+        self._frozen_cache = (self.flat_params, self._leaves, flags, out)
         return out
 
     def _apply_step(self):

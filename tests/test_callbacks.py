@@ -250,3 +250,38 @@ def test_callbacks_must_be_callback_objects():
     x, y = _data()
     with pytest.raises(TypeError, match="Callback objects"):
         m.fit(x, y, verbose=0, callbacks=[lambda: None])
+
+
+def test_batch_hooks_reach_callbacks_that_have_them_and_only_them():
+    # fit skips the per-batch hooks (and their running logs) when no callback has one; a
+    # subclass overriding the Keras alias on_batch_begin, or a hook set on the instance, counts
+    class Alias(cbm.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def on_batch_begin(self, batch, logs=None):
+            self.seen.append(batch)
+
+    class Stopper(cbm.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            assert "loss" in logs and np.isfinite(logs["loss"])
+            if batch == 1:
+                self.model.stop_training = True
+
+    inst = cbm.Callback()
+    got = []
+    inst.on_train_batch_end = lambda b, logs=None: got.append((b, logs["loss"]))
+    assert not cbm.CallbackList([cbm.History(), cbm.Callback()]).implements(
+        "on_train_batch_begin", "on_train_batch_end")
+    for cb in (Alias(), Stopper(), inst):
+        assert cbm.CallbackList([cbm.History(), cb]).implements("on_train_batch_end",
+                                                                "on_train_batch_begin")
+    m = _model()
+    x, y = _data(64)
+    a = Alias()
+    m.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[a, inst])
+    assert a.seen == [0, 1, 2, 3] * 2
+    assert [b for b, _ in got] == [0, 1, 2, 3] * 2
+    hist = m.fit(x, y, epochs=3, batch_size=16, verbose=0, callbacks=[Stopper()])
+    assert len(hist.history["loss"]) == 1  # stopped after batch 2 of the first epoch

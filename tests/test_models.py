@@ -594,3 +594,50 @@ if __name__ == "__main__":  # regenerate the KERAS_* values (needs keras; torch 
     b.compile(keras.optimizers.RMSprop(0.05, momentum=0.5), "sparse_categorical_crossentropy")
     print("KERAS_B_LOSSES =", [float(b.train_on_batch(tok_b, y_b)) for _ in range(3)])
     print("KERAS_B_DENSE =", b.get_weights()[7].ravel().tolist())
+
+
+def test_trainable_flag_changed_between_fits_is_honored():
+    # the frozen weight ranges are cached per step; flipping trainable must change them
+    set_seed(12)
+    rng = np.random.default_rng(13)
+    x = rng.normal(size=(16, 5, 3)).astype(np.float32)
+    y = rng.normal(size=(16, 1)).astype(np.float32)
+    lstm, head = LSTM(4), Dense(1)
+    m = Sequential([Input((5, 3)), lstm, head])
+    m.compile("adam", "mse")
+    m.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    for frozen, moving in ((lstm, head), (head, lstm)):
+        frozen.trainable, moving.trainable = False, True
+        a = {k: v.copy() for k, v in frozen.params.items()}
+        b = {k: v.copy() for k, v in moving.params.items()}
+        m.fit(x, y, epochs=1, batch_size=8, verbose=0)
+        for k in a:
+            np.testing.assert_array_equal(frozen.params[k], a[k])
+        assert any(not np.array_equal(moving.params[k], b[k]) for k in b
+                   if not k.startswith("bias_hh"))
+    np.testing.assert_array_equal(lstm.params["bias_hh_l0"], 0)  # Keras's one bias
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_gradient_check_before_a_step_finds_every_nan_and_infinity(dtype):
+    from fastlstm.models.parallel import ONE_PROCESS, grads_finite
+
+    rng = np.random.default_rng(14)
+    for n in (1, 7, 1023, 1024, 1025, 5000):
+        g = rng.normal(size=n).astype(dtype)
+        g[0] = np.finfo(dtype).max  # large but finite: no overflowing sum
+        assert grads_finite(g)
+        for bad in (np.nan, np.inf, -np.inf):
+            for i in {0, n // 2, n - 1}:
+                h = g.copy()
+                h[i] = bad
+                assert not grads_finite(h)
+                assert not grads_finite(h[::-1])  # strided: the NumPy check
+    set_seed(15)
+    m = Sequential([Input((4, 3)), LSTM(3), Dense(1)], dtype=dtype)
+    m.compile("adam", "mse")
+    before = m.flat_params.copy()
+    m.flat_grads[...] = 0
+    m.flat_grads[-1] = np.inf
+    assert ONE_PROCESS.apply_step(m, 1.0) == "the gradients contain NaN or infinity"
+    np.testing.assert_array_equal(m.flat_params, before)

@@ -30,6 +30,7 @@ FASTLSTM_C_EXPORT const char* fastlstm_version(void) {
 
 void bind_rnn(py::module_& m);
 void bind_model_file(py::module_& m);
+void bind_optim(py::module_& m);
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "fastlstm's C++ engine (private: use the fastlstm package)";
@@ -124,4 +125,5 @@ PYBIND11_MODULE(_core, m) {
   m.def("available_cpus", &fastlstm::available_cpus);
   bind_rnn(m);
   bind_model_file(m);
+  bind_optim(m);
 }

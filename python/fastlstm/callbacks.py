@@ -111,6 +111,20 @@ class CallbackList:
             if params is not None:
                 cb.set_params(params)
 
+    def implements(self, *hooks):
+        """Whether any callback does something in one of ``hooks`` (a hook it overrides, or
+        the Keras alias the base's hook calls: ``on_batch_end`` for ``on_train_batch_end``);
+        ``fit`` skips the per-batch hooks, and their logs, when none does."""
+        names = set(hooks)
+        for h in hooks:
+            if h.startswith("on_train_batch_"):
+                names.add("on_batch_" + h[len("on_train_batch_"):])
+        for cb in self.callbacks:
+            for h in names:
+                if h in vars(cb) or getattr(type(cb), h, None) is not getattr(Callback, h):
+                    return True
+        return False
+
     def __getattr__(self, hook):
         if not hook.startswith("on_"):
             raise AttributeError(hook)

@@ -42,7 +42,7 @@ import time
 
 import numpy as np
 
-from .models.parallel import OneProcess
+from .models.parallel import OneProcess, grads_finite
 from .models.inputs import _is_arrayish
 from .optim import Optimizer
 
@@ -254,7 +254,7 @@ class DistributedOptimizer(Optimizer):
 
     def apply(self, params, grads):
         self.average_gradients(grads)
-        if not math.isfinite(float(grads.sum(dtype=np.float64))):
+        if not grads_finite(grads):
             raise FloatingPointError("the gradients averaged over the ranks contain NaN or "
                                      "infinity; the weights were not changed")
         self.optimizer.apply(params, grads)

@@ -58,6 +58,14 @@ def _reduce(values, weights):
     return float((values * w).sum(dtype=np.float64)) / total, w / values.dtype.type(total)
 
 
+def _mean_last(a):
+    """``a.mean(axis=-1)`` for a float array, in place of a's sums, without the Python layer
+    of ``mean``: the same reduction and the same division (by the count as an intp), so the
+    same bits."""
+    out = np.add.reduce(a, axis=-1)
+    return np.true_divide(out, np.intp(a.shape[-1]), out=out, casting="unsafe")
+
+
 def _check_finite(y, name):
     if y.dtype.kind == "f" and not np.isfinite(y).all():
         raise ValueError(f"{name}: the targets y contain NaN or infinity")
@@ -153,11 +161,12 @@ class MeanSquaredError(Loss):
     def value_and_grad(self, y_true, y_pred, weights=None, logits=None, need_grad=True):
         diff = y_pred - y_true.astype(y_pred.dtype, copy=False)
         K = diff.shape[-1]
-        value, f = _reduce((diff * diff).mean(axis=-1), weights)
+        value, f = _reduce(_mean_last(diff * diff), weights)
         if not need_grad:
             return value, None
         f = f[..., None] if isinstance(f, np.ndarray) else f
-        return value, diff * (np.asarray(f, dtype=diff.dtype) * (2.0 / K))
+        diff *= np.asarray(f, dtype=diff.dtype) * (2.0 / K)  # diff is ours: the gradient in place
+        return value, diff
 
 
 class MeanAbsoluteError(Loss):

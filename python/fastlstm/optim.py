@@ -1,8 +1,10 @@
 """Optimizers, learning-rate schedules and weight regularizers (Keras 3's math and defaults).
 
 An optimizer updates ONE flat parameter buffer in place from ONE flat gradient buffer (a model
-keeps all its weights in one of each), so a step is a handful of vectorized NumPy operations
-whatever the number of layers: no per-parameter Python loop. Temporaries are allocated once.
+keeps all its weights in one of each), so a step is one call whatever the number of layers: a
+fused C++ loop over the buffer (``fastlstm/optim.hpp``) that does, element by element, the
+NumPy formulas of each class's ``_update_numpy`` in the same order and precision, so the two
+give the same bits (the NumPy formulas run where the buffers do not suit the loop).
 
 PyTorch's way: ``opt = Adam(params=[lstm, head], learning_rate=1e-3)`` takes modules
 (:class:`~fastlstm.LSTM`, :class:`~fastlstm.GRU`, :class:`~fastlstm.Linear`), moves their
@@ -19,6 +21,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+try:
+    from . import _core
+except ImportError:  # the pure-NumPy parts of the package without the extension
+    _core = None
 
 __all__ = [
     "Optimizer",
@@ -54,6 +61,9 @@ from .schedules import (  # noqa: F401 - re-exported: fastlstm.optim.Exponential
 
 
 # ------------------------------------------------------------------------------------- optimizers
+_FUSED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
 def _is_module(obj):
     return all(hasattr(obj, a) for a in ("flat_params", "flat_grads", "use_buffers", "params"))
 
@@ -211,7 +221,28 @@ class Optimizer:
         self._update(params, grads, lr, self.iterations + 1)
         self.iterations += 1
 
+    #: whether _update may run the fused C++ loop (one call for the whole buffer, bitwise the
+    #: NumPy formulas of _update_numpy); False: the NumPy formulas (tests compare the two)
+    fused = True
+
     def _update(self, p, g, lr, t):
+        """The update of ``p`` from ``g`` at step ``t``: the fused C++ loop where the buffers
+        allow it (1-D, C-contiguous, this optimizer's dtype, not overlapping), else the NumPy
+        formulas. The two give the same bits."""
+        if (self.fused and _core is not None and self._dtype in _FUSED_DTYPES
+                and p.dtype == self._dtype and g.dtype == p.dtype and p.ndim == 1 and p.flags.c_contiguous and g.flags.c_contiguous
+                and p.flags.writeable):
+            try:
+                self._update_fused(p, g, lr, t)
+                return
+            except ValueError:  # overlapping buffers: checked before anything is written
+                pass
+        self._update_numpy(p, g, lr, t)
+
+    def _update_fused(self, p, g, lr, t):
+        raise ValueError("no fused update")
+
+    def _update_numpy(self, p, g, lr, t):
         raise NotImplementedError
 
     def get_config(self):
@@ -291,7 +322,10 @@ class SGD(Optimizer):
     def _build_state(self):
         self._m = self._zeros() if self.momentum else None
 
-    def _update(self, p, g, lr, t):
+    def _update_fused(self, p, g, lr, t):
+        _core.sgd_update(p, g, self._m, lr, self.momentum, self.nesterov)
+
+    def _update_numpy(self, p, g, lr, t):
         tmp = self._tmp
         np.multiply(g, self._dtype.type(lr), out=tmp)  # lr*g
         if self._m is None:
@@ -337,7 +371,16 @@ class Adam(Optimizer):
         self._m, self._v = self._zeros(), self._zeros()
         self._vhat = self._zeros() if self.amsgrad else None
 
-    def _update(self, p, g, lr, t):
+    def _update_fused(self, p, g, lr, t):
+        b1, b2 = self.beta_1, self.beta_2
+        if self.epsilon_after_correction:
+            alpha, corr = lr / (1 - b1**t), 1 / math.sqrt(1 - b2**t)
+        else:
+            alpha, corr = lr * math.sqrt(1 - b2**t) / (1 - b1**t), 1.0
+        _core.adam_update(p, g, self._m, self._v, self._vhat, 1 - b1, 1 - b2, self.epsilon,
+                          alpha, corr, self.epsilon_after_correction)
+
+    def _update_numpy(self, p, g, lr, t):
         dt = self._dtype.type
         m, v, tmp = self._m, self._v, self._tmp
         b1, b2 = self.beta_1, self.beta_2
@@ -398,7 +441,11 @@ class RMSprop(Optimizer):
         self._m = self._zeros() if self.momentum else None
         self._tmp2 = self._zeros()
 
-    def _update(self, p, g, lr, t):
+    def _update_fused(self, p, g, lr, t):
+        _core.rmsprop_update(p, g, self._v, self._avg, self._m, self.rho, 1 - self.rho,
+                             self.epsilon, lr, self.momentum)
+
+    def _update_numpy(self, p, g, lr, t):
         dt = self._dtype.type
         v, tmp, tmp2 = self._v, self._tmp, self._tmp2
         v *= dt(self.rho)
@@ -446,7 +493,10 @@ class Adagrad(Optimizer):
         self._acc = self._zeros(self.initial_accumulator_value)
         self._tmp2 = self._zeros()
 
-    def _update(self, p, g, lr, t):
+    def _update_fused(self, p, g, lr, t):
+        _core.adagrad_update(p, g, self._acc, lr, self.epsilon)
+
+    def _update_numpy(self, p, g, lr, t):
         dt = self._dtype.type
         tmp, tmp2 = self._tmp, self._tmp2
         np.multiply(g, g, out=tmp)

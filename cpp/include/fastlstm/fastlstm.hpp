@@ -5,5 +5,6 @@
 #include "fastlstm/config.hpp"
 #include "fastlstm/cpu.hpp"
 #include "fastlstm/model.hpp"
+#include "fastlstm/optim.hpp"
 #include "fastlstm/rnn.hpp"
 #include "fastlstm/threads.hpp"

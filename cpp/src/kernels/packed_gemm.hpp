@@ -31,15 +31,30 @@ constexpr int kMR = 8;       // rows per micro-tile (8 x 32 accumulators fit the
 static inline int64_t num_panels(int64_t N) { return (N + kNC - 1) / kNC; }  // static: one per TU
 
 // Packs B, logically [N, K] with element (n, k) at b[n * sn + k * sk], into num_panels(N) panels.
+// Runs on every training call (the weights change at every step) and on the backward's
+// activation panels: a panel row is one contiguous copy where b's rows are (sn == 1), else
+// each column n is read along k in order; columns past N are zero.
 template <typename T>
 void pack_panels(int64_t N, int64_t K, const T* b, int64_t sn, int64_t sk, T* out) {
   for (int64_t p = 0; p < num_panels(N); ++p) {
     T* dst = out + p * K * kNC;
-    for (int64_t k = 0; k < K; ++k)
-      for (int64_t j = 0; j < kNC; ++j) {
-        const int64_t n = p * kNC + j;
-        dst[k * kNC + j] = n < N ? b[n * sn + k * sk] : T(0);
+    const int64_t n0 = p * kNC, nn = std::min(kNC, N - n0);
+    if (sn == 1) {
+      for (int64_t k = 0; k < K; ++k) {
+        const T* src = b + n0 + k * sk;
+        T* row = dst + k * kNC;
+        for (int64_t j = 0; j < nn; ++j) row[j] = src[j];
+        for (int64_t j = nn; j < kNC; ++j) row[j] = T(0);
       }
+      continue;
+    }
+    if (nn < kNC)
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t j = nn; j < kNC; ++j) dst[k * kNC + j] = T(0);
+    for (int64_t j = 0; j < nn; ++j) {
+      const T* src = b + (n0 + j) * sn;
+      for (int64_t k = 0; k < K; ++k) dst[k * kNC + j] = src[k * sk];
+    }
   }
 }
 

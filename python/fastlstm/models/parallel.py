@@ -10,7 +10,12 @@ import math
 
 import numpy as np
 
-__all__ = ["OneProcess", "ONE_PROCESS"]
+try:
+    from .. import _core
+except ImportError:  # the pure-NumPy parts of the package without the extension
+    _core = None
+
+__all__ = ["OneProcess", "ONE_PROCESS", "grads_finite"]
 
 
 class OneProcess:
@@ -44,7 +49,7 @@ class OneProcess:
         """The optimizer step when loss and gradients are finite; else what is not."""
         if not math.isfinite(value):
             return f"the loss is {value}"
-        if not math.isfinite(float(model.flat_grads.sum(dtype=np.float64))):
+        if not grads_finite(model.flat_grads):
             return "the gradients contain NaN or infinity"
         model._apply_step()
         return None
@@ -58,6 +63,15 @@ class OneProcess:
 
 
 ONE_PROCESS = OneProcess()
+
+
+def grads_finite(g):
+    """Whether a gradient buffer holds no NaN or infinity (one C++ pass for a flat float32 or
+    float64 buffer; NumPy otherwise)."""
+    if _core is not None and g.dtype in (np.float32, np.float64) and g.ndim == 1 and \
+            g.flags.c_contiguous:
+        return _core.all_finite(g)
+    return bool(np.isfinite(g).all())
 
 
 def _batch_count(rows, counts):

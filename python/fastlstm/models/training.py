@@ -279,6 +279,12 @@ class Trainer(PredictMixin, DataMixin, WeightsMixin, CompileStateMixin):
         """Flat ranges the optimizer must not move: layers with ``trainable=False`` and each
         layer's ``fixed_weights`` (an LSTM's ``bias_hh``: Keras has one bias, so the engine's
         second one stays where it is and the trained bias is exactly Keras's)."""
+        # the same every step unless a layer's trainable flag or the buffer changed: cached
+        flags = tuple(layer.trainable for layer in self._leaves)
+        cached = getattr(self, "_frozen_cache", None)
+        if cached is not None and cached[0] is self.flat_params and cached[1] is self._leaves \
+                and cached[2] == flags:
+            return cached[3]
         out = []
         base, item = self.flat_params.ctypes.data, self.flat_params.itemsize
         for layer, (a, b) in zip(self._leaves, self._leaf_ranges):
@@ -291,6 +297,7 @@ class Trainer(PredictMixin, DataMixin, WeightsMixin, CompileStateMixin):
                 v = layer.params[name]
                 start = (v.ctypes.data - base) // item
                 out.append((start, start + v.size))
+        self._frozen_cache = (self.flat_params, self._leaves, flags, out)
         return out
 
     def _apply_step(self):
@@ -459,12 +466,17 @@ class Trainer(PredictMixin, DataMixin, WeightsMixin, CompileStateMixin):
             m.reset()
         cb.on_epoch_begin(epoch)
         sums = [0.0] * (2 + len(self._output_tensors))
+        # the per-batch hooks and their running logs only when a callback has them
+        hooks = not isinstance(cb, callbacks_mod.CallbackList) or cb.implements(
+            "on_train_batch_begin", "on_train_batch_end")
         for b, (xb, yb, mb, swb) in enumerate(batches):
-            cb.on_train_batch_begin(b)
+            if hooks:
+                cb.on_train_batch_begin(b)
             value, values, out, weights = self._train_batch(xb, yb, mb, swb, epoch, b, steps)
             self._accumulate(sums, yb, value, values, out, weights, train_metrics)
             # running logs: the global batches' loss; the metrics of this process's rows
-            cb.on_train_batch_end(b, self._logs(sums, train_metrics))
+            if hooks:
+                cb.on_train_batch_end(b, self._logs(sums, train_metrics))
             if self.stop_training and par.stops_mid_epoch:
                 break
         epoch_logs = self._logs(par.totals(sums, train_metrics), train_metrics)

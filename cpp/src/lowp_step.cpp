@@ -96,26 +96,12 @@ void LowpStepLayer::pack(const QPacked& q_ih, const QPacked& q_hh, int ng, int64
 LowpStreamStep::LowpStreamStep(const RNNConfig& config, int64_t batch)
     : cfg_(config), B_(batch) {
   const int64_t L = cfg_.num_layers, H = cfg_.hidden_size, S = cfg_.state_size();
-  const std::vector<ParamInfo> layout = param_layout(cfg_);
-  auto find = [&](const std::string& name) -> int64_t {
-    for (const ParamInfo& pi : layout)
-      if (pi.name == name) return pi.offset;
-    return -1;
-  };
   layers_.resize(L);
   int64_t kmax = 0;
   for (int64_t l = 0; l < L; ++l) {
     Layer& ly = layers_[l];
-    const std::string sfx = "_l" + std::to_string(l);
     ly.I = cfg_.layer_input_size(l);
-    ly.o_ih = find("weight_ih" + sfx);
-    ly.o_hh = find("weight_hh" + sfx);
-    ly.o_bih = find("bias_ih" + sfx);
-    ly.o_bhh = find("bias_hh" + sfx);
-    ly.o_hr = find("weight_hr" + sfx);
-    ly.o_ci = find("weight_ci" + sfx);
-    ly.o_cf = find("weight_cf" + sfx);
-    ly.o_co = find("weight_co" + sfx);
+    static_cast<LayerOffsets&>(ly) = layer_offsets(cfg_, l);
     kmax = std::max({kmax, lowp_step_pad(cfg_.precision, ly.I),
                      lowp_step_pad(cfg_.precision, S)});
   }

@@ -28,6 +28,7 @@
 #include "aligned.hpp"
 #include "fastlstm/config.hpp"
 #include "kernels/lowp.hpp"
+#include "stream.hpp"
 
 namespace fastlstm::detail {
 
@@ -99,12 +100,10 @@ class LowpStreamStep {
   void step(const float* x, float* y, float* h, float* c) noexcept;
 
  private:
-  struct Layer {
+  struct Layer : LayerOffsets {
     int64_t I = 0;
     QPacked q_ih, q_hh, q_hr;
     LowpStepLayer st;
-    int64_t o_ih = -1, o_hh = -1, o_bih = -1, o_bhh = -1, o_hr = -1, o_ci = -1, o_cf = -1,
-            o_co = -1;
   };
   RNNConfig cfg_;
   int64_t B_ = 1;

@@ -17,23 +17,10 @@
 
 namespace fastlstm {
 namespace detail {
+
 namespace {
 
 constexpr int kMaxNesting = 16;
-
-std::string shape_text(const std::vector<int64_t>& s) {
-  std::string out = "(None";
-  for (int64_t d : s) out += ", " + (d < 0 ? std::string("None") : std::to_string(d));
-  return out + ")";
-}
-
-// a and b can be the same shape: same rank, known sizes equal
-bool compatible(const std::vector<int64_t>& a, const std::vector<int64_t>& b) {
-  if (a.size() != b.size()) return false;
-  for (size_t k = 0; k < a.size(); ++k)
-    if (a[k] >= 0 && b[k] >= 0 && a[k] != b[k]) return false;
-  return true;
-}
 
 // A model's graph before it is placed in the outer graph: the leaf layers are in the
 // ModelSpec already; `nodes` refer to this graph's own inputs (node < 0). A nested Sequential
@@ -319,7 +306,7 @@ class GraphReader {
       fail(ctx + ": the nested model takes " + std::to_string(sub.inputs.size()) +
            " input(s), got " + std::to_string(in.size()));
     for (size_t k = 0; k < in.size(); ++k) {
-      if (!compatible(in_shapes[k], sub.inputs[k].shape))
+      if (!shapes_compatible(in_shapes[k], sub.inputs[k].shape))
         shape_fail(ctx + ": input " + std::to_string(k) + " of the nested model must have shape " +
                    shape_text(sub.inputs[k].shape) + ", got " + shape_text(in_shapes[k]));
       if (in_tokens[k] != sub.inputs[k].tokens)

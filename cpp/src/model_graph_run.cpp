@@ -18,22 +18,10 @@ using detail::Layer;
 using detail::LayerKind;
 using detail::Merge;
 using detail::Workspace;
+using detail::shape_text;
+using detail::shapes_compatible;
 
 namespace {
-
-// "(None, 7, None)": a per-sample shape as Python prints it with its batch axis
-std::string shape_text(const std::vector<int64_t>& s) {
-  std::string out = "(None";
-  for (int64_t d : s) out += ", " + (d < 0 ? std::string("None") : std::to_string(d));
-  return out + ")";
-}
-
-bool compatible(const std::vector<int64_t>& a, const std::vector<int64_t>& b) {
-  if (a.size() != b.size()) return false;
-  for (size_t k = 0; k < a.size(); ++k)
-    if (a[k] >= 0 && b[k] >= 0 && a[k] != b[k]) return false;
-  return true;
-}
 
 int64_t product(const std::vector<int64_t>& s, size_t from = 0, size_t to = SIZE_MAX) {
   to = std::min(to, s.size());
@@ -70,7 +58,7 @@ std::vector<std::vector<int64_t>> detail::graph_output_shapes(
       if (n != 1 && n != 1 + states)
         fail("takes its input and " + std::to_string(states) + " initial state(s), " + got());
       for (size_t k = 1; k < n; ++k)
-        if (!compatible(in[k], {H}))
+        if (!shapes_compatible(in[k], {H}))
           fail("initial state " + std::to_string(k - 1) + " must have shape (None, " +
                std::to_string(H) + "), " + got());
       std::vector<std::vector<int64_t>> out;
@@ -99,7 +87,7 @@ std::vector<std::vector<int64_t>> detail::graph_output_shapes(
       std::vector<int64_t> out = in[0];
       if (L.merge != Merge::Concat) {
         for (size_t k = 1; k < n; ++k) {
-          if (!compatible(in[k], out)) fail("needs inputs of one shape, " + got());
+          if (!shapes_compatible(in[k], out)) fail("needs inputs of one shape, " + got());
           for (size_t d = 0; d < out.size(); ++d) out[d] = std::max(out[d], in[k][d]);
         }
         return {out};
@@ -253,7 +241,7 @@ std::vector<Tensor> Model::Impl::run_graph(Workspace& ws, const std::vector<Tens
     const detail::GraphIO& io = g.inputs[k];
     const std::string what = "run: input " + std::to_string(k) + " (\"" + io.name + "\")";
     std::vector<int64_t> per(t.shape.begin() + (t.shape.empty() ? 0 : 1), t.shape.end());
-    bool ok = !t.shape.empty() && compatible(per, io.shape);
+    bool ok = !t.shape.empty() && shapes_compatible(per, io.shape);
     int64_t total = 1;  // no overflow: at most 2^62 values claimed
     for (int64_t d : t.shape) {
       ok = ok && d >= 1 && d <= (int64_t(1) << 62) / total;

@@ -46,6 +46,21 @@ inline std::string shape_str(const std::vector<int64_t>& s) {
   return out + "]";
 }
 
+// "(None, 7, None)": a per-sample shape (-1: any size) as Python prints it with its batch axis
+inline std::string shape_text(const std::vector<int64_t>& s) {
+  std::string out = "(None";
+  for (int64_t d : s) out += ", " + (d < 0 ? std::string("None") : std::to_string(d));
+  return out + ")";
+}
+
+// a and b can be the same per-sample shape: same rank, the sizes known in both equal
+inline bool shapes_compatible(const std::vector<int64_t>& a, const std::vector<int64_t>& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t k = 0; k < a.size(); ++k)
+    if (a[k] >= 0 && b[k] >= 0 && a[k] != b[k]) return false;
+  return true;
+}
+
 // ": input_size=8, hidden_size=16, ...": how messages and summaries describe a recurrent config
 inline std::string describe_config(const RNNConfig& c) {
   std::string s = ": input_size=" + std::to_string(c.input_size) +

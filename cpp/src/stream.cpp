@@ -30,6 +30,27 @@ constexpr int64_t kStreamThreadWork = int64_t(1) << 18;
 
 }  // namespace
 
+LayerOffsets layer_offsets(const RNNConfig& config, int64_t layer) {
+  const std::vector<ParamInfo> layout = param_layout(config);
+  const std::string sfx = "_l" + std::to_string(layer);
+  // the offset of the tensor of that PyTorch name, or -1 (absent: no bias, no peepholes)
+  auto find = [&](const char* name) -> int64_t {
+    for (const ParamInfo& pi : layout)
+      if (pi.name == name + sfx) return pi.offset;
+    return -1;
+  };
+  LayerOffsets o;
+  o.o_ih = find("weight_ih");
+  o.o_hh = find("weight_hh");
+  o.o_bih = find("bias_ih");
+  o.o_bhh = find("bias_hh");
+  o.o_hr = find("weight_hr");
+  o.o_ci = find("weight_ci");
+  o.o_cf = find("weight_cf");
+  o.o_co = find("weight_co");
+  return o;
+}
+
 template <typename T>
 StreamStep<T>::StreamStep(const RNNConfig& config, int64_t batch) : cfg_(config), B_(batch) {
   const int64_t L = cfg_.num_layers, H = cfg_.hidden_size, S = cfg_.state_size();
@@ -47,26 +68,11 @@ StreamStep<T>::StreamStep(const RNNConfig& config, int64_t batch) : cfg_(config)
 
   const int64_t ng = cfg_.gate_size() / H;
   const int64_t blocks = (H + U - 1) / U;
-  const std::vector<ParamInfo> layout = param_layout(cfg_);
-  // the offset of the tensor of that PyTorch name, or -1 (absent: no bias, no peepholes)
-  auto find = [&](const std::string& name) -> int64_t {
-    for (const ParamInfo& pi : layout)
-      if (pi.name == name) return pi.offset;
-    return -1;
-  };
   layers_.resize(L);
   for (int64_t l = 0; l < L; ++l) {
     Layer& ly = layers_[l];
     const int64_t I = cfg_.layer_input_size(l);
-    const std::string sfx = "_l" + std::to_string(l);
-    ly.o_ih = find("weight_ih" + sfx);
-    ly.o_hh = find("weight_hh" + sfx);
-    ly.o_bih = find("bias_ih" + sfx);
-    ly.o_bhh = find("bias_hh" + sfx);
-    ly.o_hr = find("weight_hr" + sfx);
-    ly.o_ci = find("weight_ci" + sfx);
-    ly.o_cf = find("weight_cf" + sfx);
-    ly.o_co = find("weight_co" + sfx);
+    static_cast<LayerOffsets&>(ly) = layer_offsets(cfg_, l);
     ly.I = I;
     ly.H = H;
     ly.S = S;

@@ -43,6 +43,14 @@ struct StreamLayerView {
   const StreamGroup* groups = nullptr;
 };
 
+// Where one layer's tensors sit in the flat parameters of param_layout (-1: absent, e.g. no
+// bias or no peepholes); what a step packs from (StreamStep, LowpStreamStep).
+struct LayerOffsets {
+  int64_t o_ih = -1, o_hh = -1, o_bih = -1, o_bhh = -1, o_hr = -1, o_ci = -1, o_cf = -1,
+          o_co = -1;
+};
+LayerOffsets layer_offsets(const RNNConfig& config, int64_t layer);
+
 template <typename T>
 class StreamStep {
  public:
@@ -62,7 +70,7 @@ class StreamStep {
   // [g0, g1) of the layer)
   using LayerFn = void (*)(const StreamLayerView<T>& L, const T* x, const T* h_prev, T* c, T* h_out,
                            T* y, bool reverse, int64_t g0, int64_t g1) noexcept;
-  struct Layer {
+  struct Layer : LayerOffsets {
     int64_t I = 0, H = 0, S = 0;      // input, hidden and state size of the layer
     AlignedVector<T> w;               // the groups' weights
     AlignedVector<T> b_ih, b_hh;      // per group [nb][ng][U] (zeros without bias)
@@ -72,9 +80,6 @@ class StreamStep {
     int64_t ng = 0;                   // groups.size()
     StreamLayerView<T> view;          // the above as raw pointers, for the step kernel
     LayerFn run = nullptr;            // the step kernel for this layer's cell and sizes
-    // offsets of the layer's tensors in the flat parameters (-1: absent)
-    int64_t o_ih = -1, o_hh = -1, o_bih = -1, o_bhh = -1, o_hr = -1, o_ci = -1, o_cf = -1,
-            o_co = -1;
   };
 
  private:

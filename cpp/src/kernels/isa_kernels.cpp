@@ -402,6 +402,18 @@ inline void amx_zero() {
   }
 }
 
+// The accumulators of row tile rt (tiles 2 rt and 2 rt + 1: 16 rows x kNC columns) to dst,
+// rows ld floats apart (tile numbers are immediates: one branch per row tile)
+inline void amx_store_row(int rt, float* dst, int64_t ld) {
+  if (rt == 0) {
+    _tile_stored(0, dst, ld * 4);
+    _tile_stored(1, dst + 16, ld * 4);
+  } else {
+    _tile_stored(2, dst, ld * 4);
+    _tile_stored(3, dst + 16, ld * 4);
+  }
+}
+
 // One block: RB (1 or 2) row tiles from row m0 x the two halves of panel p, over the depth of
 // each source: bf16 sums the sources in the accumulators and stores once; int8 (each source has
 // its own scales) stores the first source and adds the second in float32, as store_i8 does.
@@ -418,22 +430,10 @@ inline void amx_block(const LowpSrc* src, int nsrc, int64_t M, int64_t m0, int64
       if (mr <= 0) break;
       float* dst = C + r0 * ldc + c0;
       if (mr == 16 && w == kNC) {  // straight into C
-        if (rt == 0) {
-          _tile_stored(0, dst, ldc * 4);
-          _tile_stored(1, dst + 16, ldc * 4);
-        } else {
-          _tile_stored(2, dst, ldc * 4);
-          _tile_stored(3, dst + 16, ldc * 4);
-        }
+        amx_store_row(rt, dst, ldc);
         continue;
       }
-      if (rt == 0) {
-        _tile_stored(0, buf, kNC * 4);
-        _tile_stored(1, buf + 16, kNC * 4);
-      } else {
-        _tile_stored(2, buf, kNC * 4);
-        _tile_stored(3, buf + 16, kNC * 4);
-      }
+      amx_store_row(rt, buf, kNC);
       store_bf16<false>(mr, w, buf, kNC, dst, ldc);
     }
   } else {
@@ -445,13 +445,7 @@ inline void amx_block(const LowpSrc* src, int nsrc, int64_t M, int64_t m0, int64
       for (int rt = 0; rt < RB; ++rt) {
         const int64_t r0 = m0 + 16 * rt, mr = std::min<int64_t>(16, M - r0);
         if (mr <= 0) break;
-        if (rt == 0) {
-          _tile_stored(0, buf, kNC * 4);
-          _tile_stored(1, buf + 16, kNC * 4);
-        } else {
-          _tile_stored(2, buf, kNC * 4);
-          _tile_stored(3, buf + 16, kNC * 4);
-        }
+        amx_store_row(rt, buf, kNC);
         const int32_t* acc = reinterpret_cast<const int32_t*>(buf);
         float* dst = C + r0 * ldc + c0;
         const float* sa = q.scale.data() + r0;

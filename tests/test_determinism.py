@@ -104,6 +104,38 @@ def test_recurrent_dropout_bitwise_identical_for_any_thread_count(cell, kw, rest
 
 
 @pytest.mark.parametrize("cell,kw", CONFIGS)
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_inference_same_bits_as_training_forward(cell, kw, batch_first, restore_threads,
+                                                 split_everything):
+    """Inference of equal-length rows writes each step's h straight into the output, where the
+    next step reads it, and an LSTM keeps no gates; a training forward keeps its own copies of
+    h and the gates. Both are the same arithmetic: the same bits, for any thread count, and h_n
+    is the output's last step (first, backward direction)."""
+    rng = np.random.default_rng(4)
+    mod = getattr(fastlstm, cell)(19, 70, seed=1, batch_first=batch_first, **kw)
+    B, T = 9, 13
+    x = rng.standard_normal((B, T, 19) if batch_first else (T, B, 19)).astype(np.float32)
+    L, D, S = mod.num_layers, mod.num_directions, mod.state_size
+    h0 = rng.standard_normal((L * D, B, S)).astype(np.float32)
+    hx = (h0, rng.standard_normal((L * D, B, mod.hidden_size)).astype(np.float32)) \
+        if cell == "LSTM" else h0
+    fastlstm.set_num_threads(1)
+    train_out, train_state = mod.forward(x, hx, train=True)
+    for n in (1, 2, 3):
+        fastlstm.set_num_threads(n)
+        out, state = mod.forward(x, hx, train=False)
+        assert np.array_equal(out, train_out)
+        for a, b in zip(state if cell == "LSTM" else (state,),
+                        train_state if cell == "LSTM" else (train_state,)):
+            assert np.array_equal(a, b)
+    h_n = state[0] if cell == "LSTM" else state
+    seq = out if not batch_first else out.transpose(1, 0, 2)  # [T, B, D*S]
+    assert np.array_equal(h_n[(L - 1) * D], seq[-1, :, :S])
+    if D == 2:
+        assert np.array_equal(h_n[(L - 1) * D + 1], seq[0, :, S:])
+
+
+@pytest.mark.parametrize("cell,kw", CONFIGS)
 def test_sequence_result_independent_of_batch_mates(cell, kw):
     """A sequence's output and final state are the same bits alone or in any batch
     (the complaint of pytorch#32023). The largest batch also takes the engine's other schedule

@@ -399,6 +399,13 @@ void Engine<T>::forward_direction(int64_t l, int64_t d, const DirParams<T>& p, c
   // of the two products, computed together (kernels' gemm_lowp_q2). (A GRU keeps them apart:
   // its candidate gate scales the recurrent part alone.)
   const bool fused = std::is_same_v<T, float> && lowp() && per_step && Cell::kHasC && !step1;
+  // Inference of equal-length rows (B > 1, no projection, no recurrent mask): the cell pass
+  // writes each step's h straight into the output rows of its time, where the next step's
+  // product reads it (rows ldo apart), instead of into h_ and a copy per step; an LSTM keeps
+  // no gates either (the inference buffers would be written and never read).
+  const bool direct = !st && !padded_ && P == 0 && !step1 && !mk && B > 1 && Tn > 0;
+  const int64_t ldo = (shape_.batch_first ? Tn : 1) * DS;
+  auto out_at = [&](int64_t s) { return out + row(step_time(d, 0, s), 0) * DS + d * S; };
   SpinBarrier barrier(nt_want);
   parallel_region(nt_want, [&](int tid, int nt) {
     if (nt != nt_want) barrier.reset(nt);  // the pool was busy: this call runs alone
@@ -414,9 +421,11 @@ void Engine<T>::forward_direction(int64_t l, int64_t d, const DirParams<T>& p, c
     for (int64_t s = 0; s < Tn; ++s) {
       const int64_t nb = active_[s];
       if (nb == 0) break;
-      const T* hp = h_[s % 2].data();
-      T* hnext = h_[(s + 1) % 2].data();
-      T* act_s = st ? st->act.data() + s * B * G : act_.data();
+      const T* hp = direct && s > 0 ? out_at(s - 1) : h_[s % 2].data();
+      const int64_t ldh = direct && s > 0 ? ldo : S;  // between hp's rows
+      T* hnext = direct ? out_at(s) : h_[(s + 1) % 2].data();
+      const int64_t ldn = direct ? ldo : S;
+      T* act_s = st ? st->act.data() + s * B * G : direct && Cell::kHasC ? nullptr : act_.data();
       T* aux_s = st && !Cell::kHasC ? st->aux.data() + s * B * H : aux_.data();
       T* hraw_s = st && P > 0 ? st->hraw.data() + s * B * H : hraw_.data();
       // per_step: the input rows of this step, [nb, I_l] at stride ldx (gathered when the
@@ -451,7 +460,7 @@ void Engine<T>::forward_direction(int64_t l, int64_t d, const DirParams<T>& p, c
         if (P == 0) publish(s, nb, hnext, t0 * kTile, std::min(H, t1 * kTile));
       }
       if (qh && t1 > t0 && !step1) {
-        quantize_once(1, hp, nb, S, qh);
+        quantize_once(1, hp, nb, ldh, qh);
         if (qx) quantize_once(0, xs, nb, ldx, qx);
       }
       // recurrent dropout: each thread makes the masked copies of h_{t-1} it reads (all S
@@ -481,7 +490,7 @@ void Engine<T>::forward_direction(int64_t l, int64_t d, const DirParams<T>& p, c
               product(1, nb, kTile, S, hm + g * B * S, S, pk_hh, t * tile_cols + g * kTile,
                       rec + g * kTile, tile_cols);
           else
-            product(1, nb, tile_cols, S, hp, S, pk_hh, t * tile_cols, rec, tile_cols, qh);
+            product(1, nb, tile_cols, S, hp, ldh, pk_hh, t * tile_cols, rec, tile_cols, qh);
           if (per_step)
             project(0, nb, t * tile_cols, (t + 1) * tile_cols, xs, ldx, xrec, tile_cols, qx);
         }
@@ -498,16 +507,16 @@ void Engine<T>::forward_direction(int64_t l, int64_t d, const DirParams<T>& p, c
             r.w_co = p.w_co + u0;
           }
           r.c = c_.data() + j * H + u0;
-          r.h_prev = hp + j * S + u0;
-          r.h = (P > 0 ? hraw_s + j * H : hnext + j * S) + u0;
-          r.act = act_s + j * G + u0;
+          r.h_prev = hp + j * ldh + u0;
+          r.h = (P > 0 ? hraw_s + j * H : hnext + j * ldn) + u0;
+          r.act = act_s ? act_s + j * G + u0 : nullptr;
           r.aux = aux_s + j * H + u0;
           kern.cell_forward[Cell::kIndex](nu, H, kTile, r);
         }
         if (st && Cell::kHasC)
           for (int64_t j = 0; j < nb; ++j)
             std::copy_n(c_.data() + j * H + u0, nu, st->cs.data() + ((s + 1) * B + j) * H + u0);
-        if (P == 0) publish(s, nb, hnext, u0, u0 + nu);
+        if (P == 0 && !direct) publish(s, nb, hnext, u0, u0 + nu);
       }
       if (P > 0) {  // LSTMP: h = h_raw W_hr^T, the P columns split in panels
         barrier.wait();
@@ -523,6 +532,8 @@ void Engine<T>::forward_direction(int64_t l, int64_t d, const DirParams<T>& p, c
   });
   if (Tn == 0)
     for (int64_t j = 0; j < B; ++j) std::copy_n(h_[0].data() + j * S, S, hn + perm_[j] * S);
+  if (direct)  // every row ends at the last step (perm_ is the identity without lengths)
+    for (int64_t j = 0; j < B; ++j) std::copy_n(out_at(Tn - 1) + j * ldo, S, hn + j * S);
   if (Cell::kHasC && cn)
     for (int64_t j = 0; j < B; ++j) std::copy_n(c_.data() + j * H, H, cn + perm_[j] * H);
 }

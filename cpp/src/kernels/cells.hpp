@@ -37,7 +37,8 @@ struct CellRow {
   T* c = nullptr;             // LSTM: c_{t-1} in, c_t out
   const T* h_prev = nullptr;  // GRU: h_{t-1}
   T* h = nullptr;             // the cell's output h_t (LSTMP: before the projection)
-  T* act = nullptr;           // post-activation gates, kept for backward (gate stride H)
+  T* act = nullptr;           // post-activation gates, kept for backward (gate stride H;
+                              // LSTM: nullptr when nothing is kept)
   T* aux = nullptr;           // GRU: W_hn h_{t-1} + b_hn, kept for backward
 };
 
@@ -103,15 +104,21 @@ struct LstmCell : LstmKind {
   }
 
  private:
+  // act == nullptr (inference): the gates are not kept; the same arithmetic, no stores
   template <typename T, bool Peep>
   static void forward_impl(int64_t n, int64_t H, int64_t rs, const CellRow<T>& r) {
     T* a = r.act;
-    forward_loop<T, Peep>(n, H, rs, r.xp, r.rec, r.b_hh, r.w_ci, r.w_cf, r.w_co, r.c, r.h, a,
-                          a + H, a + 2 * H, a + 3 * H);
+    if (!a) {
+      forward_loop<T, Peep, false>(n, H, rs, r.xp, r.rec, r.b_hh, r.w_ci, r.w_cf, r.w_co, r.c,
+                                   r.h, nullptr, nullptr, nullptr, nullptr);
+      return;
+    }
+    forward_loop<T, Peep, true>(n, H, rs, r.xp, r.rec, r.b_hh, r.w_ci, r.w_cf, r.w_co, r.c, r.h,
+                                a, a + H, a + 2 * H, a + 3 * H);
   }
 
   // restrict parameters (not locals: GCC honours restrict on parameters) let it vectorize
-  template <typename T, bool Peep>
+  template <typename T, bool Peep, bool Keep>
   static void forward_loop(int64_t n, int64_t H, int64_t rs, const T* __restrict xp,
                            const T* __restrict rec, const T* __restrict b,
                            const T* __restrict w_ci, const T* __restrict w_cf,
@@ -134,10 +141,12 @@ struct LstmCell : LstmKind {
       const T o = sigmoid(po);
       c[u] = c_new;
       h[u] = o * tanh_act(c_new);
-      ai[u] = i;
-      af[u] = f;
-      ag[u] = g;
-      ao[u] = o;
+      if (Keep) {
+        ai[u] = i;
+        af[u] = f;
+        ag[u] = g;
+        ao[u] = o;
+      }
     }
   }
 

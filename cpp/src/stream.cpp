@@ -28,10 +28,6 @@ namespace {
 // it a step runs on the calling thread alone and touches no lock.
 constexpr int64_t kStreamThreadWork = int64_t(1) << 18;
 
-// The weights a group of the step may take and still be in L1 (48 KB on the machines measured,
-// with room for the state and the stack) when the next step begins with it.
-constexpr int64_t kStreamL1Bytes = 40 * 1024;
-
 }  // namespace
 
 LayerOffsets layer_offsets(const RNNConfig& config, int64_t layer) {
@@ -80,17 +76,10 @@ StreamStep<T>::StreamStep(const RNNConfig& config, int64_t batch) : cfg_(config)
     ly.I = I;
     ly.H = H;
     ly.S = S;
-    // Two blocks per group (twice the independent chains) unless two blocks' weights overflow
-    // L1 and one block's fit: then one, so that the group a step ends on (the steps alternate
-    // their order, step()) is still whole in L1 when the next step begins with it. (A layer of
-    // at most two blocks is one group: the kernels of compile-time size expect it so.)
-    const int64_t block_bytes = (I + S) * ng * U * int64_t(sizeof(T));
-    const int max_nb =
-        blocks > 2 && 2 * block_bytes > kStreamL1Bytes && block_bytes <= kStreamL1Bytes ? 1 : 2;
     int64_t wo = 0, bo = 0;
     for (int64_t b0 = 0; b0 < blocks;) {
       Group g;
-      g.nb = blocks - b0 >= max_nb ? max_nb : 1;
+      g.nb = blocks - b0 >= 2 ? 2 : 1;
       g.u0 = b0 * U;
       g.w = wo;
       g.b = bo;

@@ -49,7 +49,7 @@ std::vector<Net> nets() {
     v.push_back({"gru H=" + std::to_string(H), make(CellType::GRU, 3, H)});
   }
   v.push_back({"lstm I=1 H=32", make(CellType::LSTM, 1, 32)});
-  // one block per group (two would overflow L1), an odd count of groups
+  // larger inputs: groups of two blocks and one (an odd count of groups, in both orders)
   v.push_back({"lstm I=64 H=80", make(CellType::LSTM, 64, 80)});
   v.push_back({"gru I=64 H=80", make(CellType::GRU, 64, 80)});
   v.push_back({"lstm stacked L=3", make(CellType::LSTM, 5, 9, 3)});

@@ -210,6 +210,35 @@ def test_stream_bench_reports_every_case(tmp_path, capsys):
     assert "Model::Stream" in out and "lat floor" in out and "GB/s" in out
 
 
+def test_stream_bench_precisions(tmp_path, capsys):
+    """--stream --precision: every case in float32 (always) and again in bf16 and int8 (the
+    bare stream of that precision and Model::Stream quantized on load give the same bits),
+    floors from their weight bytes."""
+    from fastlstm.bench import stream
+
+    if stream.executable() is None:
+        pytest.fail("stream_bench is not installed with the package (fastlstm/bin)")
+    path = tmp_path / "stream.json"
+    code = bench.main(["--stream", "--quick", "--steps", "100", "--precision", "bf16,int8",
+                       "--json", str(path)])
+    assert code == 0
+    with open(path) as f:
+        doc = json.load(f)
+    by_prec = {}
+    for c in doc["cases"]:
+        by_prec.setdefault(c["precision"], set()).add((c["cell"], c["I"], c["H"]))
+        assert c["same_bits"] is True
+        assert c["bare_ns"] > 0 and c["model_ns"] > 0
+        gates = 4 if c["cell"] == "lstm" else 3
+        per = {"float32": 4, "bf16": 2, "int8": 1}[c["precision"]]
+        assert c["weight_bytes"] == per * gates * c["H"] * (c["I"] + c["H"])
+    assert set(by_prec) == {"float32", "bf16", "int8"}
+    assert by_prec["float32"] == by_prec["bf16"] == by_prec["int8"]
+    assert len(by_prec["bf16"]) == 14
+    out = capsys.readouterr().out
+    assert " bf16 " in out and " int8 " in out
+
+
 def test_stream_bench_missing_program_is_a_clear_error(monkeypatch, capsys):
     from fastlstm.bench import stream
 

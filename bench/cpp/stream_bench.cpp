@@ -12,8 +12,15 @@
 // The floor of a case is the larger of the two. Steps are timed in windows of about 20 us,
 // bare and Model::Stream alternating; each figure is the median over the windows (robust on a
 // shared machine: a window the scheduler cut into is an outlier, not a shift).
+// --precision bf16,int8 adds each case in those precisions: the bare stream with the
+// configuration's precision, Model::Stream of the model loaded with LoadOptions::precision (the
+// weights quantized on load); their floors: the weight bytes at 2 or 1 byte each over the read
+// bandwidth, and the latency chain with one dependent dot-product step (vdpbf16ps: a pair of
+// k, vpdpbusd: a quad) per 2 or 4 elements of h, each counted at the FMA's latency, plus the
+// cell's activations (a lower bound: those instructions are no faster than an FMA).
 //
 //   stream_bench [--steps N] [--min-windows W] [--quick] [--json] [--case CELL:I:H ...]
+//                [--precision float32,bf16,int8]
 //
 // Also checks that the bare stream and Model::Stream give the same bits (exit code 1 if not).
 #include <algorithm>
@@ -22,6 +29,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <exception>
 #include <new>
 #include <random>
 #include <string>
@@ -192,7 +200,16 @@ std::string model_file(const fastlstm::RNNConfig& cfg, const std::vector<float>&
 struct Case {
   fastlstm::CellType cell;
   int64_t I, H;
+  fastlstm::Precision precision = fastlstm::Precision::Float32;
 };
+
+// bytes per weight and h elements per dependent step of the products, at a precision
+int64_t weight_bytes_per(fastlstm::Precision p) {
+  return p == fastlstm::Precision::Float32 ? 4 : p == fastlstm::Precision::BF16 ? 2 : 1;
+}
+int64_t elems_per_step(fastlstm::Precision p) {
+  return p == fastlstm::Precision::Float32 ? 1 : p == fastlstm::Precision::BF16 ? 2 : 4;
+}
 
 struct Result {
   Case c;
@@ -206,6 +223,7 @@ Result run_case(const Case& c, int64_t steps, int repeats, double fma_ns, double
   cfg.cell = c.cell;
   cfg.input_size = c.I;
   cfg.hidden_size = c.H;
+  cfg.precision = c.precision;
   std::mt19937 gen(7);
   const float k = 1.0f / std::sqrt(float(c.H));  // PyTorch's default initialization range
   std::uniform_real_distribution<float> ud(-k, k);
@@ -215,8 +233,12 @@ Result run_case(const Case& c, int64_t steps, int repeats, double fma_ns, double
   constexpr int64_t kInputs = 1024;  // input vectors, cycled
   std::vector<float> xs(kInputs * c.I);
   for (auto& v : xs) v = nd(gen);
-  const std::string file = model_file(cfg, params);
-  const fastlstm::Model model = fastlstm::Model::load_from_memory(file.data(), file.size());
+  fastlstm::RNNConfig fcfg = cfg;  // the file holds float32 weights
+  fcfg.precision = fastlstm::Precision::Float32;
+  const std::string file = model_file(fcfg, params);
+  fastlstm::LoadOptions lo;
+  lo.precision = c.precision;  // quantized on load (float32: as saved)
+  const fastlstm::Model model = fastlstm::Model::load_from_memory(file.data(), file.size(), lo);
 
   fastlstm::Stream<float> bare(cfg, params.data(), 1);
   fastlstm::Model::Stream ms(model, 1);
@@ -250,8 +272,9 @@ Result run_case(const Case& c, int64_t steps, int repeats, double fma_ns, double
   r.model_ns = median(tm);
   r.steps = windows * n;
   const int64_t G = cfg.gate_size();
-  r.weight_bytes = 4 * G * (c.I + c.H);
-  r.latency_floor_ns = double(c.H + 2) * fma_ns + act_ns;
+  r.weight_bytes = weight_bytes_per(c.precision) * G * (c.I + c.H);
+  const int64_t e = elems_per_step(c.precision);
+  r.latency_floor_ns = double((c.H + e - 1) / e + 2) * fma_ns + act_ns;
   r.bandwidth_floor_ns = double(r.weight_bytes) / read_bandwidth(r.weight_bytes);
   return r;
 }
@@ -263,6 +286,7 @@ int main(int argc, char** argv) {
   int repeats = 21;  // windows at least
   bool json = false, quick = false;
   std::vector<Case> cases;
+  std::vector<fastlstm::Precision> precisions{fastlstm::Precision::Float32};
   for (int a = 1; a < argc; ++a) {
     const std::string s = argv[a];
     if (s == "--steps" && a + 1 < argc) steps = std::stoll(argv[++a]);
@@ -283,10 +307,25 @@ int main(int argc, char** argv) {
       }
       cases.push_back({cell == "lstm" ? fastlstm::CellType::LSTM : fastlstm::CellType::GRU,
                        std::stoll(v.substr(p1 + 1, p2 - p1 - 1)), std::stoll(v.substr(p2 + 1))});
+    } else if (s == "--precision" && a + 1 < argc) {
+      precisions.clear();
+      const std::string v = argv[++a];  // comma-separated
+      for (size_t b = 0; b <= v.size();) {
+        const size_t e = std::min(v.find(',', b), v.size());
+        const std::string name = v.substr(b, e - b);
+        try {
+          precisions.push_back(fastlstm::parse_precision(name));
+        } catch (const std::exception&) {
+          std::fprintf(stderr, "--precision: each must be float32, bf16 or int8, got '%s'\n",
+                       name.c_str());
+          return 2;
+        }
+        b = e + 1;
+      }
     } else {
       std::fprintf(stderr,
                    "usage: stream_bench [--steps N] [--min-windows W] [--quick] [--json] "
-                   "[--case CELL:I:H ...]\n");
+                   "[--case CELL:I:H ...] [--precision float32,bf16,int8]\n");
       return 2;
     }
   }
@@ -306,9 +345,11 @@ int main(int argc, char** argv) {
   // the read bandwidth of a buffer in L1 (32 KB) and in L2 (1 MB), for the report
   const double l1_gbs = read_bandwidth(int64_t(32) << 10), l2_gbs = read_bandwidth(int64_t(1) << 20);
   std::vector<Result> rs;
-  for (const Case& c : cases) {
-    rs.push_back(run_case(c, steps, repeats, fma_ns, act_ns));
-  }
+  for (fastlstm::Precision p : precisions)
+    for (Case c : cases) {
+      c.precision = p;
+      rs.push_back(run_case(c, steps, repeats, fma_ns, act_ns));
+    }
   bool ok = true;
   if (json) {
     std::printf("{\"fma_latency_ns\": %.4f, \"activation_pair_ns\": %.3f, \"l1_read_gbs\": %.1f, "
@@ -317,12 +358,14 @@ int main(int argc, char** argv) {
                 fastlstm::build_info().flags.c_str());
     for (size_t k = 0; k < rs.size(); ++k) {
       const Result& r = rs[k];
-      std::printf("%s\n {\"cell\": \"%s\", \"I\": %lld, \"H\": %lld, \"bare_ns\": %.2f, "
+      std::printf("%s\n {\"cell\": \"%s\", \"I\": %lld, \"H\": %lld, \"precision\": \"%s\", "
+                  "\"bare_ns\": %.2f, "
                   "\"model_ns\": %.2f, \"latency_floor_ns\": %.2f, \"bandwidth_floor_ns\": %.2f, "
                   "\"weight_bytes\": %lld, \"same_bits\": %s}",
                   k ? "," : "", r.c.cell == fastlstm::CellType::LSTM ? "lstm" : "gru",
-                  (long long)r.c.I, (long long)r.c.H, r.bare_ns, r.model_ns, r.latency_floor_ns,
-                  r.bandwidth_floor_ns, (long long)r.weight_bytes, r.same_bits ? "true" : "false");
+                  (long long)r.c.I, (long long)r.c.H, fastlstm::precision_name(r.c.precision),
+                  r.bare_ns, r.model_ns, r.latency_floor_ns, r.bandwidth_floor_ns,
+                  (long long)r.weight_bytes, r.same_bits ? "true" : "false");
     }
     std::printf("\n]}\n");
   } else {
@@ -330,13 +373,13 @@ int main(int argc, char** argv) {
                 "L1 (32 KB) %.0f GB/s, L2 (1 MB) %.0f GB/s; ns/step = median over alternated "
                 "windows of about 20 us (%lld steps per case at most)\n",
                 fma_ns, act_ns, l1_gbs, l2_gbs, (long long)steps);
-    std::printf("%-5s %4s %4s | %10s %12s | %9s %9s %6s | %9s\n", "cell", "I", "H", "bare ns",
-                "Model ns", "lat floor", "bw floor", "floor", "bare/floor");
+    std::printf("%-5s %4s %4s %-7s | %10s %12s | %9s %9s %6s | %9s\n", "cell", "I", "H",
+                "prec", "bare ns", "Model ns", "lat floor", "bw floor", "floor", "bare/floor");
     for (const Result& r : rs) {
       const double floor = std::max(r.latency_floor_ns, r.bandwidth_floor_ns);
-      std::printf("%-5s %4lld %4lld | %10.1f %12.1f | %9.1f %9.1f %6s | %9.2f\n",
+      std::printf("%-5s %4lld %4lld %-7s | %10.1f %12.1f | %9.1f %9.1f %6s | %9.2f\n",
                   r.c.cell == fastlstm::CellType::LSTM ? "lstm" : "gru", (long long)r.c.I,
-                  (long long)r.c.H, r.bare_ns, r.model_ns, r.latency_floor_ns,
+                  (long long)r.c.H, fastlstm::precision_name(r.c.precision), r.bare_ns, r.model_ns, r.latency_floor_ns,
                   r.bandwidth_floor_ns,
                   r.latency_floor_ns >= r.bandwidth_floor_ns ? "lat" : "bw", r.bare_ns / floor);
     }
@@ -344,9 +387,9 @@ int main(int argc, char** argv) {
   for (const Result& r : rs)
     if (!r.same_bits) {
       ok = false;
-      std::fprintf(stderr, "%s I=%lld H=%lld: Model::Stream and Stream<float> differ\n",
+      std::fprintf(stderr, "%s I=%lld H=%lld %s: Model::Stream and Stream<float> differ\n",
                    r.c.cell == fastlstm::CellType::LSTM ? "lstm" : "gru", (long long)r.c.I,
-                   (long long)r.c.H);
+                   (long long)r.c.H, fastlstm::precision_name(r.c.precision));
     }
   return ok ? 0 : 1;
 }

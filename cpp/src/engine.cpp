@@ -444,7 +444,9 @@ void Engine<T>::forward_direction(int64_t l, int64_t d, const DirParams<T>& p, c
       }
       if (step1 && t1 > t0) {
         // the batch-1 step: x and h quantized once per thread, then the thread's groups (= its
-        // tiles: a group is a tile of kTile units) through the kernel, products and cell pass
+        // tiles: a group is a tile of kTile units) through the kernel, products and cell pass;
+        // odd steps visit the groups last to first, so a step begins on the weights the one
+        // before read last, still in L1 (the same bits)
         const KernelTable& kt = kernels();
         const LowpStepView& v = lp_step_[k].view;
         LowpStepRow& rx = lp_rows_[2 * tid];
@@ -456,7 +458,7 @@ void Engine<T>::forward_direction(int64_t l, int64_t d, const DirParams<T>& p, c
         kt.lowp_step_layer[Cell::kIndex](
             v, rx.q.data(), rx.scale, rh.q.data(), rh.scale, reinterpret_cast<const float*>(hp),
             Cell::kHasC ? reinterpret_cast<float*>(c_.data()) : nullptr,
-            reinterpret_cast<float*>(P > 0 ? hraw_s : hnext), t0, t1);
+            reinterpret_cast<float*>(P > 0 ? hraw_s : hnext), t0, t1, s % 2 == 1);
         if (P == 0) publish(s, nb, hnext, t0 * kTile, std::min(H, t1 * kTile));
       }
       if (qh && t1 > t0 && !step1) {

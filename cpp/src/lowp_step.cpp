@@ -171,7 +171,7 @@ void LowpStreamStep::step(const float* x, float* y, float* h, float* c) noexcept
         kt.lowp_step_quantize(cfg_.precision, in + j * ld_in, ly.I, v.Kx, qx.q.data(), &qx.scale);
         kt.lowp_step_quantize(cfg_.precision, hl + j * S, S, v.Kh, qh.q.data(), &qh.scale);
         run(v, qx.q.data(), qx.scale, qh.q.data(), qh.scale, hl + j * S,
-            cl ? cl + j * H : nullptr, out + j * ld_out, g0, g1);
+            cl ? cl + j * H : nullptr, out + j * ld_out, g0, g1, reverse_);
       }
     };
     if (nt <= 1) part(0, 1);
@@ -187,6 +187,7 @@ void LowpStreamStep::step(const float* x, float* y, float* h, float* c) noexcept
     ld_in = S;
   }
   std::copy_n(in, B * S, y);
+  reverse_ = !reverse_;
 }
 
 }  // namespace fastlstm::detail

@@ -33,6 +33,9 @@
 namespace fastlstm::detail {
 
 constexpr int64_t kLowpUnits = 32;  // units per group (the engine's kTile)
+// Two groups share the products' pass when their weights take at most this many bytes: they
+// then stay in a 48 KB L1 from one step to the next (kernels/stream_step_lowp.hpp).
+constexpr int64_t kLowpStepPairBytes = 40 * 1024;
 
 // What the per-ISA kernel reads of a layer (raw pointers into a LowpStepLayer).
 struct LowpStepView {
@@ -113,6 +116,9 @@ class LowpStreamStep {
   std::vector<const float*> rows_;    // pack(): a weight's rows (kept: a repack allocates nothing)
   std::vector<float> hnew_, hraw_;    // [B, S], [B, H]
   QRows qr_;                          // LSTMP: h_raw quantized for W_hr
+  // steps alternate the order of each thread's groups (first to last, then last to first): a
+  // step begins on the weights the previous one read last, still in L1 (the same bits)
+  bool reverse_ = false;
 };
 
 }  // namespace fastlstm::detail

@@ -49,6 +49,9 @@ std::vector<Net> nets() {
     v.push_back({"gru H=" + std::to_string(H), make(CellType::GRU, 3, H)});
   }
   v.push_back({"lstm I=1 H=32", make(CellType::LSTM, 1, 32)});
+  // larger inputs: groups of two blocks and one (an odd count of groups, in both orders)
+  v.push_back({"lstm I=64 H=80", make(CellType::LSTM, 64, 80)});
+  v.push_back({"gru I=64 H=80", make(CellType::GRU, 64, 80)});
   v.push_back({"lstm stacked L=3", make(CellType::LSTM, 5, 9, 3)});
   v.push_back({"gru stacked L=2", make(CellType::GRU, 4, 19, 2)});
   // stacks of the compile-time sizes (each layer's h in place, the last one's kernel writing

@@ -76,12 +76,13 @@ struct KernelTable {
   // the low-precision step of one batch row (kernels/stream_step_lowp.hpp, lowp_step.hpp): a
   // row's activations quantized for it (Kp elements: bf16 pairs or u8 quads, *scale: int8's),
   // then per cell kind (LstmKind::kIndex, GruKind::kIndex) a layer's groups [g0, g1): products
-  // and cell pass; every level has it (plain loops without AVX512_BF16 / AVX512_VNNI)
+  // and cell pass, visited last to first with `reverse`; every level has it (plain loops
+  // without AVX512_BF16 / AVX512_VNNI)
   void (*lowp_step_quantize)(Precision p, const float* a, int64_t K, int64_t Kp, uint8_t* dst,
                              float* scale) noexcept = nullptr;
   void (*lowp_step_layer[2])(const LowpStepView& L, const uint8_t* qx, float sx,
                              const uint8_t* qh, float sh, const float* h_prev, float* c,
-                             float* h_out, int64_t g0, int64_t g1) noexcept = {};
+                             float* h_out, int64_t g0, int64_t g1, bool reverse) noexcept = {};
 };
 
 // The table in use; the first call detects the CPU and reads FASTLSTM_CPU (throws

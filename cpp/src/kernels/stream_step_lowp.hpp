@@ -202,48 +202,58 @@ inline void lowp_step_products(const LowpStepView& L, int64_t gi, const uint8_t*
 
 // One layer and batch row: the groups [g0, g1) (the units [32 g0, min(H, 32 g1))). qx, qh:
 // the row's x and h_prev quantized by lowp_step_quantize (scales sx, sh); c updated in place
-// (LSTM), the cell's output (before any projection) into h_out.
+// (LSTM), the cell's output (before any projection) into h_out. reverse: the groups visited
+// last to first (the callers alternate it from step to step, so a step starts on the weights
+// the previous one read last, still in L1; every output's chain is the same, so the same bits).
+// Groups go through the products two at a time (one broadcast of x's or h's pair / quad for
+// both) when the two fit in L1 together with room to spare; larger ones one at a time, so that
+// the group a step ends on is the one the next step begins with, whole, in L1.
 template <typename Cell>
 void lowp_step_layer(const LowpStepView& L, const uint8_t* qx, float sx, const uint8_t* qh,
                      float sh, const float* h_prev, float* c, float* h_out, int64_t g0,
-                     int64_t g1) noexcept {
+                     int64_t g1, bool reverse) noexcept {
   constexpr int NG = Cell::kGates, C = NG * 32;
   alignas(64) float xp[2 * C], rec[2 * C], act[C], aux[32];
   const int64_t H = L.H;
   const bool bf = L.precision == Precision::BF16;
-  int ngr = 0;  // groups of the last products in xp, rec
-  for (int64_t gi = g0; gi < g1; ++gi) {
-    const int64_t r0 = ngr == 2 ? 1 : 0;  // the second of a pair: its products are in place
-    if (!r0) {
-      ngr = gi + 1 < g1 ? 2 : 1;
-      if (ngr == 2) {
-        if (bf) lowp_step_products<NG, true, 2>(L, gi, qx, sx, qh, sh, xp, rec);
-        else lowp_step_products<NG, false, 2>(L, gi, qx, sx, qh, sh, xp, rec);
-      } else {
-        if (bf) lowp_step_products<NG, true, 1>(L, gi, qx, sx, qh, sh, xp, rec);
-        else lowp_step_products<NG, false, 1>(L, gi, qx, sx, qh, sh, xp, rec);
-      }
+  const int64_t chunk = 2 * L.gstride <= kLowpStepPairBytes ? 2 : 1;
+  // the products of the groups [gi, gi + n) (n = 1 or 2), then the cell pass of each
+  auto run = [&](int64_t gi, int64_t n) __attribute__((always_inline)) {
+    if (n == 2) {
+      if (bf) lowp_step_products<NG, true, 2>(L, gi, qx, sx, qh, sh, xp, rec);
+      else lowp_step_products<NG, false, 2>(L, gi, qx, sx, qh, sh, xp, rec);
     } else {
-      ngr = 0;
+      if (bf) lowp_step_products<NG, true, 1>(L, gi, qx, sx, qh, sh, xp, rec);
+      else lowp_step_products<NG, false, 1>(L, gi, qx, sx, qh, sh, xp, rec);
     }
-    const int64_t u0 = gi * 32;
-    CellRow<float> r;
-    r.xp = xp + r0 * C;
-    r.rec = rec + r0 * C;
-    r.b_hh = L.b_hh + gi * C;
-    if (L.w_ci) {
-      r.w_ci = L.w_ci + u0;
-      r.w_cf = L.w_cf + u0;
-      r.w_co = L.w_co + u0;
+    for (int64_t r0 = 0; r0 < n; ++r0) {
+      const int64_t g = gi + r0, u0 = g * 32;
+      CellRow<float> r;
+      r.xp = xp + r0 * C;
+      r.rec = rec + r0 * C;
+      r.b_hh = L.b_hh + g * C;
+      if (L.w_ci) {
+        r.w_ci = L.w_ci + u0;
+        r.w_cf = L.w_cf + u0;
+        r.w_co = L.w_co + u0;
+      }
+      r.c = c ? c + u0 : nullptr;
+      r.h_prev = h_prev + u0;
+      r.h = h_out + u0;
+      r.act = act;
+      r.aux = aux;
+      // the sequence engine's cell pass on a group whose gate stride is 32 (b_hh, act too)
+      const int64_t nu = H - u0 >= 32 ? 32 : H - u0;
+      Cell::template forward_units<float>(nu, 32, 32, r);
     }
-    r.c = c ? c + u0 : nullptr;
-    r.h_prev = h_prev + u0;
-    r.h = h_out + u0;
-    r.act = act;
-    r.aux = aux;
-    // the sequence engine's cell pass on a group whose gate stride is 32 (b_hh, act too)
-    const int64_t n = H - u0 >= 32 ? 32 : H - u0;
-    Cell::template forward_units<float>(n, 32, 32, r);
+  };
+  if (!reverse) {
+    for (int64_t gi = g0; gi < g1; gi += chunk) run(gi, g1 - gi >= chunk ? chunk : 1);
+  } else {
+    for (int64_t e = g1; e > g0; e -= chunk) {
+      const int64_t n = e - g0 >= chunk ? chunk : 1;
+      run(e - n, n);
+    }
   }
 }
 

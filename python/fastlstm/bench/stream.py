@@ -6,7 +6,9 @@ with the package (``fastlstm/bin``): ``fastlstm::Stream<float>`` (the bare engin
 H in {1, 8, 16, 32, 64, 128} and I=64, H=256, each with its floor (for small H the latency
 chain: the recurrent product's H dependent FMAs plus the cell's two activations in a row; for
 large H the weight bytes over the measured cache read bandwidth). A step of a small model takes tens of nanoseconds: it can only be timed in C++, never
-through one Python call per step (that is the ``step_py`` case).
+through one Python call per step (that is the ``step_py`` case). ``--precision bf16,int8``
+adds every case in those precisions (the bare stream of that precision, Model::Stream of the
+model quantized on load), with the floors of their weight bytes.
 """
 
 from __future__ import annotations
@@ -43,20 +45,22 @@ def format_stream_table(doc):
         f"{doc['activation_pair_ns']:.1f} ns; read bandwidth L1 (32 KB) "
         f"{doc['l1_read_gbs']:.0f} GB/s, L2 (1 MB) {doc['l2_read_gbs']:.0f} GB/s; ns/step = "
         "median over alternated windows of about 20 us",
-        f"{'cell':5s} {'I':>4s} {'H':>4s} | {'Stream ns':>10s} {'Model::Stream':>13s} | "
+        f"{'cell':5s} {'I':>4s} {'H':>4s} {'prec':7s} | {'Stream ns':>10s} {'Model::Stream':>13s} | "
         f"{'lat floor':>9s} {'bw floor':>9s} | {'Stream/floor':>12s}",
     ]
     for c in doc["cases"]:
         floor = max(c["latency_floor_ns"], c["bandwidth_floor_ns"])
         lines.append(
-            f"{c['cell']:5s} {c['I']:4d} {c['H']:4d} | {c['bare_ns']:10.1f} {c['model_ns']:13.1f}"
+            f"{c['cell']:5s} {c['I']:4d} {c['H']:4d} {c.get('precision', 'float32'):7s} | "
+            f"{c['bare_ns']:10.1f} {c['model_ns']:13.1f}"
             f" | {c['latency_floor_ns']:9.1f} {c['bandwidth_floor_ns']:9.1f} | "
             f"{c['bare_ns'] / floor:12.2f}")
     return "\n".join(lines)
 
 
 def run_stream(args):
-    """Runs stream_bench as ``args`` says (--quick, --steps, --json); returns an exit code."""
+    """Runs stream_bench as ``args`` says (--quick, --steps, --precision, --json); returns an
+    exit code."""
     exe = executable()
     if exe is None:
         log("error: --stream needs the stream_bench program, installed with the package in "
@@ -67,6 +71,9 @@ def run_stream(args):
         cmd.append("--quick")
     if args.steps:
         cmd += ["--steps", str(args.steps)]
+    precisions = getattr(args, "precision", None) or ["float32"]
+    if precisions != ["float32"]:
+        cmd += ["--precision", ",".join(precisions)]
     log(f"fastlstm bench --stream: {' '.join(cmd)}")
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode not in (0, 1) or not proc.stdout.strip():

@@ -399,6 +399,35 @@ void Engine<T>::forward_direction(int64_t l, int64_t d, const DirParams<T>& p, c
   // of the two products, computed together (kernels' gemm_lowp_q2). (A GRU keeps them apart:
   // its candidate gate scales the recurrent part alone.)
   const bool fused = std::is_same_v<T, float> && lowp() && per_step && Cell::kHasC && !step1;
+  // bf16 LSTM without projection or lengths: a step's quantized x and h are shared by the
+  // threads, in two buffers used by alternate steps. Each thread rounds the h of its own units
+  // to bf16 right after their cell pass and quantizes its share of the next step's input rows,
+  // so nothing is quantized twice (each thread quantized all of x and h) and the step's one
+  // barrier publishes both. (int8 quantizes a row with the maximum over all of it: as before.)
+  const bool shared_q = fused && cfg_.precision == Precision::BF16 && P == 0 && !padded_;
+  const int64_t Kx = shared_q ? q_ih_[k].Kp : 0, Kh = shared_q ? q_hh_[k].Kp : 0;
+  if (shared_q) {
+    const int64_t Mp = (B + 15) / 16 * 16;  // whole AMX tiles of rows, zeros past B
+    for (int i = 0; i < 2; ++i) {
+      QRows* qs[2] = {&lp_qx_[i], &lp_qh_[i]};
+      for (int w = 0; w < 2; ++w) {
+        QRows& q = *qs[w];
+        q.precision = Precision::BF16;
+        q.M = B;
+        q.Kp = w == 0 ? Kx : Kh;
+        q.shape(Mp, q.Kp);
+        std::fill(q.bf.begin(), q.bf.end(), uint16_t(0));
+      }
+    }
+  }
+  // low-precision inference keeps no gates: each thread's cell pass writes them to a scratch
+  // row of its own, rewritten by every row and tile (stays in L1; [B, G] of them per step went
+  // through L2, where the weights are read from)
+  const bool act_scratch = lowp() && !st;
+  if (act_scratch) {
+    if (int64_t(act_tmp_.size()) < nt_want) act_tmp_.resize(nt_want);
+    for (int t = 0; t < nt_want; ++t) act_tmp_[t].resize(3 * H + kTile);
+  }
   SpinBarrier barrier(nt_want);
   parallel_region(nt_want, [&](int tid, int nt) {
     if (nt != nt_want) barrier.reset(nt);  // the pool was busy: this call runs alone
@@ -411,12 +440,38 @@ void Engine<T>::forward_direction(int64_t l, int64_t d, const DirParams<T>& p, c
     QRows* qx = lowp() && per_step ? &qrows_[3 * tid + 1] : nullptr;
     QRows* qr = lowp() ? &qrows_[3 * tid + 2] : nullptr;
     if (qh) kernels().lowp_begin();  // per thread, once per time loop (AMX tile configuration)
+    // shared_q: rows [j0, j1) of x are this thread's to quantize
+    const int64_t j0 = B * tid / nt, j1 = B * (tid + 1) / nt;
+    auto quantize_x_rows = [&](int64_t s_, QRows& q) {
+      if constexpr (std::is_same_v<T, float>) {
+        const int64_t ts = step_time(d, 0, s_);
+        float sc;
+        for (int64_t j = j0; j < j1; ++j)
+          kernels().lowp_step_quantize(Precision::BF16, in + row(ts, j) * I_l, I_l, Kx,
+                                       reinterpret_cast<uint8_t*>(q.bf.data() + j * Kx), &sc);
+      }
+    };
+    if (shared_q) {  // step 0's rows: x and the initial h
+      if (Tn > 0) quantize_x_rows(0, lp_qx_[0]);
+      float sc;
+      for (int64_t j = j0; j < j1; ++j)
+        kernels().lowp_step_quantize(Precision::BF16,
+                                     reinterpret_cast<const float*>(h_[0].data() + j * S), S, Kh,
+                                     reinterpret_cast<uint8_t*>(lp_qh_[0].bf.data() + j * Kh),
+                                     &sc);
+      barrier.wait();
+    }
+    T* act_row = act_scratch ? act_tmp_[tid].data() : nullptr;
     for (int64_t s = 0; s < Tn; ++s) {
       const int64_t nb = active_[s];
       if (nb == 0) break;
       const T* hp = h_[s % 2].data();
       T* hnext = h_[(s + 1) % 2].data();
       T* act_s = st ? st->act.data() + s * B * G : act_.data();
+      if (shared_q) {
+        qx = &lp_qx_[s % 2];
+        qh = &lp_qh_[s % 2];
+      }
       T* aux_s = st && !Cell::kHasC ? st->aux.data() + s * B * H : aux_.data();
       T* hraw_s = st && P > 0 ? st->hraw.data() + s * B * H : hraw_.data();
       // per_step: the input rows of this step, [nb, I_l] at stride ldx (gathered when the
@@ -450,7 +505,7 @@ void Engine<T>::forward_direction(int64_t l, int64_t d, const DirParams<T>& p, c
             reinterpret_cast<float*>(P > 0 ? hraw_s : hnext), t0, t1);
         if (P == 0) publish(s, nb, hnext, t0 * kTile, std::min(H, t1 * kTile));
       }
-      if (qh && t1 > t0 && !step1) {
+      if (qh && t1 > t0 && !step1 && !shared_q) {
         quantize_once(1, hp, nb, S, qh);
         if (qx) quantize_once(0, xs, nb, ldx, qx);
       }
@@ -500,15 +555,24 @@ void Engine<T>::forward_direction(int64_t l, int64_t d, const DirParams<T>& p, c
           r.c = c_.data() + j * H + u0;
           r.h_prev = hp + j * S + u0;
           r.h = (P > 0 ? hraw_s + j * H : hnext + j * S) + u0;
-          r.act = act_s + j * G + u0;
+          r.act = act_row ? act_row : act_s + j * G + u0;
           r.aux = aux_s + j * H + u0;
           kern.cell_forward[Cell::kIndex](nu, H, kTile, r);
         }
+        if constexpr (std::is_same_v<T, float>)
+          if (shared_q) {  // the new h of these units, rounded for the next step's product
+            uint16_t* qn = lp_qh_[(s + 1) % 2].bf.data() + u0;
+            float sc;
+            for (int64_t j = 0; j < nb; ++j)
+              kernels().lowp_step_quantize(Precision::BF16, hnext + j * S + u0, nu, nu,
+                                           reinterpret_cast<uint8_t*>(qn + j * Kh), &sc);
+          }
         if (st && Cell::kHasC)
           for (int64_t j = 0; j < nb; ++j)
             std::copy_n(c_.data() + j * H + u0, nu, st->cs.data() + ((s + 1) * B + j) * H + u0);
         if (P == 0) publish(s, nb, hnext, u0, u0 + nu);
       }
+      if (shared_q && s + 1 < Tn) quantize_x_rows(s + 1, lp_qx_[(s + 1) % 2]);
       if (P > 0) {  // LSTMP: h = h_raw W_hr^T, the P columns split in panels
         barrier.wait();
         if (qr && q1 > q0) quantize_once(2, hraw_s, nb, H, qr);

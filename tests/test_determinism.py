@@ -65,10 +65,11 @@ def test_low_precision_identical_for_any_thread_count(cell, kw, precision, resto
 @pytest.mark.parametrize("precision", ["bf16", "int8"])
 def test_low_precision_steps_split_over_threads(cell, kw, precision, restore_threads,
                                                 split_everything):
-    """Without lengths, with every step split over the threads: a bf16 LSTM shares one
-    quantized x and h per step between the threads (each rounds the h of its own units and its
-    share of the next step's input rows); the same bits for any thread count, and the bits of
-    the same sequences given with lengths (where each thread quantizes the whole step)."""
+    """Without lengths, with every step split over the threads: an LSTM shares one quantized
+    x per step between the threads (each quantizes its share of the next step's rows), bf16
+    without projection one h too (each thread rounds the h of its own units); the same bits for
+    any thread count, and the bits of the same sequences given with lengths (where each thread
+    quantizes the whole step)."""
     rng = np.random.default_rng(4)
     mod = getattr(fastlstm, cell)(19, 70, seed=1, **kw).quantize(precision)
     x = rng.standard_normal((60, 41, 19)).astype(np.float32)

@@ -97,7 +97,7 @@ class Engine {
   std::vector<AlignedVector<T>> pk_hh_t_;                // W_hh^T: panels over S               (backward)
   std::vector<QPacked> q_ih_, q_hh_, q_hr_;  // low precision: the forward weights quantized
   std::vector<QRows> qrows_;                 // low precision: per thread, a step's h, x, h_raw
-  QRows lp_qx_[2], lp_qh_[2];                // bf16 batch steps: x and h quantized, shared
+  QRows lp_qx_[2], lp_qh_[2];  // low-precision LSTM steps: x (and bf16 h) quantized, shared
   std::vector<LowpStepLayer> lp_step_;       // low precision: the weights of the batch-1 step
   std::vector<LowpStepRow> lp_rows_;         // low precision, batch 1: per thread, x and h
   std::vector<AlignedVector<T>> pk_hr_t_;                // W_hr^T: panels over H               (backward)

@@ -62,6 +62,31 @@ def test_low_precision_identical_for_any_thread_count(cell, kw, precision, resto
 
 
 @pytest.mark.parametrize("cell,kw", CONFIGS)
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_low_precision_steps_split_over_threads(cell, kw, precision, restore_threads,
+                                                split_everything):
+    """Without lengths, with every step split over the threads: an LSTM shares one quantized
+    x per step between the threads (each quantizes its share of the next step's rows), bf16
+    without projection one h too (each thread rounds the h of its own units); the same bits for
+    any thread count, and the bits of the same sequences given with lengths (where each thread
+    quantizes the whole step)."""
+    rng = np.random.default_rng(4)
+    mod = getattr(fastlstm, cell)(19, 70, seed=1, **kw).quantize(precision)
+    x = rng.standard_normal((60, 41, 19)).astype(np.float32)
+    results = []
+    for n in (1, 2, 3, 4):
+        fastlstm.set_num_threads(n)
+        out, state = mod(x)
+        assert (mod._engine.last_threads > 1) == (n > 1)
+        results.append((out, state[0] if isinstance(state, tuple) else state))
+    out, state = mod(x, lengths=np.full(41, 60))
+    results.append((out, state[0] if isinstance(state, tuple) else state))
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("cell,kw", CONFIGS)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_bitwise_identical_for_any_thread_count(cell, kw, dtype, restore_threads,
                                                 split_everything):

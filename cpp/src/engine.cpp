@@ -402,10 +402,46 @@ void Engine<T>::forward_direction(int64_t l, int64_t d, const DirParams<T>& p, c
   // Inference of equal-length rows (B > 1, no projection, no recurrent mask): the cell pass
   // writes each step's h straight into the output rows of its time, where the next step's
   // product reads it (rows ldo apart), instead of into h_ and a copy per step; an LSTM keeps
-  // no gates either (the inference buffers would be written and never read).
-  const bool direct = !st && !padded_ && P == 0 && !step1 && !mk && B > 1 && Tn > 0;
+  // no gates either (the inference buffers would be written and never read). Low precision
+  // keeps h_, where its shared quantized rows of h are made.
+  const bool direct = !st && !padded_ && P == 0 && !step1 && !mk && B > 1 && Tn > 0 && !lowp();
   const int64_t ldo = (shape_.batch_first ? Tn : 1) * DS;
   auto out_at = [&](int64_t s) { return out + row(step_time(d, 0, s), 0) * DS + d * S; };
+  // Low-precision LSTM without lengths: a step's quantized input rows are shared by the
+  // threads, in two buffers used by alternate steps; each thread quantizes its share of the
+  // next step's rows before the step's last barrier, which publishes them (each thread
+  // quantized all of them). bf16 without projection shares h the same way: each thread rounds
+  // the h of its own units right after their cell pass. (int8 quantizes a row of h with the
+  // maximum over all of it, which only the whole step knows: each thread quantizes all of h.)
+  const Precision prec = cfg_.precision;
+  const bool shared_x = fused && !padded_;
+  const bool shared_h = shared_x && prec == Precision::BF16 && P == 0;
+  const int64_t Kx = shared_x ? q_ih_[k].Kp : 0, Kh = shared_h ? q_hh_[k].Kp : 0;
+  if (shared_x) {
+    const int64_t Mp = (B + 15) / 16 * 16;  // whole AMX tiles of rows, zeros past B
+    for (int i = 0; i < 2; ++i)
+      for (int w = 0; w < (shared_h ? 2 : 1); ++w) {
+        QRows& q = w == 0 ? lp_qx_[i] : lp_qh_[i];
+        q.precision = prec;
+        q.M = B;
+        q.Kp = w == 0 ? Kx : Kh;
+        q.shape(Mp, q.Kp);
+        if (prec == Precision::BF16) {
+          std::fill(q.bf.begin(), q.bf.end(), uint16_t(0));
+        } else {
+          std::fill(q.u8.begin(), q.u8.end(), uint8_t(128));  // the zero point
+          std::fill(q.scale.begin(), q.scale.end(), 0.0f);
+        }
+      }
+  }
+  // low-precision inference keeps no gates: each thread's cell pass writes them to a scratch
+  // row of its own, rewritten by every row and tile (stays in L1; [B, G] of them per step went
+  // through L2, where the weights are read from)
+  const bool act_scratch = lowp() && !st;
+  if (act_scratch) {
+    if (int64_t(act_tmp_.size()) < nt_want) act_tmp_.resize(nt_want);
+    for (int t = 0; t < nt_want; ++t) act_tmp_[t].resize(3 * H + kTile);
+  }
   SpinBarrier barrier(nt_want);
   parallel_region(nt_want, [&](int tid, int nt) {
     if (nt != nt_want) barrier.reset(nt);  // the pool was busy: this call runs alone
@@ -418,6 +454,32 @@ void Engine<T>::forward_direction(int64_t l, int64_t d, const DirParams<T>& p, c
     QRows* qx = lowp() && per_step ? &qrows_[3 * tid + 1] : nullptr;
     QRows* qr = lowp() ? &qrows_[3 * tid + 2] : nullptr;
     if (qh) kernels().lowp_begin();  // per thread, once per time loop (AMX tile configuration)
+    // shared_x: rows [j0, j1) of x are this thread's to quantize
+    const int64_t j0 = B * tid / nt, j1 = B * (tid + 1) / nt;
+    auto quantize_x_rows = [&](int64_t s_, QRows& q) {
+      if constexpr (std::is_same_v<T, float>) {
+        const int64_t ts = step_time(d, 0, s_);
+        const bool bf = prec == Precision::BF16;
+        float sc;
+        for (int64_t j = j0; j < j1; ++j) {
+          uint8_t* dst =
+              bf ? reinterpret_cast<uint8_t*>(q.bf.data() + j * Kx) : q.u8.data() + j * Kx;
+          kernels().lowp_step_quantize(prec, in + row(ts, j) * I_l, I_l, Kx, dst, &sc);
+          if (!bf) q.scale[j] = sc;
+        }
+      }
+    };
+    if (shared_x) {  // step 0's rows: x and (shared_h) the initial h
+      if (Tn > 0) quantize_x_rows(0, lp_qx_[0]);
+      float sc;
+      for (int64_t j = j0; j < j1 && shared_h; ++j)
+        kernels().lowp_step_quantize(Precision::BF16,
+                                     reinterpret_cast<const float*>(h_[0].data() + j * S), S, Kh,
+                                     reinterpret_cast<uint8_t*>(lp_qh_[0].bf.data() + j * Kh),
+                                     &sc);
+      barrier.wait();
+    }
+    T* act_row = act_scratch ? act_tmp_[tid].data() : nullptr;
     for (int64_t s = 0; s < Tn; ++s) {
       const int64_t nb = active_[s];
       if (nb == 0) break;
@@ -426,6 +488,8 @@ void Engine<T>::forward_direction(int64_t l, int64_t d, const DirParams<T>& p, c
       T* hnext = direct ? out_at(s) : h_[(s + 1) % 2].data();
       const int64_t ldn = direct ? ldo : S;
       T* act_s = st ? st->act.data() + s * B * G : direct && Cell::kHasC ? nullptr : act_.data();
+      if (shared_x) qx = &lp_qx_[s % 2];
+      if (shared_h) qh = &lp_qh_[s % 2];
       T* aux_s = st && !Cell::kHasC ? st->aux.data() + s * B * H : aux_.data();
       T* hraw_s = st && P > 0 ? st->hraw.data() + s * B * H : hraw_.data();
       // per_step: the input rows of this step, [nb, I_l] at stride ldx (gathered when the
@@ -462,8 +526,8 @@ void Engine<T>::forward_direction(int64_t l, int64_t d, const DirParams<T>& p, c
         if (P == 0) publish(s, nb, hnext, t0 * kTile, std::min(H, t1 * kTile));
       }
       if (qh && t1 > t0 && !step1) {
-        quantize_once(1, hp, nb, ldh, qh);
-        if (qx) quantize_once(0, xs, nb, ldx, qx);
+        if (!shared_h) quantize_once(1, hp, nb, ldh, qh);
+        if (qx && !shared_x) quantize_once(0, xs, nb, ldx, qx);
       }
       // recurrent dropout: each thread makes the masked copies of h_{t-1} it reads (all S
       // columns; ng*nb*S multiplies against the products' ng*nb*S*kTile per tile)
@@ -511,15 +575,24 @@ void Engine<T>::forward_direction(int64_t l, int64_t d, const DirParams<T>& p, c
           r.c = c_.data() + j * H + u0;
           r.h_prev = hp + j * ldh + u0;
           r.h = (P > 0 ? hraw_s + j * H : hnext + j * ldn) + u0;
-          r.act = act_s ? act_s + j * G + u0 : nullptr;
+          r.act = act_row ? act_row : act_s ? act_s + j * G + u0 : nullptr;
           r.aux = aux_s + j * H + u0;
           kern.cell_forward[Cell::kIndex](nu, H, kTile, r);
         }
+        if constexpr (std::is_same_v<T, float>)
+          if (shared_h) {  // the new h of these units, rounded for the next step's product
+            uint16_t* qn = lp_qh_[(s + 1) % 2].bf.data() + u0;
+            float sc;
+            for (int64_t j = 0; j < nb; ++j)
+              kernels().lowp_step_quantize(Precision::BF16, hnext + j * S + u0, nu, nu,
+                                           reinterpret_cast<uint8_t*>(qn + j * Kh), &sc);
+          }
         if (st && Cell::kHasC)
           for (int64_t j = 0; j < nb; ++j)
             std::copy_n(c_.data() + j * H + u0, nu, st->cs.data() + ((s + 1) * B + j) * H + u0);
         if (P == 0 && !direct) publish(s, nb, hnext, u0, u0 + nu);
       }
+      if (shared_x && s + 1 < Tn) quantize_x_rows(s + 1, lp_qx_[(s + 1) % 2]);
       if (P > 0) {  // LSTMP: h = h_raw W_hr^T, the P columns split in panels
         barrier.wait();
         if (qr && q1 > q0) quantize_once(2, hraw_s, nb, H, qr);

@@ -97,6 +97,7 @@ class Engine {
   std::vector<AlignedVector<T>> pk_hh_t_;                // W_hh^T: panels over S               (backward)
   std::vector<QPacked> q_ih_, q_hh_, q_hr_;  // low precision: the forward weights quantized
   std::vector<QRows> qrows_;                 // low precision: per thread, a step's h, x, h_raw
+  QRows lp_qx_[2], lp_qh_[2];  // low-precision LSTM steps: x (and bf16 h) quantized, shared
   std::vector<LowpStepLayer> lp_step_;       // low precision: the weights of the batch-1 step
   std::vector<LowpStepRow> lp_rows_;         // low precision, batch 1: per thread, x and h
   std::vector<AlignedVector<T>> pk_hr_t_;                // W_hr^T: panels over H               (backward)
@@ -114,6 +115,7 @@ class Engine {
   std::vector<std::vector<T>> xrec_, xin_;  // per thread: [B, tile gates] x W_ih^T + b_ih of a
                                             // step's tile; [B, I_l] its gathered input rows
   std::vector<T> act_, aux_;              // [B, G], [B, H]   (inference)
+  std::vector<std::vector<T>> act_tmp_;   // low-precision inference: per thread [3H + kTile]
   std::vector<std::vector<T>> rec_;       // per thread [B, tile gates]
   std::vector<T> h_[2], c_, hraw_;        // ping-pong [B, S], [B, H], [B, H]
   std::vector<T> mid_[2];                 // inference: [N, D*S] outputs of inner layers

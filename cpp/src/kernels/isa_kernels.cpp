@@ -89,45 +89,22 @@ void fill_typed(TypedKernels<T>& k) {
 constexpr int64_t kRowPad = 16;  // an AMX tile's rows
 
 // Rows padded to whole AMX tiles (zero rows; u8: the zero point), so the tile path can read
-// them; the other paths read only the first M.
+// them; the other paths read only the first M. Each row as the batch-1 step quantizes its rows
+// (lowp_step_quantize: vectorized where the level has AVX-512; the same bits at every level).
 void quantize_rows_impl(Precision p, int64_t M, int64_t K, int64_t Kp, const float* A,
                         int64_t lda, QRows& q) {
   const int64_t Mp = (M + kRowPad - 1) / kRowPad * kRowPad;
   q.M = M;
   q.Kp = Kp;
   q.precision = p;
-  if (p == Precision::BF16) {
-    q.shape(Mp, Kp);
-    for (int64_t m = 0; m < Mp; ++m) {
-      uint16_t* dst = q.bf.data() + m * Kp;
-      if (m >= M) {
-        std::memset(dst, 0, size_t(Kp) * 2);
-        continue;
-      }
-      const float* a = A + m * lda;
-      for (int64_t k = 0; k < K; ++k) dst[k] = to_bf16(a[k]);
-      std::memset(dst + K, 0, size_t(Kp - K) * 2);
-    }
-    return;
-  }
   q.shape(Mp, Kp);
+  const bool bf = p == Precision::BF16;
   for (int64_t m = 0; m < Mp; ++m) {
-    uint8_t* dst = q.u8.data() + m * Kp;
-    if (m >= M) {
-      std::memset(dst, 128, size_t(Kp));
-      q.scale[m] = 0.0f;
-      continue;
-    }
-    const float* a = A + m * lda;
-    float mx = 0.0f;
-    for (int64_t k = 0; k < K; ++k) mx = std::max(mx, std::fabs(a[k]));
-    const float inv = mx > 0.0f ? 127.0f / mx : 0.0f;
-    q.scale[m] = mx / 127.0f;
-    for (int64_t k = 0; k < K; ++k) {
-      const float v = std::min(127.0f, std::max(-127.0f, std::nearbyint(a[k] * inv)));
-      dst[k] = uint8_t(int32_t(v) + 128);
-    }
-    std::memset(dst + K, 128, size_t(Kp - K));
+    uint8_t* dst = bf ? reinterpret_cast<uint8_t*>(q.bf.data() + m * Kp) : q.u8.data() + m * Kp;
+    float scale;
+    if (m < M) lowp_step_quantize(p, A + m * lda, K, Kp, dst, &scale);
+    else std::memset(dst, bf ? 0 : 128, size_t(Kp) * (bf ? 2 : 1));  // zero, or the zero point
+    if (!bf) q.scale[m] = m < M ? scale : 0.0f;
   }
 }
 

@@ -619,49 +619,16 @@ void Engine<T>::backward_direction(int64_t l, int64_t d, const DirParams<T>& p,
   // rows are also in the same order (no lengths, time-major, the forward direction: row s*B + j
   // is time s, batch row j in both) d_rec serves as both and the cell pass writes it once.
   const bool alias = Cell::kHasC && !padded_ && !shape_.batch_first && d == 0;
-  // Without recurrent dropout the weight gradients are summed inside the time loop, a block of
-  // `bs` steps (about kKC rows) at a time, as soon as the block's d_rec is complete: it is still
-  // in the cache then (a separate pass read it back from memory), and the products run on the
-  // threads of the loop. Blocks are fixed by T and B (steps [b*bs, (b+1)*bs)) and added to the
-  // gradient from the last block to the first: the same sums for any thread count.
-  const int nt_want =
-      step_threads(std::max(tiles, s_panels), B * G * (S + P), G * (S + P), sizeof(T));
-  // (not where the loop runs on one thread and the separate products would run on more)
-  const bool dw_loop =
-      !mk && (nt_want > 1 || threads_for(G / kTile, N * G * (S + I_l),
-                                         min_thread_work().region) <= 1);
-  const bool x_loop = dw_loop && alias;  // dW_ih and d_in in the loop too
-  const int64_t bs = std::max<int64_t>(1, kKC / std::max<int64_t>(B, 1));
   std::vector<T>& d_x_ = xproj_;  // the input projection's buffer is free during backward
   if (!alias) prepare(d_x_, N * G, padded_);
   prepare(d_rec_, Tn * B * G, padded_);
   T* d_x = alias ? d_rec_.data() : d_x_.data();
 
-  // the blocks' operands of the weight gradients: h_{t-1} (and, with alias, the layer input)
-  // packed block by block (pack_panels of the block's rows; block b at row b*bs*B of the panels'
-  // total), so that a block's product reads whole panels of its own
-  const int64_t nblocks = (Tn + bs - 1) / bs;
-  auto pack_blocks = [&](AlignedVector<T>& dst, int64_t cols, const T* src) {
-    const int64_t np = num_panels(cols);
-    dst.resize(np * Tn * B * kNC);
-    // a copy, not a product: weighted as one multiply-add per 8 elements moved
-    used(parallel_for(nblocks, 1, [&](int64_t b0, int64_t b1) {
-      for (int64_t b = b0; b < b1; ++b) {
-        const int64_t r0 = b * bs * B, rows = (std::min(Tn, (b + 1) * bs) - b * bs) * B;
-        pack_panels<T>(cols, rows, src + r0 * cols, 1, cols, dst.data() + r0 * np * kNC);
-      }
-    }, cols * Tn * B / 8));
-  };
-  if (dw_loop) {
-    pack_blocks(pk_hs_, S, st.hs.data());
-    if (x_loop) pack_blocks(pk_in_, I_l, in);
-  }
-  const T* pk_ih_t = pk_ih_t_[k].data();
-  const int64_t np_s = num_panels(S), np_in = num_panels(I_l);
-
   // Thread tid owns hidden-unit tiles [t0, t1) (cell, dhraw) and state panels [q0, q1) (the
   // d_out accumulation and the product with W_hh). Without a projection S = H and kTile = kNC,
   // so both are the same columns.
+  const int nt_want =
+      step_threads(std::max(tiles, s_panels), B * G * (S + P), G * (S + P), sizeof(T));
   used(nt_want);
   SpinBarrier barrier(nt_want);
   parallel_region(nt_want, [&](int tid, int nt) {
@@ -669,35 +636,6 @@ void Engine<T>::backward_direction(int64_t l, int64_t d, const DirParams<T>& p,
     const int64_t t0 = tiles * tid / nt, t1 = tiles * (tid + 1) / nt;
     const int64_t q0 = s_panels * tid / nt, q1 = s_panels * (tid + 1) / nt;
     const int64_t sc0 = std::min(S, q0 * kNC), sc1 = std::min(S, q1 * kNC);
-    // this thread's rows of the weight gradients (any split gives the same sums)
-    const int64_t m0 = G * tid / nt, m1 = G * (tid + 1) / nt;
-    // A block's weight gradients (and, with alias, its rows of d_in = d_rec W_ih), once its
-    // d_rec is complete: after the barrier behind the cell pass of its first step.
-    auto block_grads = [&](int64_t s0) {
-      const int64_t r0 = s0 * B, K = (std::min(Tn, s0 + bs) - s0) * B;
-      // in pieces of atb_grain rows: a piece's packed d_rec stays in L2 while every panel of
-      // the block passes over it (measured: the whole 1024 rows at once, 25% slower)
-      const int64_t grain = kern.atb_grain;
-      for (int64_t c0 = m0; c0 < m1; c0 += grain) {
-        const int64_t mc = std::min(grain, m1 - c0);
-        thread_local std::vector<T> work;
-        work.resize(kKC * (grain + kMaxMR));
-        const T* a = d_rec_.data() + r0 * G + c0;
-        const T* b_hs = pk_hs_.data() + r0 * np_s * kNC;
-        if (x_loop)  // d_rec's piece packed once for both
-          kern.gemm_atb2(mc, K, a, G, S, b_hs, dp.w_hh + c0 * S, S, I_l,
-                         pk_in_.data() + r0 * np_in * kNC, dp.w_ih + c0 * I_l, I_l,
-                         work.data());
-        else
-          kern.gemm_atb(mc, S, K, a, G, b_hs, dp.w_hh + c0 * S, S, work.data());
-      }
-      if (x_loop) {
-        const int64_t k0 = K * tid / nt, k1 = K * (tid + 1) / nt;
-        if (k1 > k0)
-          kern.gemm_packed(k1 - k0, I_l, G, d_rec_.data() + (r0 + k0) * G, G, pk_ih_t,
-                           d_in + (r0 + k0) * I_l, I_l, false);
-      }
-    };
     for (int64_t s = Tn - 1; s >= 0; --s) {
       const int64_t nb = active_[s];
       if (nb == 0) continue;
@@ -772,10 +710,7 @@ void Engine<T>::backward_direction(int64_t l, int64_t d, const DirParams<T>& p,
         kern.gemm_packed(nb, std::min(S, q1 * kNC) - q0 * kNC, G, d_rec_.data() + s * B * G, G,
                        pk_hh_t + q0 * G * kNC, dh_.data() + q0 * kNC, S, !Cell::kHasC);
       }
-      if (dw_loop && s % bs == 0) block_grads(s);
     }
-    // blocks whose steps all had no running rows (lengths) were skipped above; their rows of
-    // d_rec are zero and add nothing
   });
   for (int64_t j = 0; j < B; ++j) {
     const int64_t b = perm_[j];
@@ -795,7 +730,7 @@ void Engine<T>::backward_direction(int64_t l, int64_t d, const DirParams<T>& p,
                        dst.data() + q * rows * kNC);
     }, cols * rows / 8));
   };
-  if (!x_loop) pack_rows(pk_in_, I_l, N, in);
+  pack_rows(pk_in_, I_l, N, in);
   if (P > 0) pack_rows(pk_hraw_, H, Tn * B, st.hraw.data());
   const int64_t dw_grain = kern.atb_grain;
   auto atb = [&](int64_t M, int64_t Nc, int64_t K, const T* A, int64_t lda, const T* pk, T* C) {
@@ -805,7 +740,19 @@ void Engine<T>::backward_direction(int64_t l, int64_t d, const DirParams<T>& p,
       kern.gemm_atb(m1 - m0, Nc, K, A + m0, lda, pk, C + m0 * Nc, Nc, work.data());
     }, M * Nc * K));
   };
-  if (!x_loop) atb(G, I_l, N, d_x, G, pk_in_.data(), dp.w_ih);
+  // an LSTM's d_x is d_rec (alias): one packing of it for both products
+  const bool both = alias && !mk;
+  if (both) {
+    pack_rows(pk_hs_, S, Tn * B, st.hs.data());
+    used(parallel_for(G, dw_grain, [&](int64_t m0, int64_t m1) {
+      thread_local std::vector<T> work;
+      work.resize(kKC * (dw_grain + kMaxMR));
+      kern.gemm_atb2(m1 - m0, N, d_rec_.data() + m0, G, S, pk_hs_.data(), dp.w_hh + m0 * S, S,
+                     I_l, pk_in_.data(), dp.w_ih + m0 * I_l, I_l, work.data());
+    }, G * (S + I_l) * N));
+  } else {
+    atb(G, I_l, N, d_x, G, pk_in_.data(), dp.w_ih);
+  }
   if (mk) {
     // recurrent dropout: dW_hh_g [H, S] = d_rec_g^T (h_{t-1} * mask_g), gate by gate
     hsm_.resize(Tn * B * S);
@@ -821,17 +768,17 @@ void Engine<T>::backward_direction(int64_t l, int64_t d, const DirParams<T>& p,
       pack_rows(pk_hs_, S, Tn * B, hsm_.data());
       atb(H, S, Tn * B, d_rec_.data() + g * H, G, pk_hs_.data(), dp.w_hh + g * H * S);
     }
-  } else if (!dw_loop) {
+  } else if (!both) {
     pack_rows(pk_hs_, S, Tn * B, st.hs.data());
     atb(G, S, Tn * B, d_rec_.data(), G, pk_hs_.data(), dp.w_hh);
   }
   if (P > 0) atb(P, H, Tn * B, d_hout_.data(), S, pk_hraw_.data(), dp.w_hr);
   // dL/d(layer input) [N, I_l] (+)= d_x [N, G] W_ih [G, I_l]: the first direction writes it,
-  // the reverse one adds (x_loop: written block by block in the time loop)
-  if (!x_loop)
-    used(parallel_for(N, kRowGrain, [&](int64_t r0, int64_t r1) {
-      kern.gemm_packed(r1 - r0, I_l, G, d_x + r0 * G, G, pk_ih_t, d_in + r0 * I_l, I_l, d > 0);
-    }, N * I_l * G));
+  // the reverse one adds
+  const T* pk_ih_t = pk_ih_t_[k].data();
+  used(parallel_for(N, kRowGrain, [&](int64_t r0, int64_t r1) {
+    kern.gemm_packed(r1 - r0, I_l, G, d_x + r0 * G, G, pk_ih_t, d_in + r0 * I_l, I_l, d > 0);
+  }, N * I_l * G));
 }
 
 template <typename T>

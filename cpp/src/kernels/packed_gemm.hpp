@@ -339,7 +339,7 @@ void gemm_atb_n(int64_t M, int64_t K, const T* A, int64_t lda, const AtbOut<T>* 
         if (b < mb) std::copy_n(src + b * MR, M - b * MR, work + b * kKC * MR + k * MR);
       }
     }
-    for (int o = 0; o < nout; ++o)
+    for (int o = 0; o < nout; ++o)  // the products one after the other, each panel by panel
     for (int64_t p = 0, N = outs[o].N, np = num_panels(N), stride = K * kNC; p < np; ++p) {
       const T* packed_b = outs[o].packed_b;
       T* C = outs[o].C;

@@ -50,7 +50,8 @@ def test_rows_per_case_and_kernel(report):
     got = [(r["case"], r["kernel"]) for r in report["rows"]]
     assert ("stream_b1", "step W_hh") in got
     assert ("stream_b1", "cell pass (LSTM)") in got
-    for k in ("step W_hh", "input proj (per step)", "dh", "dW_hh", "dW_ih", "d_x (chunk)"):
+    for k in ("step W_hh", "input proj (per step)", "dh", "dW_hh", "dW_ih",
+              "dW_hh+dW_ih (shared)", "d_x (chunk)"):
         assert ("train_small", k) in got
     # the shapes are train_small's (B 32, T 50, I 128, H 256; gates 4H)
     shapes = {r["kernel"]: (r["M"], r["N"], r["K"]) for r in report["rows"]
@@ -59,6 +60,7 @@ def test_rows_per_case_and_kernel(report):
     assert shapes["dh"] == (32, 256, 1024)
     assert shapes["dW_hh"] == (1024, 256, 1600)
     assert shapes["dW_ih"] == (1024, 128, 1600)
+    assert shapes["dW_hh+dW_ih (shared)"] == (1024, 384, 1600)
 
 
 def test_low_precision_rows():

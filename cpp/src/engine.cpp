@@ -693,9 +693,6 @@ void Engine<T>::backward_direction(int64_t l, int64_t d, const DirParams<T>& p,
     if (dcn) std::copy_n(dcn + b * H, H, dc_.data() + j * H);
     else std::fill_n(dc_.data() + j * H, H, T(0));
   }
-  std::vector<T>& d_x_ = xproj_;  // the input projection's buffer is free during backward
-  prepare(d_x_, N * G, padded_);
-  prepare(d_rec_, Tn * B * G, padded_);
   if (P > 0) prepare(d_hout_, Tn * B * S, padded_);
   dhraw_.resize(B * H);
   const T* pk_hh_t = pk_hh_t_[k].data();
@@ -704,6 +701,14 @@ void Engine<T>::backward_direction(int64_t l, int64_t d, const DirParams<T>& p,
   const int64_t ng = G / H, nm = ng * S;
   const T* mk = st.rmask.empty() ? nullptr : st.rmask.data();
   if (mk) dtmp_.resize(B * S);
+  // An LSTM's gradient of the input projection equals d_rec, element for element; where its
+  // rows are also in the same order (no lengths, time-major, the forward direction: row s*B + j
+  // is time s, batch row j in both) d_rec serves as both and the cell pass writes it once.
+  const bool alias = Cell::kHasC && !padded_ && !shape_.batch_first && d == 0;
+  std::vector<T>& d_x_ = xproj_;  // the input projection's buffer is free during backward
+  if (!alias) prepare(d_x_, N * G, padded_);
+  prepare(d_rec_, Tn * B * G, padded_);
+  T* d_x = alias ? d_rec_.data() : d_x_.data();
 
   // Thread tid owns hidden-unit tiles [t0, t1) (cell, dhraw) and state panels [q0, q1) (the
   // d_out accumulation and the product with W_hh). Without a projection S = H and kTile = kNC,
@@ -759,7 +764,7 @@ void Engine<T>::backward_direction(int64_t l, int64_t d, const DirParams<T>& p,
           r.dh = dcell + j * H + u0;
           r.dc = dc_.data() + j * H + u0;
           r.d_rec = d_rec_.data() + (s * B + j) * G + u0;
-          r.d_xp = d_x_.data() + row(step_time(d, j, s), perm_[j]) * G + u0;
+          r.d_xp = alias ? nullptr : d_x + row(step_time(d, j, s), perm_[j]) * G + u0;
           if (dp.b_ih) {
             r.d_bx = dp.b_ih + u0;
             r.d_bh = dp.b_hh + u0;
@@ -812,7 +817,6 @@ void Engine<T>::backward_direction(int64_t l, int64_t d, const DirParams<T>& p,
     }, cols * rows / 8));
   };
   pack_rows(pk_in_, I_l, N, in);
-  if (!mk) pack_rows(pk_hs_, S, Tn * B, st.hs.data());
   if (P > 0) pack_rows(pk_hraw_, H, Tn * B, st.hraw.data());
   const int64_t dw_grain = kern.atb_grain;
   auto atb = [&](int64_t M, int64_t Nc, int64_t K, const T* A, int64_t lda, const T* pk, T* C) {
@@ -822,7 +826,19 @@ void Engine<T>::backward_direction(int64_t l, int64_t d, const DirParams<T>& p,
       kern.gemm_atb(m1 - m0, Nc, K, A + m0, lda, pk, C + m0 * Nc, Nc, work.data());
     }, M * Nc * K));
   };
-  atb(G, I_l, N, d_x_.data(), G, pk_in_.data(), dp.w_ih);
+  // an LSTM's d_x is d_rec (alias): one packing of it for both products
+  const bool both = alias && !mk;
+  if (both) {
+    pack_rows(pk_hs_, S, Tn * B, st.hs.data());
+    used(parallel_for(G, dw_grain, [&](int64_t m0, int64_t m1) {
+      thread_local std::vector<T> work;
+      work.resize(kKC * (dw_grain + kMaxMR));
+      kern.gemm_atb2(m1 - m0, N, d_rec_.data() + m0, G, S, pk_hs_.data(), dp.w_hh + m0 * S, S,
+                     I_l, pk_in_.data(), dp.w_ih + m0 * I_l, I_l, work.data());
+    }, G * (S + I_l) * N));
+  } else {
+    atb(G, I_l, N, d_x, G, pk_in_.data(), dp.w_ih);
+  }
   if (mk) {
     // recurrent dropout: dW_hh_g [H, S] = d_rec_g^T (h_{t-1} * mask_g), gate by gate
     hsm_.resize(Tn * B * S);
@@ -838,7 +854,8 @@ void Engine<T>::backward_direction(int64_t l, int64_t d, const DirParams<T>& p,
       pack_rows(pk_hs_, S, Tn * B, hsm_.data());
       atb(H, S, Tn * B, d_rec_.data() + g * H, G, pk_hs_.data(), dp.w_hh + g * H * S);
     }
-  } else {
+  } else if (!both) {
+    pack_rows(pk_hs_, S, Tn * B, st.hs.data());
     atb(G, S, Tn * B, d_rec_.data(), G, pk_hs_.data(), dp.w_hh);
   }
   if (P > 0) atb(P, H, Tn * B, d_hout_.data(), S, pk_hraw_.data(), dp.w_hr);
@@ -846,8 +863,7 @@ void Engine<T>::backward_direction(int64_t l, int64_t d, const DirParams<T>& p,
   // the reverse one adds
   const T* pk_ih_t = pk_ih_t_[k].data();
   used(parallel_for(N, kRowGrain, [&](int64_t r0, int64_t r1) {
-    kern.gemm_packed(r1 - r0, I_l, G, d_x_.data() + r0 * G, G, pk_ih_t, d_in + r0 * I_l, I_l,
-                   d > 0);
+    kern.gemm_packed(r1 - r0, I_l, G, d_x + r0 * G, G, pk_ih_t, d_in + r0 * I_l, I_l, d > 0);
   }, N * I_l * G));
 }
 

@@ -323,6 +323,29 @@ KernelReport kernel_bench(double seconds_per_row, const std::vector<std::string>
       compute_row(cs.name, which == 0 ? "dW_hh" : "dW_ih", G, Ncol, N, t);
     }
     {
+      // the engine's LSTM: both from one packing of d_rec (gemm_atb2), as N = H + I columns
+      const auto d = random_vec(size_t(N * G), 9), hs = random_vec(size_t(N * H), 10),
+                 xs = random_vec(size_t(N * I), 13);
+      std::vector<float> pk_h(size_t(num_panels(H) * N * kNC)),
+          pk_x(size_t(num_panels(I) * N * kNC));
+      for (int64_t q = 0; q < num_panels(H); ++q)
+        detail::pack_panels<float>(std::min(kNC, H - q * kNC), N, hs.data() + q * kNC, 1, H,
+                                   pk_h.data() + q * N * kNC);
+      for (int64_t q = 0; q < num_panels(I); ++q)
+        detail::pack_panels<float>(std::min(kNC, I - q * kNC), N, xs.data() + q * kNC, 1, I,
+                                   pk_x.data() + q * N * kNC);
+      const int64_t grain = kern.atb_grain;
+      std::vector<float> dwh(size_t(G * H), 0.f), dwx(size_t(G * I), 0.f),
+          work(size_t(detail::kKC * (grain + detail::kMaxMR)));
+      const double t = best_time(seconds_per_row, [&]() {
+        for (int64_t m0 = 0; m0 < G; m0 += grain)
+          kern.gemm_atb2(std::min<int64_t>(grain, G - m0), N, d.data() + m0, G, H, pk_h.data(),
+                         dwh.data() + m0 * H, H, I, pk_x.data(), dwx.data() + m0 * I, I,
+                         work.data());
+      });
+      compute_row(cs.name, "dW_hh+dW_ih (shared)", G, H + I, N, t);
+    }
+    {
       const int64_t rows = std::min<int64_t>(N, 16 * detail::kMR);
       const auto wih_t = random_vec(size_t(num_panels(I) * G * kNC), 11),
                  dxp = random_vec(size_t(rows * G), 12);

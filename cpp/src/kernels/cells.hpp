@@ -55,7 +55,8 @@ struct CellGradRow {
   T* dh = nullptr;     // in: dL/dh_t; out: the part of dL/dh_{t-1} that bypasses W_hh
   T* dc = nullptr;     // LSTM in: dL/dc_t from step t+1; out: dL/dc_{t-1}
   T* d_rec = nullptr;  // out: dL/d(h_prev W_hh^T + b_hh)   (gate stride H)
-  T* d_xp = nullptr;   // out: dL/d(x W_ih^T + b_ih)        (gate stride H)
+  T* d_xp = nullptr;   // out: dL/d(x W_ih^T + b_ih)        (gate stride H); an LSTM's
+                       // equals d_rec: nullptr skips writing it
   T* d_wci = nullptr;  // accumulated peephole gradients (LSTM)
   T* d_wcf = nullptr;
   T* d_wco = nullptr;
@@ -153,15 +154,21 @@ struct LstmCell : LstmKind {
   template <typename T, bool Peep>
   static void backward_impl(int64_t n, int64_t H, const CellGradRow<T>& r) {
     T *dr = r.d_rec, *dx = r.d_xp;
-    backward_loop<T, Peep>(n, H, r.act, r.c_prev, r.c, r.w_ci, r.w_cf, r.w_co, r.dh, r.dc, dr,
-                           dr + H, dr + 2 * H, dr + 3 * H, dx, dx + H, dx + 2 * H, dx + 3 * H,
-                           r.d_wci, r.d_wcf, r.d_wco);
+    // d_xp == nullptr: the caller reads the input part from d_rec (the same values)
+    if (dx)
+      backward_loop<T, Peep, true>(n, H, r.act, r.c_prev, r.c, r.w_ci, r.w_cf, r.w_co, r.dh,
+                                   r.dc, dr, dr + H, dr + 2 * H, dr + 3 * H, dx, dx + H,
+                                   dx + 2 * H, dx + 3 * H, r.d_wci, r.d_wcf, r.d_wco);
+    else
+      backward_loop<T, Peep, false>(n, H, r.act, r.c_prev, r.c, r.w_ci, r.w_cf, r.w_co, r.dh,
+                                    r.dc, dr, dr + H, dr + 2 * H, dr + 3 * H, nullptr, nullptr,
+                                    nullptr, nullptr, r.d_wci, r.d_wcf, r.d_wco);
     if (r.d_bx)  // both biases enter the same pre-activation: one gradient, added to both
       for (int64_t g = 0; g < 4; ++g)
         add_both(n, dr + g * H, r.d_bx + g * H, r.d_bh + g * H);
   }
 
-  template <typename T, bool Peep>
+  template <typename T, bool Peep, bool WriteX>
   static void backward_loop(int64_t n, int64_t H, const T* __restrict act,
                             const T* __restrict cp, const T* __restrict cc,
                             const T* __restrict w_ci, const T* __restrict w_cf,
@@ -190,10 +197,16 @@ struct LstmCell : LstmKind {
       }
       dcp[u] = dc_prev;
       dhp[u] = T(0);  // h_{t-1} reaches h_t only through W_hh
-      dri[u] = dxi[u] = d_i;
-      drf[u] = dxf[u] = d_f;
-      drg[u] = dxg[u] = d_g;
-      dro[u] = dxo[u] = d_o;
+      dri[u] = d_i;
+      drf[u] = d_f;
+      drg[u] = d_g;
+      dro[u] = d_o;
+      if (WriteX) {
+        dxi[u] = d_i;
+        dxf[u] = d_f;
+        dxg[u] = d_g;
+        dxo[u] = d_o;
+      }
     }
   }
 };

@@ -23,6 +23,11 @@ struct TypedKernels {
   // C[M, N] += A^T B (weight gradients), see gemm_atb
   void (*gemm_atb)(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* packed_b,
                    T* C, int64_t ldc, T* work) = nullptr;
+  // C1[M, N1] += A^T B1 and C2[M, N2] += A^T B2 with A packed once: each the same bits as
+  // its gemm_atb
+  void (*gemm_atb2)(int64_t M, int64_t K, const T* A, int64_t lda, int64_t N1,
+                    const T* packed_b1, T* C1, int64_t ldc1, int64_t N2, const T* packed_b2,
+                    T* C2, int64_t ldc2, T* work) = nullptr;
   // rows of C per gemm_atb call for callers that split M: whole row blocks of this level, at
   // most 256 (work: kKC * (atb_grain + kMaxMR) elements)
   int64_t atb_grain = 0;

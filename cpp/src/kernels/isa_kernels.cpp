@@ -48,6 +48,14 @@ void cell_backward(int64_t n, int64_t H, const CellGradRow<T>& r) {
   Cell::template backward_units<T>(n, H, r);
 }
 
+template <typename T>
+void gemm_atb2(int64_t M, int64_t K, const T* A, int64_t lda, int64_t N1, const T* packed_b1,
+               T* C1, int64_t ldc1, int64_t N2, const T* packed_b2, T* C2, int64_t ldc2,
+               T* work) {
+  const AtbOut<T> outs[2] = {{N1, packed_b1, C1, ldc1}, {N2, packed_b2, C2, ldc2}};
+  gemm_atb_n<T>(M, K, A, lda, outs, 2, work);
+}
+
 template <typename T, typename Cell, int U>
 typename StreamStep<T>::LayerFn pick_run_layer(int64_t, int64_t, bool) {
   return &run_layer<T, Cell, U>;
@@ -57,6 +65,7 @@ template <typename T>
 void fill_typed(TypedKernels<T>& k) {
   k.gemm_packed = &gemm_packed<T>;
   k.gemm_atb = &gemm_atb<T>;
+  k.gemm_atb2 = &gemm_atb2<T>;
   k.atb_grain = atb_row_grain<T>();
   static_assert(atb_row_grain<T>() <= 256, "the engine's work for gemm_atb assumes <= 256 rows");
   k.cell_forward[LstmKind::kIndex] = &cell_forward<T, LstmCell>;

@@ -298,16 +298,26 @@ static_assert(atb_mr<float>() <= kMaxMR && atb_mr<double>() <= kMaxMR,
 template <typename T>
 constexpr int64_t atb_row_grain() { return atb_mr<T>() * (256 / atb_mr<T>()); }
 
+// One product of gemm_atb_n: C[M, N] += A^T B, B packed as in gemm_atb.
 template <typename T>
-void gemm_atb(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* packed_b, T* C,
-              int64_t ldc, T* work) {
+struct AtbOut {
+  int64_t N;
+  const T* packed_b;
+  T* C;
+  int64_t ldc;
+};
+
+// gemm_atb for `nout` products of the same A (the gradients of W_ih and W_hh share d_rec): A's
+// block is packed once and serves them all, the products one after the other.
+template <typename T>
+void gemm_atb_n(int64_t M, int64_t K, const T* A, int64_t lda, const AtbOut<T>* outs, int nout,
+                T* work) {
 #if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
   constexpr bool kSimd = std::is_same_v<T, float>;
 #else
   constexpr bool kSimd = false;
 #endif
   constexpr int64_t MR = atb_mr<T>();  // rows per packed row block
-  const int64_t np = num_panels(N), stride = K * kNC;
   const int64_t mb = (M + MR - 1) / MR;
   for (int64_t k0 = 0; k0 < K; k0 += kKC) {
     const int64_t kc = std::min(kKC, K - k0);
@@ -329,7 +339,11 @@ void gemm_atb(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T*
         if (b < mb) std::copy_n(src + b * MR, M - b * MR, work + b * kKC * MR + k * MR);
       }
     }
-    for (int64_t p = 0; p < np; ++p) {
+    for (int o = 0; o < nout; ++o)  // the products one after the other, each panel by panel
+    for (int64_t p = 0, N = outs[o].N, np = num_panels(N), stride = K * kNC; p < np; ++p) {
+      const T* packed_b = outs[o].packed_b;
+      T* C = outs[o].C;
+      const int64_t ldc = outs[o].ldc;
       const T* panel = packed_b + p * stride + k0 * kNC;
       const int64_t nc = std::min(kNC, N - p * kNC);
       // the next panel's block (or the first panel's of the next K block), a row block's share
@@ -364,6 +378,13 @@ void gemm_atb(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T*
       }
     }
   }
+}
+
+template <typename T>
+void gemm_atb(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* packed_b, T* C,
+              int64_t ldc, T* work) {
+  const AtbOut<T> out{N, packed_b, C, ldc};
+  gemm_atb_n<T>(M, K, A, lda, &out, 1, work);
 }
 
 }  // namespace FASTLSTM_ISA_NS

@@ -166,6 +166,19 @@ def test_fit_overhead_reports_both_timings(tmp_path):
     assert abs(fit["ratio"] - fit["fit_ms_per_batch"] / fit["engine_ms_per_batch"]) < 1e-9
 
 
+def test_fit_breakdown_parts_add_up():
+    """The fit batch's parts (engine forward/backward, loss, optimizer) are measured from the
+    calls themselves, the rest is what is left of the epoch's time (no timing assertion)."""
+    from fastlstm.bench.timing import fit_breakdown
+
+    r = fit_breakdown(4, 3, 2, 5, batches=3, repeats=2)
+    parts = r["parts_ms"]
+    assert parts["engine_forward"] > 0 and parts["engine_backward"] > 0
+    assert parts["loss"] > 0 and parts["optimizer"] > 0
+    assert sum(parts.values()) == pytest.approx(r["total_ms"])
+    assert parts["rest"] > 0  # the graph walk and the layers' Python are not in the parts
+
+
 def test_readme_case_table_is_the_package_s(repo_root):
     """bench/README.md's case table and fastlstm.bench.CASES say the same thing."""
     import os
@@ -294,6 +307,8 @@ def test_small_grid(tmp_path, capsys):
     fit = doc["fit_step"]
     assert (fit["B"], fit["T"], fit["I"], fit["H"]) == (8, 2, 2, 16)
     assert fit["fit_ms"] > 0 and fit["engine_ms"] > 0 and fit["keras_ms"] is None
+    assert set(fit["fit_parts_ms"]) == {"engine_forward", "engine_backward", "loss",
+                                        "optimizer", "rest"}
     out = capsys.readouterr().out
     assert "| B, T, I, H | threads chosen |" in out and "worst 2 / 1 threads" in out
     assert "Sequential.fit step at 8, 2, 2, 16" in out

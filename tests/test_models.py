@@ -257,6 +257,30 @@ def test_set_seed_makes_a_fit_bitwise_reproducible():
     assert not np.array_equal(p1, p3)
 
 
+def test_fit_s_lazy_streams_are_the_generators_they_stand_for():
+    """fit gives each layer a fresh stream made at its first use: the global stream advances as
+    if it were made at once, it draws the numbers of that generator, and copies and pickles of
+    it are generators in its state."""
+    import copy
+
+    from fastlstm import initializers
+
+    set_seed(11)
+    lazy = initializers.spawn_rng(lazy=True)
+    after_lazy = initializers.spawn_seed()
+    set_seed(11)
+    eager = initializers.spawn_rng()
+    assert initializers.spawn_seed() == after_lazy
+    assert lazy._generator is None  # nothing made yet
+    np.testing.assert_array_equal(lazy.random(5), eager.random(5))
+    assert lazy.integers(0, 1000, 3).tolist() == eager.integers(0, 1000, 3).tolist()
+    for c in (copy.deepcopy(lazy), pickle.loads(pickle.dumps(lazy))):
+        assert isinstance(c, np.random.Generator)
+        assert c.bit_generator.state == eager.bit_generator.state
+    lazy.bit_generator.state = eager.bit_generator.state  # what the distributed shuffle does
+    np.testing.assert_array_equal(lazy.permutation(9), eager.permutation(9))
+
+
 def test_stateful_fit_carries_state_and_needs_fixed_batches():
     set_seed(3)
     series = np.sin(np.arange(400) * 0.3)[None, :, None] * np.ones((4, 1, 1))

@@ -69,9 +69,38 @@ def seed_scope(seed):
         _STATE["rng"] = saved
 
 
-def spawn_rng():
-    """A new generator drawn from the global one (each consumer gets its own stream)."""
-    return np.random.default_rng(int(_STATE["rng"].integers(0, 2**63)))
+def spawn_rng(lazy=False):
+    """A new generator drawn from the global one (each consumer gets its own stream).
+
+    ``lazy=True``: the seed is drawn now (the global stream advances as it would), the
+    generator itself is made at its first use (:class:`LazyGenerator`): ``fit`` gives every
+    layer a fresh stream per call, and making a generator costs ~40 µs that layers without
+    dropout never need."""
+    seed = int(_STATE["rng"].integers(0, 2**63))
+    return LazyGenerator(seed) if lazy else np.random.default_rng(seed)
+
+
+class LazyGenerator:
+    """``np.random.default_rng(seed)``, made at the first attribute access and then used for
+    everything (the same numbers as the generator made at once)."""
+
+    __slots__ = ("_seed", "_generator")
+
+    def __init__(self, seed):
+        self._seed = seed
+        self._generator = None
+
+    def __getattr__(self, name):  # only for names that are not slots: the generator's
+        g = self._generator
+        if g is None:
+            g = self._generator = np.random.default_rng(self._seed)
+        return getattr(g, name)
+
+    def __reduce__(self):  # copies and pickles are of the generator itself
+        g = self._generator
+        if g is None:
+            g = self._generator = np.random.default_rng(self._seed)
+        return g.__reduce__()
 
 
 def spawn_seed():

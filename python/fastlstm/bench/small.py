@@ -22,7 +22,7 @@ import numpy as np
 from .cases import Case
 from .peers import Runner, fastlstm_runner, make_models, set_fastlstm_threads, torch_runner
 from .report import log
-from .timing import fit_and_engine_runs, measure
+from .timing import fit_and_engine_runs, fit_breakdown, measure
 
 __all__ = ["ISSUE_SHAPES", "GRID_SHAPES", "FIT_SHAPE", "small_grid", "fit_step",
            "format_small_grid"]
@@ -104,7 +104,8 @@ def fit_step(repeats, batches=32, shape=FIT_SHAPE, with_keras=True):
     """ms per batch of ``Sequential.fit`` (LSTM(H, return_sequences=True), MSE, Adam), of the
     bare engine's forward + backward on the same shapes, and of Keras 3's ``fit`` of the same
     model (when it imports), interleaved, medians of ``repeats`` epochs of ``batches``
-    batches."""
+    batches; ``fit_parts_ms``: the fit batch split into engine forward/backward, loss,
+    optimizer and the rest (:func:`~fastlstm.bench.timing.fit_breakdown`)."""
     B, T, I, H = shape  # noqa: E741
     runs, x, y = fit_and_engine_runs(B, T, I, H, batches)
     keras = _import_keras() if with_keras else None
@@ -122,9 +123,11 @@ def fit_step(repeats, batches=32, shape=FIT_SHAPE, with_keras=True):
             f()
             t[k].append((time.perf_counter() - t0) / batches * 1e3)
     med = {k: statistics.median(v) for k, v in t.items()}
+    parts = fit_breakdown(B, T, I, H, batches, repeats)["parts_ms"]
     return {"B": B, "T": T, "I": I, "H": H, "batches": batches,
             "fit_ms": med["fit"], "engine_ms": med["engine"], "keras_ms": med.get("keras"),
-            "fit_to_keras": med["fit"] / med["keras"] if "keras" in med else None}
+            "fit_to_keras": med["fit"] / med["keras"] if "keras" in med else None,
+            "fit_parts_ms": parts}
 
 
 def format_small_grid(rows, threads, fit=None):
@@ -147,4 +150,8 @@ def format_small_grid(rows, threads, fit=None):
         out.append(f"Sequential.fit step at {fit['B']}, {fit['T']}, {fit['I']}, {fit['H']}: "
                    f"{fit['fit_ms']:.3f} ms per batch (bare engine forward + backward "
                    f"{fit['engine_ms']:.3f} ms){k}")
+        parts = fit.get("fit_parts_ms")
+        if parts:
+            out.append("  where a fit batch's time goes (ms, a separate timed epoch): " + ", ".join(
+                f"{name.replace('_', ' ')} {v:.3f}" for name, v in parts.items()))
     return "\n".join(out)

@@ -16,7 +16,7 @@ from .peers import (LSTM, Runner, fastlstm_runner, make_models, ort_runner, refe
                     set_fastlstm_threads, torch_lowp_runner, torch_runner)
 from .report import fmt_ms, log
 
-__all__ = ["measure", "run_case", "threads_scan", "fit_overhead"]
+__all__ = ["measure", "run_case", "threads_scan", "fit_overhead", "fit_breakdown"]
 
 
 def _time_sample(runner, number):
@@ -210,10 +210,9 @@ def _scan_entry(med, n, note):
             "speedup": med[1] / med[n], "note": note}
 
 
-def fit_and_engine_runs(B, T, I, H, batches):  # noqa: E741
-    """One epoch of ``batches`` batches two ways on the same shapes: ``Sequential.fit`` of an
-    LSTM with return_sequences (MSE, Adam: the whole training layer) and the engine's bare
-    forward + backward. Returns ({"fit": callable, "engine": callable}, x, y)."""
+def _fit_model(B, T, I, H, batches):  # noqa: E741
+    """The timed training setup: ``Sequential([LSTM(H, return_sequences=True)])`` compiled
+    with Adam and MSE, and ``batches`` batches of random data. Returns (model, x, y)."""
     from ..layers import LSTM as KLSTM, Input
     from ..models import Sequential, set_seed
 
@@ -223,6 +222,14 @@ def fit_and_engine_runs(B, T, I, H, batches):  # noqa: E741
     set_seed(0)
     model = Sequential([Input((T, I)), KLSTM(H, return_sequences=True)])
     model.compile(optimizer="adam", loss="mse")
+    return model, x, y
+
+
+def fit_and_engine_runs(B, T, I, H, batches):  # noqa: E741
+    """One epoch of ``batches`` batches two ways on the same shapes: ``Sequential.fit`` of an
+    LSTM with return_sequences (MSE, Adam: the whole training layer) and the engine's bare
+    forward + backward. Returns ({"fit": callable, "engine": callable}, x, y)."""
+    model, x, y = _fit_model(B, T, I, H, batches)
     bare = LSTM(I, H, batch_first=True, seed=0)
     ones = np.ones((B, T, H), np.float32)
 
@@ -258,3 +265,61 @@ def fit_overhead(case, repeats, batches=16):
     return {"case": case.name, "fit_ms_per_batch": mf * 1e3, "engine_ms_per_batch": mb * 1e3,
             "ratio": mf / mb}
 
+
+
+class _Timed:
+    """Stands in for an object while :func:`fit_breakdown` runs: the named methods are timed
+    (wall clock, summed per name into ``totals``), everything else is the object's."""
+
+    def __init__(self, obj, names, totals):
+        self._obj = obj
+        for name in names:
+            setattr(self, name, self._timer(getattr(obj, name), name, totals))
+
+    @staticmethod
+    def _timer(fn, name, totals):
+        def timed(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                totals[name] = totals.get(name, 0.0) + time.perf_counter() - t0
+        return timed
+
+    def __getattr__(self, name):
+        return getattr(self._obj, name)
+
+
+def fit_breakdown(B, T, I, H, batches, repeats):  # noqa: E741
+    """Where the time of a ``Sequential.fit`` batch goes (the setup of :func:`_fit_model`):
+    ms per batch of the whole epoch, of the engine's forward and backward calls (the bindings
+    included), of the loss (value and gradient), of the optimizer step (its ``apply``: the
+    fused update) and the rest (the graph walk, the layers' Python, the finiteness check, data
+    slicing, the per-call setup of ``fit`` spread over its batches), medians of ``repeats``
+    epochs. The timers add about a microsecond per timed call to the total."""
+    model, x, y = _fit_model(B, T, I, H, batches)
+    layer = model.layers[-1]
+    module, loss, opt = layer._module, model._losses[0], model.optimizer
+    totals = {}
+    engine = module._engine
+    module._engine = _Timed(engine, ("forward", "backward"), totals)
+    loss.value_and_grad = _Timed._timer(loss.value_and_grad, "loss", totals)
+    opt.apply = _Timed._timer(opt.apply, "optimizer", totals)
+    rows = []
+    try:
+        for k in range(repeats + 1):
+            totals.clear()
+            t0 = time.perf_counter()
+            model.fit(x, y, batch_size=B, epochs=1, shuffle=False, verbose=0)
+            total = time.perf_counter() - t0
+            if k:  # the first epoch warms up
+                rows.append(dict(totals, total=total))
+    finally:
+        module._engine = engine
+        del loss.value_and_grad, opt.apply
+    med = {k: float(np.median([r[k] for r in rows])) / batches * 1e3 for k in rows[0]}
+    parts = {"engine_forward": med["forward"], "engine_backward": med["backward"],
+             "loss": med["loss"], "optimizer": med["optimizer"]}
+    parts["rest"] = med["total"] - sum(parts.values())
+    return {"B": B, "T": T, "I": I, "H": H, "batches": batches, "total_ms": med["total"],
+            "parts_ms": parts}

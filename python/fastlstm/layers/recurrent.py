@@ -360,8 +360,12 @@ class _Recurrent(Layer):
         B, T, zero, drop, rev, idx, mask, carry, given = cache
         D, H = self._directions, self.units
         n = self._state_count()
-        d_h_n = np.zeros((D, B, H), dtype=self.dtype)
-        d_c_n = np.zeros((D, B, H), dtype=self.dtype) if n == 2 else None
+        if (d_states and any(ds is not None for ds in d_states)) or zero is not None \
+                or not self.return_sequences:
+            d_h_n = np.zeros((D, B, H), dtype=self.dtype)
+            d_c_n = np.zeros((D, B, H), dtype=self.dtype) if n == 2 else None
+        else:  # no gradient reaches the final states: the engine starts from zeros itself
+            d_h_n = d_c_n = None
         for i, ds in enumerate(d_states or []):
             if ds is None:
                 continue

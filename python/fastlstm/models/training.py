@@ -409,13 +409,14 @@ class Trainer(PredictMixin, DataMixin, WeightsMixin, CompileStateMixin):
 
     def _fresh_streams(self):
         # fresh random streams from the global seed: set_seed(n) before fit fixes them all
-        rng = initializers.spawn_rng()
+        # (made at first use: a layer without dropout never draws from its stream)
+        rng = initializers.spawn_rng(lazy=True)
         for layer in self._leaves:
             if not getattr(layer, "_fixed_rng", False):
-                layer._rng = initializers.spawn_rng()
+                layer._rng = initializers.spawn_rng(lazy=True)
             inner = getattr(layer, "layer", None)
             if inner is not None:
-                inner._rng = initializers.spawn_rng()
+                inner._rng = initializers.spawn_rng(lazy=True)
         return rng
 
     def _callbacks(self, callbacks, verbose, epochs, steps, extra):

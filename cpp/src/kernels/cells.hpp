@@ -274,5 +274,29 @@ struct GruCell : GruKind {
   }
 };
 
+// The cell pass of one block of n units of a batch-1 stream step (kernels/stream_step.hpp,
+// stream_step_lowp.hpp): the block's gates at stride U (b_hh and act too), units from u0 on; L
+// is the layer's view, read for its peepholes only.
+template <typename Cell, typename T, typename Layer>
+FASTLSTM_ACT_INLINE void stream_cell_block(const Layer& L, int64_t u0, int64_t n, int64_t U,
+                                           const T* xp, const T* rec, const T* b_hh, T* c,
+                                           const T* h_prev, T* h_out, T* act, T* aux) {
+  CellRow<T> r;
+  r.xp = xp;
+  r.rec = rec;
+  r.b_hh = b_hh;
+  if (L.w_ci) {
+    r.w_ci = L.w_ci + u0;
+    r.w_cf = L.w_cf + u0;
+    r.w_co = L.w_co + u0;
+  }
+  r.c = c ? c + u0 : nullptr;
+  r.h_prev = h_prev + u0;
+  r.h = h_out + u0;
+  r.act = act;
+  r.aux = aux;
+  Cell::template forward_units<T>(n, U, U, r);
+}
+
 }  // namespace fastlstm::detail::FASTLSTM_ISA_NS
 #endif  // FASTLSTM_ISA_NS

@@ -85,22 +85,9 @@ void run_layer(const StreamLayerView<T>& L, const T* x, const T* h_prev, T* c,
       const int64_t u0 = g.u0 + b * U;
       if (u0 >= H) break;
       // the sequence engine's cell pass, on a block whose gate stride is U: the same bits
-      CellRow<T> r;
-      r.xp = xp + b * NG * U;
-      r.rec = rec + b * NG * U;
-      r.b_hh = L.b_hh + g.b + b * NG * U;
-      if (L.w_ci) {
-        r.w_ci = L.w_ci + u0;
-        r.w_cf = L.w_cf + u0;
-        r.w_co = L.w_co + u0;
-      }
-      r.c = c ? c + u0 : nullptr;
-      r.h_prev = h_prev + u0;
-      r.h = h_out + u0;
-      r.act = act;
-      r.aux = aux;
       const int64_t n = H - u0 >= U ? U : H - u0;
-      Cell::template forward_units<T>(n, U, U, r);
+      stream_cell_block<Cell>(L, u0, n, U, xp + b * NG * U, rec + b * NG * U,
+                              L.b_hh + g.b + b * NG * U, c, h_prev, h_out, act, aux);
       if (y)
         for (int64_t j = 0; j < n; ++j) y[u0 + j] = h_out[u0 + j];
     }

@@ -228,23 +228,10 @@ void lowp_step_layer(const LowpStepView& L, const uint8_t* qx, float sx, const u
     }
     for (int64_t r0 = 0; r0 < n; ++r0) {
       const int64_t g = gi + r0, u0 = g * 32;
-      CellRow<float> r;
-      r.xp = xp + r0 * C;
-      r.rec = rec + r0 * C;
-      r.b_hh = L.b_hh + g * C;
-      if (L.w_ci) {
-        r.w_ci = L.w_ci + u0;
-        r.w_cf = L.w_cf + u0;
-        r.w_co = L.w_co + u0;
-      }
-      r.c = c ? c + u0 : nullptr;
-      r.h_prev = h_prev + u0;
-      r.h = h_out + u0;
-      r.act = act;
-      r.aux = aux;
       // the sequence engine's cell pass on a group whose gate stride is 32 (b_hh, act too)
       const int64_t nu = H - u0 >= 32 ? 32 : H - u0;
-      Cell::template forward_units<float>(nu, 32, 32, r);
+      stream_cell_block<Cell>(L, u0, nu, 32, xp + r0 * C, rec + r0 * C, L.b_hh + g * C, c, h_prev,
+                              h_out, act, aux);
     }
   };
   if (!reverse) {

@@ -3,6 +3,7 @@
 import json
 import sys
 
+import numpy as np
 import pytest
 
 from fastlstm import bench
@@ -130,6 +131,29 @@ def test_measure_budget_drops_rounds(monkeypatch):
                                                    progress=False)
     assert repeats == 3 and len(times["a"]) == 3
     assert "3 repeats instead of 7" in note
+
+
+def _fail_check():
+    raise RuntimeError("could not create a primitive descriptor\nsecond line")
+
+
+def test_failing_peer_is_dropped_and_reported():
+    """A peer whose first call raises (PyTorch's bf16 LSTM on a CPU without bf16) is left out
+    of the run and listed as skipped with its error; the others are still compared."""
+    Runner = bench.peers.Runner
+    runners = {"fastlstm": Runner(lambda: None, check=lambda: [np.ones(3)]),
+               "torch": Runner(lambda: None, check=lambda: [np.ones(3) * 1.5]),
+               "torch bf16": Runner(lambda: None, check=_fail_check)}
+    skipped = []
+    diffs = bench.timing._check_outputs(runners, "stream_b1", skipped)
+    assert list(runners) == ["fastlstm", "torch"]
+    assert diffs == {"torch": [0.5]}
+    assert skipped == [{"case": "stream_b1", "impl": "torch bf16",
+                        "reason": "RuntimeError: could not create a primitive descriptor"}]
+    # fastlstm's own rows are never dropped: their failure is the benchmark's
+    runners["fastlstm bf16"] = Runner(lambda: None, check=_fail_check)
+    with pytest.raises(RuntimeError, match="primitive descriptor"):
+        bench.timing._check_outputs(runners, "stream_b1", [])
 
 
 def test_list_and_bad_arguments(capsys):

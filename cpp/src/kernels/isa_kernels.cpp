@@ -31,6 +31,7 @@
 #include "kernels/cells.hpp"
 #include "kernels/dispatch.hpp"
 #include "kernels/lowp.hpp"
+#include "kernels/lowp_avx2.hpp"
 #include "kernels/packed_gemm.hpp"
 #include "kernels/stream_step.hpp"
 #include "kernels/stream_step_lowp.hpp"
@@ -192,6 +193,52 @@ void tile_i8(int64_t Kp, const uint8_t* a, const int8_t* const* panels, int32_t 
       _mm512_storeu_si512(out[r][q], acc[r][q][0]);
       _mm512_storeu_si512(out[r][q] + 16, acc[r][q][1]);
     }
+}
+#elif defined(FASTLSTM_LOWP_AVX2)
+// AVX2 without the dot-product instructions: the plain loops' arithmetic in 8-column vectors
+// (kernels/lowp_avx2.hpp), two rows at a time against one panel (each weight vector loaded and
+// split once for both rows).
+template <bool BF, int MR, int NP, typename Acc>
+void tile_avx2(int64_t Kp, const uint8_t* a, int64_t row_bytes, const uint8_t* const* panels,
+               Acc (*out)[NP][kNC]) {
+  const int64_t n = Kp / (BF ? 2 : 4), stride = 4 * kNC;
+  if constexpr (MR == 1) {  // one row (batch-1 steps): two panels at a time
+    int q = 0;
+    for (; q + 2 <= NP; q += 2) {
+      void* o[2] = {out[0][q], out[0][q + 1]};
+      lowp_avx2::dot_cols<BF, 1, 2>(&a, n, &panels[q], stride, o);
+    }
+    if (q < NP) {
+      void* o[1] = {out[0][q]};
+      lowp_avx2::dot_cols<BF, 1, 1>(&a, n, &panels[q], stride, o);
+    }
+    return;
+  }
+  for (int q = 0; q < NP; ++q) {
+    int r = 0;
+    for (; r + 2 <= MR; r += 2) {
+      const uint8_t* rows[2] = {a + r * row_bytes, a + (r + 1) * row_bytes};
+      void* o[2] = {out[r][q], out[r + 1][q]};
+      lowp_avx2::dot_cols<BF, 2, 1>(rows, n, &panels[q], stride, o);
+    }
+    if (r < MR) {
+      const uint8_t* rows[1] = {a + r * row_bytes};
+      void* o[1] = {out[r][q]};
+      lowp_avx2::dot_cols<BF, 1, 1>(rows, n, &panels[q], stride, o);
+    }
+  }
+}
+template <int MR, int NP>
+void tile_bf16(int64_t Kp, const uint16_t* a, const uint16_t* const* panels, float (*out)[NP][kNC]) {
+  const uint8_t* p8[NP];
+  for (int q = 0; q < NP; ++q) p8[q] = reinterpret_cast<const uint8_t*>(panels[q]);
+  tile_avx2<true, MR, NP>(Kp, reinterpret_cast<const uint8_t*>(a), 2 * Kp, p8, out);
+}
+template <int MR, int NP>
+void tile_i8(int64_t Kp, const uint8_t* a, const int8_t* const* panels, int32_t (*out)[NP][kNC]) {
+  const uint8_t* p8[NP];
+  for (int q = 0; q < NP; ++q) p8[q] = reinterpret_cast<const uint8_t*>(panels[q]);
+  tile_avx2<false, MR, NP>(Kp, a, Kp, p8, out);
 }
 #else
 // Without the dot-product instructions: the same arithmetic in plain loops (bf16: the two

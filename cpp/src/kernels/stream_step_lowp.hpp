@@ -5,7 +5,8 @@
 // part), and the cell pass of kernels/cells.hpp on the group's units behind them, while they
 // are in L1. Compiled per ISA level (kernels/isa_kernels.cpp); levels without AVX512_BF16 and
 // AVX512_VNNI run the same arithmetic in plain loops (bf16: the pair's two products added to
-// the accumulator in vdpbf16ps's order; int8: exact int32 sums).
+// the accumulator in vdpbf16ps's order; int8: exact int32 sums), with AVX2 vectors where the
+// level has them (kernels/lowp_avx2.hpp).
 #pragma once
 
 #include <cmath>
@@ -23,6 +24,7 @@
 
 #include "kernels/cells.hpp"
 #include "kernels/lowp.hpp"
+#include "kernels/lowp_avx2.hpp"
 #include "lowp_step.hpp"
 
 namespace fastlstm::detail::FASTLSTM_ISA_NS {
@@ -161,6 +163,9 @@ inline void lowp_step_products(const LowpStepView& L, int64_t gi, const uint8_t*
     if constexpr (BF) {
       const uint16_t* wb = reinterpret_cast<const uint16_t*>(w);
       auto part = [&](const uint8_t* q8, int64_t n, const uint16_t* wp, float* acc) {
+#ifdef FASTLSTM_LOWP_AVX2
+        lowp_avx2::dot_row<true>(q8, n, reinterpret_cast<const uint8_t*>(wp), C * 4, C, acc);
+#else
         const uint16_t* q = reinterpret_cast<const uint16_t*>(q8);
         for (int j = 0; j < C; ++j) acc[j] = 0.0f;
         float wl[C], wh[C];
@@ -173,6 +178,7 @@ inline void lowp_step_products(const LowpStepView& L, int64_t gi, const uint8_t*
           }
           for (int j = 0; j < C; ++j) acc[j] = std::fma(a0, wl[j], std::fma(a1, wh[j], acc[j]));
         }
+#endif
       };
       part(qx, nx, wb, xo);
       part(qh, nh, wb + nx * (C * 2), ro);
@@ -180,6 +186,9 @@ inline void lowp_step_products(const LowpStepView& L, int64_t gi, const uint8_t*
     } else {
       const int8_t* wi = reinterpret_cast<const int8_t*>(w);
       auto part = [&](const uint8_t* q, int64_t n, const int8_t* wp, int32_t* acc) {
+#ifdef FASTLSTM_LOWP_AVX2
+        lowp_avx2::dot_row<false>(q, n, reinterpret_cast<const uint8_t*>(wp), C * 4, C, acc);
+#else
         for (int j = 0; j < C; ++j) acc[j] = 0;
         for (int64_t kk = 0; kk < n; ++kk) {
           const int32_t a0 = q[4 * kk], a1 = q[4 * kk + 1], a2 = q[4 * kk + 2], a3 = q[4 * kk + 3];
@@ -187,6 +196,7 @@ inline void lowp_step_products(const LowpStepView& L, int64_t gi, const uint8_t*
           for (int j = 0; j < C; ++j)
             acc[j] += a0 * b[4 * j] + a1 * b[4 * j + 1] + a2 * b[4 * j + 2] + a3 * b[4 * j + 3];
         }
+#endif
       };
       int32_t ax[C], ah[C];
       part(qx, nx, wi, ax);

@@ -273,6 +273,19 @@ def test_int8_bits_identical_at_every_level():
     assert len(set(digests.values())) == 1, digests
 
 
+BF16_BITS = INT8_BITS.replace('quantize("int8")', 'quantize("bf16")')
+
+
+def test_bf16_bits_identical_at_the_levels_without_bf16_instructions():
+    """The levels without AVX512_BF16 run one arithmetic: the plain loops (generic) and their
+    AVX2 vectors (avx2, avx512: a pair split by a shift and a mask, two FMAs in the plain loops'
+    order) give the same bits, batch 1, small batches and per-step products alike."""
+    plain = [lv for lv in _levels() if lv in ("generic", "avx2", "avx512")]
+    assert "generic" in plain
+    digests = {lv: _run(BF16_BITS, lv).strip() for lv in plain}
+    assert len(set(digests.values())) == 1, digests
+
+
 STREAM_BITS = """
 import hashlib, numpy as np, fastlstm
 h = hashlib.sha256()

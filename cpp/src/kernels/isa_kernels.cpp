@@ -664,6 +664,51 @@ double lowp_peak_loop(Precision p, int64_t iters) {
   // per instruction: 16 lanes x 2 (bf16) or 4 (int8) multiply-adds
   return double(kAcc) * double(iters) * 16 * (p == Precision::BF16 ? 2 : 4) * 2;
 }
+#elif defined(FASTLSTM_LOWP_AVX2)
+// The AVX2 scheme's own instructions (kernels/lowp_avx2.hpp), operands in registers: bf16 is two
+// float FMAs per pair (the FMA rate: 16 bf16 multiply-adds per pair of instructions), int8 a
+// vpmaddwd (8 lanes x 2 multiply-adds) added into an int32 accumulator.
+double lowp_peak_loop(Precision p, int64_t iters) {
+  constexpr int kAcc = 10;  // independent chains, and room for the operands and products
+  alignas(32) int32_t sink[8];
+  if (p == Precision::BF16) {
+    __m256 acc[kAcc];
+    for (int i = 0; i < kAcc; ++i) acc[i] = _mm256_setzero_ps();
+    const __m256 a = _mm256_set1_ps(0.999f), b = _mm256_set1_ps(1e-7f);
+    for (int64_t it = 0; it < iters; ++it) {
+#pragma GCC unroll 10
+      for (int i = 0; i < kAcc; ++i) acc[i] = _mm256_fmadd_ps(a, acc[i], b);
+    }
+    __m256 s = acc[0];
+    for (int i = 1; i < kAcc; ++i) s = _mm256_add_ps(s, acc[i]);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(sink), _mm256_castps_si256(s));
+  } else {
+    constexpr int kI = 8;  // the adds' latency is 1: 8 chains and no register spilled
+    __m256i acc[kI];
+    for (int i = 0; i < kI; ++i) acc[i] = _mm256_setzero_si256();
+    // one vpmaddwd and one vpaddd per 16 multiply-adds, as in the kernel; the empty asm makes
+    // each product's operand look new (so the product is not hoisted out of the loop) without
+    // adding an instruction or a dependency
+    const __m256i a = _mm256_set1_epi32(0x00010001), b = _mm256_set1_epi32(0x00020002);
+    for (int64_t it = 0; it < iters; ++it) {
+#pragma GCC unroll 8
+      for (int i = 0; i < kI; ++i) {
+        __m256i x = a;
+        asm volatile("" : "+x"(x));
+        acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(x, b));
+      }
+    }
+    __m256i s = acc[0];
+    for (int i = 1; i < kI; ++i) s = _mm256_add_epi32(s, acc[i]);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(sink), s);
+  }
+  volatile int32_t keep = sink[0];
+  (void)keep;
+  // per instruction (a multiply-add counts 2): bf16 8 lanes x 1 (one of a pair's two FMAs);
+  // int8 8 lanes x 2
+  return p == Precision::BF16 ? double(kAcc) * double(iters) * 8 * 2
+                              : 8.0 * double(iters) * 8 * 2 * 2;
+}
 #endif
 
 // ---- kernel_bench's FMA peak ---------------------------------------------------------------
@@ -757,7 +802,7 @@ void fill_kernels(KernelTable& t) {
   t.lowp_step_layer[LstmKind::kIndex] = &lowp_step_layer<LstmCell>;
   t.lowp_step_layer[GruKind::kIndex] = &lowp_step_layer<GruCell>;
 #if (defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AMX_INT8__)) || \
-    (defined(__AVX512BF16__) && defined(__AVX512VNNI__))
+    (defined(__AVX512BF16__) && defined(__AVX512VNNI__)) || defined(FASTLSTM_LOWP_AVX2)
   t.lowp_peak_loop = &lowp_peak_loop;
 #endif
 #if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))

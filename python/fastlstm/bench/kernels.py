@@ -26,7 +26,9 @@ __all__ = ["KERNEL_CASES", "kernel_report", "format_kernel_table"]
 
 def kernel_report(seconds_per_row=0.2, cases=None):
     """Measures and returns a dict: ``level`` (the kernel level measured), ``fma_peak_gflops``,
-    ``bf16_peak_gflops`` and ``int8_peak_gops`` (0 where the level has no such instructions),
+    ``bf16_peak_gflops`` and ``int8_peak_gops`` (the register-only rate of the instructions the
+    level's low-precision products use: AMX tiles, vdpbf16ps / vpdpbusd, or AVX2's FMA and
+    vpmaddwd; 0 at the generic level),
     ``l2_gbytes``, ``mem_gbytes``, ``vector_floats`` and ``rows`` (one dict per kernel and case: case, kernel, bound, M, N, K,
     seconds, gflops, gbytes, fraction, against)."""
     seconds_per_row = float(seconds_per_row)

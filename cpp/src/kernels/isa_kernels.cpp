@@ -665,24 +665,19 @@ double lowp_peak_loop(Precision p, int64_t iters) {
   return double(kAcc) * double(iters) * 16 * (p == Precision::BF16 ? 2 : 4) * 2;
 }
 #elif defined(FASTLSTM_LOWP_AVX2)
+float fma_loop(int64_t iters, double* flops);
 // The AVX2 scheme's own instructions (kernels/lowp_avx2.hpp), operands in registers: bf16 is two
-// float FMAs per pair (the FMA rate: 16 bf16 multiply-adds per pair of instructions), int8 a
-// vpmaddwd (8 lanes x 2 multiply-adds) added into an int32 accumulator.
+// float FMAs per pair, so its peak is the FMA loop's (one bf16 multiply-add per lane and FMA);
+// int8 a vpmaddwd (8 lanes x 2 multiply-adds) added into an int32 accumulator.
 double lowp_peak_loop(Precision p, int64_t iters) {
-  constexpr int kAcc = 10;  // independent chains, and room for the operands and products
-  alignas(32) int32_t sink[8];
   if (p == Precision::BF16) {
-    __m256 acc[kAcc];
-    for (int i = 0; i < kAcc; ++i) acc[i] = _mm256_setzero_ps();
-    const __m256 a = _mm256_set1_ps(0.999f), b = _mm256_set1_ps(1e-7f);
-    for (int64_t it = 0; it < iters; ++it) {
-#pragma GCC unroll 10
-      for (int i = 0; i < kAcc; ++i) acc[i] = _mm256_fmadd_ps(a, acc[i], b);
-    }
-    __m256 s = acc[0];
-    for (int i = 1; i < kAcc; ++i) s = _mm256_add_ps(s, acc[i]);
-    _mm256_store_si256(reinterpret_cast<__m256i*>(sink), _mm256_castps_si256(s));
-  } else {
+    double flops = 0;
+    volatile float keep = fma_loop(iters, &flops);
+    (void)keep;
+    return flops;
+  }
+  alignas(32) int32_t sink[8];
+  {
     constexpr int kI = 8;  // the adds' latency is 1: 8 chains and no register spilled
     __m256i acc[kI];
     for (int i = 0; i < kI; ++i) acc[i] = _mm256_setzero_si256();
@@ -704,10 +699,7 @@ double lowp_peak_loop(Precision p, int64_t iters) {
   }
   volatile int32_t keep = sink[0];
   (void)keep;
-  // per instruction (a multiply-add counts 2): bf16 8 lanes x 1 (one of a pair's two FMAs);
-  // int8 8 lanes x 2
-  return p == Precision::BF16 ? double(kAcc) * double(iters) * 8 * 2
-                              : 8.0 * double(iters) * 8 * 2 * 2;
+  return 8.0 * double(iters) * 8 * 2 * 2;  // 8 chains x 8 lanes x 2 multiply-adds (2 ops each)
 }
 #endif
 

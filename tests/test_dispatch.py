@@ -154,11 +154,11 @@ for dt in ["float32", "float64"]:
         dx, _ = m.backward(rng.standard_normal(out.shape))
         for a in (out, dx, m.flat_grads):
             h.update(np.ascontiguousarray(a).tobytes())
-    # rows a multiple of 128 floats apart (h: S = 128; batch-first x: T * I; d_rec: 4 * H),
-    # which the float32 products copy to padded rows first, in chunks of 128 rows
-    m = fastlstm.LSTM(128, 128, dtype=dt, seed=7, batch_first=True)
+    # A's rows a multiple of 1024 floats apart (the batch-first output, T * S = 4 * 256; d_rec,
+    # 4 * H), which the float32 products copy to padded rows first, in chunks of 128 rows
+    m = fastlstm.LSTM(64, 256, dtype=dt, seed=7, batch_first=True)
     for B in (5, 130):
-        out, _ = m.forward(rng.standard_normal((B, 4, 128)), train=True)
+        out, _ = m.forward(rng.standard_normal((B, 4, 64)), train=True)
         dx, _ = m.backward(rng.standard_normal(out.shape))
         for a in (out, dx, m.flat_grads):
             h.update(np.ascontiguousarray(a).tobytes())

@@ -209,13 +209,15 @@ inline void gemm_packed(int64_t M, int64_t N, int64_t K, const float* A, int64_t
                       C + m * ldc + p * kNC, ldc, N - p * kNC, accumulate);
     return;
   }
-  // Rows of A a multiple of 512 bytes apart (power-of-two sizes; a batch-first output's rows,
-  // T * S floats apart) share a few of L1's 64 sets: a tile's 14 rows then evict each other's
-  // lines before the 16 k steps of a line are used, and A comes from L2 at every k (Zen 4, 32
-  // KB 8-way L1, one thread: 128 x 4096 x 1024 at lda 1024 ran at 56-73% of the FMA peak, at
-  // lda 1040 92-96%). Such an A is copied, 128 rows at a time, to rows an odd number of cache
-  // lines apart. The same FMA chains, so the same bits.
-  if (lda % 128 == 0 && K >= 32) {
+  // Rows of A a multiple of 4 KB apart (power-of-two sizes from 1024 floats; a batch-first
+  // output's rows, T * S floats apart) all fall in one of L1's 64 sets: a tile's 14 rows then
+  // evict each other's lines before the 16 k steps of a line are used, and A comes from L2 at
+  // every k (Zen 4, 32 KB 8-way L1, one thread: 128 x 4096 x 1024 at lda 1024 ran at 56-73% of
+  // the FMA peak, at lda 1040 92-96%). Such an A is copied, 128 rows at a time, to rows an odd
+  // number of cache lines apart. The same FMA chains, so the same bits. (Rows 2 KB apart, two
+  // sets, measured no faster copied: the copy's cost, about 5% at 64 x 128 x 512, is not won
+  // back.)
+  if (lda % 1024 == 0 && K >= 32) {
     int64_t ld = (K + 15) / 16 * 16;
     if ((ld / 16) % 2 == 0) ld += 16;
     const int64_t rows = std::min<int64_t>(M, 128);

@@ -7,7 +7,7 @@ repeated groups:
 - the FMA peak: independent multiply-add chains in registers at the vector width of the kernel
   level in use (``fastlstm.cpu_info()['level']``, capped by ``FASTLSTM_CPU``): the products
   measured are that level's too;
-- read bandwidth of a buffer that fits one core's L2 (1 MiB) and of one far larger than the
+- read bandwidth of a buffer that fits one core's L2 (256 KiB) and of one far larger than the
   caches (1 GiB, "memory");
 - for each benchmark case, the products the engine runs on its shapes (the recurrent product of
   one time step, the input projection, and for training the per-step dh, the weight gradients

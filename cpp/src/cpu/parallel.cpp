@@ -26,6 +26,7 @@
 #endif
 
 #include "fastlstm/config.hpp"
+#include "fastlstm/cpu.hpp"
 #include "fastlstm/threads.hpp"
 
 namespace fastlstm {
@@ -315,19 +316,40 @@ namespace {
 // large W_hh wins at few multiply-adds: batch 1, H = 256 (0.13M per thread, 1 MB of W_hh) ran
 // in 0.83x (fwd + bwd) and stream_b1's forward in 0.58x. Hence the third threshold: a step is
 // also split where each thread reads at least 256 KB of weights.
+//
+// AMD Zen 4 (2-core VM, quiet, 2026-12-02), forward + backward at 1 and 2 threads, medians of
+// 25 calls, two rounds: with the steps split at 0.5M multiply-adds per thread, (32, 40, 8, 128)
+// took 5.1-5.5 ms against 7.3-8.1 split at 2M and 8.4-9.0 on one thread, (32, 8, 8, 128) 1.11
+// against 1.36 (PyTorch at 2 threads: 4.7 and 1.4 ms); split at 0.25M, (32, 8, 8, 64) lost 5%.
+// So on AMD CPUs with AVX-512 (Zen 4 and later) steps are split at 2^19; elsewhere at 2^21
+// (Zen 3 and the Intel VMs were not measured at 2^19).
 constexpr MinThreadWork kDefaultMinWork{int64_t(1) << 21, int64_t(1) << 24, int64_t(1) << 18};
-std::atomic<int64_t> g_min_step{kDefaultMinWork.step};
+int64_t default_min_step() {
+  static const int64_t step = [] {
+    try {
+      const CpuInfo info = fastlstm::cpu_info();
+      const bool avx512 = std::find(info.features.begin(), info.features.end(), "avx512f") !=
+                          info.features.end();
+      if (info.vendor == "AuthenticAMD" && avx512) return int64_t(1) << 19;
+    } catch (...) {
+    }
+    return kDefaultMinWork.step;
+  }();
+  return step;
+}
+std::atomic<int64_t> g_min_step{-1};  // < 0: default_min_step()
 std::atomic<int64_t> g_min_region{kDefaultMinWork.region};
 std::atomic<int64_t> g_min_step_bytes{kDefaultMinWork.step_bytes};
 }  // namespace
 
 MinThreadWork min_thread_work() {
-  return {g_min_step.load(std::memory_order_relaxed), g_min_region.load(std::memory_order_relaxed),
+  const int64_t step = g_min_step.load(std::memory_order_relaxed);
+  return {step < 0 ? default_min_step() : step, g_min_region.load(std::memory_order_relaxed),
           g_min_step_bytes.load(std::memory_order_relaxed)};
 }
 
 void set_min_thread_work(MinThreadWork w) {
-  g_min_step.store(w.step < 0 ? kDefaultMinWork.step : w.step, std::memory_order_relaxed);
+  g_min_step.store(w.step < 0 ? -1 : w.step, std::memory_order_relaxed);
   g_min_region.store(w.region < 0 ? kDefaultMinWork.region : w.region,
                      std::memory_order_relaxed);
   g_min_step_bytes.store(w.step_bytes < 0 ? kDefaultMinWork.step_bytes : w.step_bytes,

@@ -94,6 +94,40 @@ def test_step_bytes_threshold_splits_batch_one_steps_with_large_weights(cell, tw
 
 
 @pytest.mark.parametrize("cell", CELLS)
+def test_batch_one_inference_has_its_own_byte_threshold(cell, two_threads):
+    """An inference call at batch 1 reads only weights at each step: it is split from the
+    batch-1 byte threshold (at most the step-bytes one; lower on CPUs measured to gain from
+    it), training steps from the step-bytes one; setting step_bytes sets both. The bits are
+    the same either way."""
+    B, T, I, H = 1, 6, 16, 128  # noqa: E741
+    # a step reads W_hh, and W_ih too where the input is projected per step
+    hh_bytes = GATES[cell] * H * H * 4
+    all_bytes = GATES[cell] * H * (I + H) * 4
+    step, _, step_bytes = _core._min_thread_work()
+    b1 = _core._min_step_bytes_b1()
+    assert 0 < b1 <= step_bytes
+    assert B * GATES[cell] * H * (I + H) < 2 * step  # the multiply-adds alone: one thread
+    rng = np.random.default_rng(8)
+    mod = getattr(fastlstm, cell)(I, H, seed=2)
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    out_default = mod(x)[0]
+    if hh_bytes >= 2 * b1:
+        assert mod._engine.last_threads == 2
+    elif all_bytes < 2 * b1:
+        assert mod._engine.last_threads == 1
+    _core._set_min_thread_work(-1, -1, hh_bytes // 2)
+    assert _core._min_step_bytes_b1() == hh_bytes // 2
+    out_split = mod(x)[0]
+    assert mod._engine.last_threads == 2
+    _core._set_min_thread_work(-1, -1, all_bytes)
+    out_alone = mod(x)[0]
+    assert mod._engine.last_threads == 1
+    assert np.array_equal(out_split, out_alone) and np.array_equal(out_default, out_alone)
+    _core._set_min_thread_work(-1, -1, -1)
+    assert _core._min_step_bytes_b1() == b1
+
+
+@pytest.mark.parametrize("cell", CELLS)
 def test_region_threshold_splits_whole_sequence_products(cell, two_threads):
     """A long sequence of a tiny step: the time loop stays on one thread, the whole-sequence
     products (input projection, weight gradients) split once each thread gets enough."""

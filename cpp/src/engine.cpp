@@ -121,11 +121,13 @@ constexpr int64_t kXprojCacheBytes = int64_t(1) << 20;
 // on the caller's thread and no barrier is ever waited on.
 // (or min_thread_work().step_bytes of the weights a step reads: `weights` elements of
 // `elem_bytes` each).
+// b1: an inference step of one or two rows (min_thread_work().step_bytes_b1).
 inline int step_threads(int64_t parts, int64_t work_per_step, int64_t weights,
-                        int64_t elem_bytes) {
+                        int64_t elem_bytes, bool b1 = false) {
   const MinThreadWork w = min_thread_work();
   return std::max(threads_for(parts, work_per_step, w.step),
-                  threads_for(parts, weights * elem_bytes, w.step_bytes));
+                  threads_for(parts, weights * elem_bytes,
+                              b1 ? w.step_bytes_b1 : w.step_bytes));
 }
 
 template <typename T>
@@ -357,7 +359,8 @@ void Engine<T>::forward_direction(int64_t l, int64_t d, const DirParams<T>& p, c
   const int64_t step_weights = G * (S + P + (per_step ? I_l : 0));
   const int64_t elem_bytes = !lowp() ? int64_t(sizeof(T))
                              : cfg_.precision == Precision::BF16 ? 2 : 1;
-  const int nt_want = step_threads(tiles, B * step_weights, step_weights, elem_bytes);
+  const int nt_want = step_threads(tiles, B * step_weights, step_weights, elem_bytes,
+                                   B <= 2 && !st);
   used(nt_want);
   if (int64_t(rec_.size()) < nt_want) rec_.resize(nt_want);
   if (int64_t(xrec_.size()) < nt_want) xrec_.resize(nt_want), xin_.resize(nt_want);

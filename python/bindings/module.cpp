@@ -82,6 +82,8 @@ PYBIND11_MODULE(_core, m) {
     const auto w = fastlstm::detail::min_thread_work();
     return py::make_tuple(w.step, w.region, w.step_bytes);
   });
+  // the weight bytes per thread from which an inference step of one or two rows is split
+  m.def("_min_step_bytes_b1", [] { return fastlstm::detail::min_thread_work().step_bytes_b1; });
   m.def("_set_min_thread_work", [](int64_t step, int64_t region, int64_t step_bytes) {
     fastlstm::detail::set_min_thread_work({step, region, step_bytes});
   }, py::arg("step"), py::arg("region"), py::arg("step_bytes") = -1);

@@ -323,37 +323,53 @@ namespace {
 // against 1.36 (PyTorch at 2 threads: 4.7 and 1.4 ms); split at 0.25M, (32, 8, 8, 64) lost 5%.
 // So on AMD CPUs with AVX-512 (Zen 4 and later) steps are split at 2^19; elsewhere at 2^21
 // (Zen 3 and the Intel VMs were not measured at 2^19).
+//
+// Batch-1 inference on the same Zen 4 (1000 steps, medians of 15 calls, two rounds, ms, 1
+// thread -> 2 threads split at 32 KB of weights per thread): float32 I=64 H=128 3.9 -> 2.7-2.9,
+// I=64 H=64 1.3-1.55 -> 1.0; int8 I=64 H=256 4.3-5.3 -> 2.6-3.3 (its 328 KB were below the 512
+// KB that splits at 256 KB per thread), bf16 I=64 H=128 2.4 -> 1.5-1.7. Training steps did not
+// gain from that byte threshold ((32, 8, 8, 64) 0.46 -> 0.50-0.76 ms), so it is for inference
+// steps of one or two rows only.
 constexpr MinThreadWork kDefaultMinWork{int64_t(1) << 21, int64_t(1) << 24, int64_t(1) << 18};
-int64_t default_min_step() {
-  static const int64_t step = [] {
+struct CpuDefaults {
+  int64_t step = kDefaultMinWork.step;
+  int64_t step_bytes_b1 = kDefaultMinWork.step_bytes;
+};
+const CpuDefaults& cpu_defaults() {
+  static const CpuDefaults d = [] {
+    CpuDefaults r;
     try {
       const CpuInfo info = fastlstm::cpu_info();
       const bool avx512 = std::find(info.features.begin(), info.features.end(), "avx512f") !=
                           info.features.end();
-      if (info.vendor == "AuthenticAMD" && avx512) return int64_t(1) << 19;
+      if (info.vendor == "AuthenticAMD" && avx512) {
+        r.step = int64_t(1) << 19;
+        r.step_bytes_b1 = int64_t(1) << 15;
+      }
     } catch (...) {
     }
-    return kDefaultMinWork.step;
+    return r;
   }();
-  return step;
+  return d;
 }
-std::atomic<int64_t> g_min_step{-1};  // < 0: default_min_step()
+std::atomic<int64_t> g_min_step{-1};  // < 0: the CPU's default
 std::atomic<int64_t> g_min_region{kDefaultMinWork.region};
-std::atomic<int64_t> g_min_step_bytes{kDefaultMinWork.step_bytes};
+std::atomic<int64_t> g_min_step_bytes{-1};  // < 0: the default (and the CPU's for b1)
 }  // namespace
 
 MinThreadWork min_thread_work() {
   const int64_t step = g_min_step.load(std::memory_order_relaxed);
-  return {step < 0 ? default_min_step() : step, g_min_region.load(std::memory_order_relaxed),
-          g_min_step_bytes.load(std::memory_order_relaxed)};
+  const int64_t bytes = g_min_step_bytes.load(std::memory_order_relaxed);
+  const CpuDefaults& d = cpu_defaults();
+  return {step < 0 ? d.step : step, g_min_region.load(std::memory_order_relaxed),
+          bytes < 0 ? kDefaultMinWork.step_bytes : bytes, bytes < 0 ? d.step_bytes_b1 : bytes};
 }
 
 void set_min_thread_work(MinThreadWork w) {
   g_min_step.store(w.step < 0 ? -1 : w.step, std::memory_order_relaxed);
   g_min_region.store(w.region < 0 ? kDefaultMinWork.region : w.region,
                      std::memory_order_relaxed);
-  g_min_step_bytes.store(w.step_bytes < 0 ? kDefaultMinWork.step_bytes : w.step_bytes,
-                         std::memory_order_relaxed);
+  g_min_step_bytes.store(w.step_bytes < 0 ? -1 : w.step_bytes, std::memory_order_relaxed);
 }
 
 int threads_for(int64_t parts, int64_t work, int64_t min_per_thread) {

@@ -63,10 +63,15 @@ class SpinBarrier {
 // A time step is also split where each thread gets at least `step_bytes` of the weights the
 // step reads: a step of few rows is bound by reading W_hh, which two cores' caches deliver
 // about twice as fast as one.
+// An inference step of one or two rows inside a sequence call (engine.cpp; not a Stream's
+// single step, which would wake the pool at every call) is split from `step_bytes_b1` bytes
+// per thread: step_bytes, except on CPUs measured to gain from a finer split (parallel.cpp);
+// setting step_bytes sets both.
 struct MinThreadWork {
   int64_t step;
   int64_t region;
   int64_t step_bytes = -1;  // < 0 in set_min_thread_work: the default
+  int64_t step_bytes_b1 = -1;  // read only: set with step_bytes
 };
 MinThreadWork min_thread_work();
 // Changes them for this process (tests and calibration; values < 0 restore the defaults).

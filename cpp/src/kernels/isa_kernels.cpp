@@ -654,23 +654,21 @@ double lowp_peak_loop(Precision p, int64_t iters) {
     // reached), so the chains are named registers of asm statements: 16 of them, no memory
     __m512i c0 = _mm512_setzero_si512(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0,
             c7 = c0, c8 = c0, c9 = c0, c10 = c0, c11 = c0, c12 = c0, c13 = c0, c14 = c0, c15 = c0;
-    for (int64_t it = 0; it < iters; ++it) {
+    // eight vpdpbusd, one per chain (an asm statement takes at most 30 operands: two per call)
+    auto eight = [&a, &b](__m512i& x0, __m512i& x1, __m512i& x2, __m512i& x3, __m512i& x4,
+                          __m512i& x5, __m512i& x6, __m512i& x7) __attribute__((always_inline)) {
       asm volatile(
           "vpdpbusd %[b], %[a], %[c0]\n\tvpdpbusd %[b], %[a], %[c1]\n\t"
           "vpdpbusd %[b], %[a], %[c2]\n\tvpdpbusd %[b], %[a], %[c3]\n\t"
           "vpdpbusd %[b], %[a], %[c4]\n\tvpdpbusd %[b], %[a], %[c5]\n\t"
           "vpdpbusd %[b], %[a], %[c6]\n\tvpdpbusd %[b], %[a], %[c7]"
-          : [c0] "+v"(c0), [c1] "+v"(c1), [c2] "+v"(c2), [c3] "+v"(c3), [c4] "+v"(c4),
-            [c5] "+v"(c5), [c6] "+v"(c6), [c7] "+v"(c7)
+          : [c0] "+v"(x0), [c1] "+v"(x1), [c2] "+v"(x2), [c3] "+v"(x3), [c4] "+v"(x4),
+            [c5] "+v"(x5), [c6] "+v"(x6), [c7] "+v"(x7)
           : [a] "v"(a), [b] "v"(b));
-      asm volatile(  // (an asm statement takes at most 30 operands)
-          "vpdpbusd %[b], %[a], %[c0]\n\tvpdpbusd %[b], %[a], %[c1]\n\t"
-          "vpdpbusd %[b], %[a], %[c2]\n\tvpdpbusd %[b], %[a], %[c3]\n\t"
-          "vpdpbusd %[b], %[a], %[c4]\n\tvpdpbusd %[b], %[a], %[c5]\n\t"
-          "vpdpbusd %[b], %[a], %[c6]\n\tvpdpbusd %[b], %[a], %[c7]"
-          : [c0] "+v"(c8), [c1] "+v"(c9), [c2] "+v"(c10), [c3] "+v"(c11), [c4] "+v"(c12),
-            [c5] "+v"(c13), [c6] "+v"(c14), [c7] "+v"(c15)
-          : [a] "v"(a), [b] "v"(b));
+    };
+    for (int64_t it = 0; it < iters; ++it) {
+      eight(c0, c1, c2, c3, c4, c5, c6, c7);
+      eight(c8, c9, c10, c11, c12, c13, c14, c15);
     }
     __m512i s = _mm512_add_epi32(_mm512_add_epi32(_mm512_add_epi32(c0, c1), c2), c3);
     for (__m512i c : {c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15})

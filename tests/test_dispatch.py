@@ -137,8 +137,10 @@ for dt in ["float32", "float64"]:
         h.update(s.step(rng.standard_normal((2, 20))).tobytes())
     # the small-size stream kernels (compile-time state sizes), gates saturated by inputs
     # up to +-Inf (their activations replace out-of-range lanes instead of clamping first)
+    # (LSTM 32 on 256-bit registers: its two blocks one after the other, h stepped in place)
     for cls, H, kw in ((fastlstm.LSTM, 1, {}), (fastlstm.GRU, 8, {}), (fastlstm.LSTM, 16, {}),
-                       (fastlstm.GRU, 32, {}), (fastlstm.LSTM, 5, dict(peephole=True))):
+                       (fastlstm.GRU, 32, {}), (fastlstm.LSTM, 5, dict(peephole=True)),
+                       (fastlstm.LSTM, 32, {}), (fastlstm.LSTM, 32, dict(peephole=True))):
         s = cls(1, H, dtype=dt, seed=6, **kw).stream(1)
         for t in range(6):
             x = 300 * rng.standard_normal((1, 1))

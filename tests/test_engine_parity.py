@@ -503,6 +503,26 @@ def test_recurrent_mask_bad_input_is_refused():
         q.forward(x, train=False, recurrent_mask=np.ones((1, 2, 16), np.float32))
 
 
+@pytest.mark.parametrize("H", [1, 8, 16, 32, 33, 48])
+@pytest.mark.parametrize("cell,opts", [("lstm", {}), ("lstm", dict(peephole=True)),
+                                       ("gru", {})])
+def test_stream_at_the_register_kernel_sizes_is_the_sequence(cell, opts, H):
+    """Batch-1 float32 streams of the sizes that have their own step kernels (compile-time sizes
+    up to 32, one group stepped in place; 33 and 48: two groups, the second partial) give the
+    sequence call's bits at every step, the state included."""
+    rng = np.random.default_rng(H)
+    m = make_module(cell, 3, H, "float32", seed=H, **opts)
+    x = (2 * rng.standard_normal((12, 1, 3))).astype(np.float32)
+    out, st = m(x)
+    s = m.stream(batch=1)
+    steps = np.stack([s.step(x[t]) for t in range(12)])
+    np.testing.assert_array_equal(steps, out)
+    h, c = s.state
+    np.testing.assert_array_equal(h, st[0] if cell == "lstm" else st)
+    if cell == "lstm":
+        np.testing.assert_array_equal(c, st[1])
+
+
 def test_stream_state_read_from_another_thread_is_never_torn():
     """step() runs with the GIL released; state() from another thread takes the stream's mutex
     too, so every state it reads is one that a step boundary had (never layer 0 after a step

@@ -153,7 +153,11 @@ constexpr int64_t kKB = 256;
 constexpr int64_t kKB = FASTLSTM_KB;
 #endif
 
+#ifndef FASTLSTM_PF_ROWS
 constexpr int64_t kPrefetchRows = 96;
+#else
+constexpr int64_t kPrefetchRows = FASTLSTM_PF_ROWS;
+#endif
 
 // C[M, ncols] (+)= A[M, K] B for one column block of kTileV vectors (b at its first column):
 // the rows in tiles of kTileM or fewer, as even as can be (128 rows: 8 tiles of 13 and 2 of 12,
@@ -353,8 +357,9 @@ void gemm_atb_n(int64_t M, int64_t K, const T* A, int64_t lda, const AtbOut<T>* 
       if constexpr (kSimd) {
 #if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
         static_assert(MR <= simd::kW, "a row piece is one masked vector");
-        for (; b < mb; ++b)
-          simd::copy_short(src + b * MR, std::min(MR, M - b * MR), work + b * kKC * MR + k * MR);
+        for (; (b + 1) * MR <= M; ++b)
+          simd::copy_piece<int(MR)>(src + b * MR, work + b * kKC * MR + k * MR);
+        if (b < mb) simd::copy_short(src + b * MR, M - b * MR, work + b * kKC * MR + k * MR);
 #endif
       } else {
         for (; (b + 1) * MR <= M; ++b)

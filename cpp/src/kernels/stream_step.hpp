@@ -105,27 +105,25 @@ void run_layer(const StreamLayerView<T>& L, const T* x, const T* h_prev, T* c,
 // Bits: one register per gate block (U = 8: 256 bits; U = 16: 512, or two of 256 on AVX2).
 namespace reg {
 
-// Blocks [B0, B0 + NBC) of one group of NB blocks of U units (NG gates): their products, then
-// the cell on each register. The group's weights are laid out for all NB blocks (each k row holds
-// NB * NG * U floats); a pass over fewer blocks reads its part of every row.
+// The gate products of blocks [B0, B0 + NBC) of one group of NB blocks of U units (NG gates):
+// xp = x W_ih^T + b_ih into memory, the recurrent part h_prev W_hh^T into ah, one register per
+// chain. The group's weights are laid out for all NB blocks (each k row holds NB * NG * U
+// floats); a pass over fewer blocks reads its part of every row.
 // KS: the state size S when known at compile time (0: L.S at run time); a layer picked with
-// KS > 0 has S == H (no projection), so the units of each register, and whether they fill it,
-// are known at compile time too. The input part xp = x W_ih^T + b_ih does not depend on
-// h_prev: it goes through memory, off the chain; the recurrent part is the chain, kept in
-// registers (fully unrolled when KS > 0). y: null, or a second destination of h.
-template <typename Cell, int U, int Bits, int NB, bool Peep, int KS, int B0, int NBC>
-FASTLSTM_ACT_INLINE void blocks(const StreamLayerView<float>& L, const StreamGroup& g,
-                                const float* x, const float* h_prev, float* c, float* h_out,
-                                float* y, int64_t h_off = 0) noexcept {
+// KS > 0 has S == H (no projection). The input part does not depend on h_prev: it goes through
+// memory, off the chain; the recurrent part is the chain, kept in registers (fully unrolled
+// when KS > 0).
+template <typename Cell, int U, int Bits, int NB, int KS, int B0, int NBC>
+FASTLSTM_ACT_INLINE void products(const StreamLayerView<float>& L, const StreamGroup& g,
+                                  const float* x, const float* h_prev, float* xp,
+                                  typename simd::VOps<Bits>::V* ah) noexcept {
   using O = simd::VOps<Bits>;
   using VT = typename O::V;
   constexpr int kL = O::kL, NV = U / kL, NG = Cell::kGates, CW = NB * NG * NV,
                 C = NBC * NG * NV, J0 = B0 * NG * NV;  // row width, chains, first column
-  const int64_t I = L.I, S = KS > 0 ? KS : L.S, H = KS > 0 ? KS : L.H;
+  const int64_t I = L.I, S = KS > 0 ? KS : L.S;
   const float* w = L.w + g.w + J0 * kL;
   const float* bih = L.b_ih + g.b + J0 * kL;
-  const float* bhh = L.b_hh + g.b + J0 * kL;
-  alignas(64) float xp[C * kL];
   {
     VT ax[C];
     const VT a = O::set1(x[0]);
@@ -138,7 +136,6 @@ FASTLSTM_ACT_INLINE void blocks(const StreamLayerView<float>& L, const StreamGro
     for (int j = 0; j < C; ++j) O::store(xp + j * kL, O::add(ax[j], O::load(bih + j * kL)));
   }
   w += I * (CW * kL);
-  VT ah[C];
   {
     const VT a = O::set1(h_prev[0]);
     for (int j = 0; j < C; ++j) ah[j] = O::fma(a, O::load(w + j * kL), O::set1(0.0f));
@@ -149,10 +146,23 @@ FASTLSTM_ACT_INLINE void blocks(const StreamLayerView<float>& L, const StreamGro
     const float* wk = w + k * (CW * kL);
     for (int j = 0; j < C; ++j) ah[j] = O::fma(a, O::load(wk + j * kL), ah[j]);
   }
+}
+
+// The cell on each register of the group's NB blocks, from their products (xp in memory, ah):
+// c updated in place, h into h_out (and y unless null).
+template <typename Cell, int U, int Bits, int NB, bool Peep, int KS>
+FASTLSTM_ACT_INLINE void cells(const StreamLayerView<float>& L, const StreamGroup& g,
+                               const float* h_prev, float* c, float* h_out, float* y,
+                               const float* xp, const typename simd::VOps<Bits>::V* ah) noexcept {
+  using O = simd::VOps<Bits>;
+  using VT = typename O::V;
+  constexpr int kL = O::kL, NV = U / kL, NG = Cell::kGates;
+  const int64_t H = KS > 0 ? KS : L.H;
+  const float* bhh = L.b_hh + g.b;
   const VT one = O::set1(1.0f);
-  for (int b = 0; b < NBC; ++b)
+  for (int b = 0; b < NB; ++b)
     for (int v = 0; v < NV; ++v) {
-      const int64_t u = g.u0 + (B0 + b) * U + v * kL;  // first unit of this register
+      const int64_t u = g.u0 + b * U + v * kL;  // first unit of this register
       if (u >= H) return;
       const int n = H - u >= kL ? kL : int(H - u);
       // gate q of this register: (q * NV + v) within block b
@@ -185,35 +195,39 @@ FASTLSTM_ACT_INLINE void blocks(const StreamLayerView<float>& L, const StreamGro
         const VT hp = O::load_n(h_prev + u, n);
         h_new = O::add(O::mul(O::sub(one, z), nn), O::mul(z, hp));
       }
-      O::store_n(h_out + (u - h_off), h_new, n);
+      O::store_n(h_out + u, h_new, n);
       if (y) O::store_n(y + u, h_new, n);
     }
 }
 
-// One group of NB blocks: all its blocks in one pass where their recurrent chains (NB * NG *
-// U / kL registers) fit the register file next to a broadcast and a loaded row; else one block
-// after the other (256-bit registers, LSTM with two blocks of 16: 16 chains in 16 registers,
-// and GCC kept two of them on the stack, a store and a load per term on the chain: 1 → 32
-// measured 337 ns a step on Zen 3, against a floor of 92). Every chain is the same either way.
+// One group of NB blocks: the products, then the cell pass. All blocks' recurrent chains in one
+// pass over k, except in a layer of compile-time size (a latency chain, its weights in L1) whose
+// chains would not fit the register file next to a broadcast and a loaded row: there the
+// blocks' products run one after the other, the first block's finished chains set aside
+// (256-bit registers, LSTM with two blocks of 16: 16 chains in 16 registers, and GCC kept two
+// of them on the stack, a store and a load per term on the chain: 1 -> 32 measured 318 ns a
+// step on Zen 3, 1.26x RTNeural; one block after the other 253-258 ns, 1.00-1.02x). Larger
+// layers stream their weights from L2, and one pass over each row measured faster there
+// (64 -> 256: 0.81-0.84x RTNeural in one pass, 0.90-0.99x in two). Every chain is the same
+// either way; the cells run after every product, so h_out may be h_prev (a one-group layer
+// steps in place).
 template <typename Cell, int U, int Bits, int NB, bool Peep, int KS>
 FASTLSTM_ACT_INLINE void group(const StreamLayerView<float>& L, const StreamGroup& g,
                                const float* x, const float* h_prev, float* c, float* h_out,
                                float* y) noexcept {
+  using VT = typename simd::VOps<Bits>::V;
   constexpr int kL = simd::VOps<Bits>::kL, kRegsV = Bits == 512 ? 32 : 16;
-  constexpr int chains = NB * Cell::kGates * (U / kL);
-  if constexpr (NB == 2 && chains + 2 > kRegsV) {
-    // the first block's h waits in `first` until the second block's products have read h_prev
-    // (h_out may be h_prev: a one-group layer steps in place)
-    alignas(64) float first[U];
-    blocks<Cell, U, Bits, NB, Peep, KS, 0, 1>(L, g, x, h_prev, c, first, nullptr, g.u0);
-    blocks<Cell, U, Bits, NB, Peep, KS, 1, 1>(L, g, x, h_prev, c, h_out, y);
-    const int64_t H = KS > 0 ? KS : L.H, n = H - g.u0 < U ? H - g.u0 : U;
-    for (int64_t j = 0; j < n; ++j) h_out[g.u0 + j] = first[j];
-    if (y)
-      for (int64_t j = 0; j < n; ++j) y[g.u0 + j] = first[j];
+  constexpr int per_block = Cell::kGates * (U / kL), chains = NB * per_block;
+  alignas(64) float xp[chains * kL];
+  VT ah[chains];
+  if constexpr (KS > 0 && NB == 2 && chains + 2 > kRegsV) {
+    products<Cell, U, Bits, NB, KS, 0, 1>(L, g, x, h_prev, xp, ah);
+    products<Cell, U, Bits, NB, KS, 1, 1>(L, g, x, h_prev, xp + per_block * kL,
+                                          ah + per_block);
   } else {
-    blocks<Cell, U, Bits, NB, Peep, KS, 0, NB>(L, g, x, h_prev, c, h_out, y);
+    products<Cell, U, Bits, NB, KS, 0, NB>(L, g, x, h_prev, xp, ah);
   }
+  cells<Cell, U, Bits, NB, Peep, KS>(L, g, h_prev, c, h_out, y, xp, ah);
 }
 
 template <typename Cell, int U, int Bits, bool Peep, int KS>

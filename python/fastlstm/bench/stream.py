@@ -43,7 +43,7 @@ def format_stream_table(doc):
     lines = [
         f"one thread; FMA latency {doc['fma_latency_ns']:.3f} ns, sigmoid+tanh chain "
         f"{doc['activation_pair_ns']:.1f} ns; read bandwidth L1 (32 KB) "
-        f"{doc['l1_read_gbs']:.0f} GB/s, L2 (1 MB) {doc['l2_read_gbs']:.0f} GB/s; ns/step = "
+        f"{doc['l1_read_gbs']:.0f} GB/s, L2 (256 KB) {doc['l2_read_gbs']:.0f} GB/s; ns/step = "
         "median over alternated windows of about 20 us",
         f"{'cell':5s} {'I':>4s} {'H':>4s} {'prec':7s} | {'Stream ns':>10s} {'Model::Stream':>13s} | "
         f"{'lat floor':>9s} {'bw floor':>9s} | {'Stream/floor':>12s}",

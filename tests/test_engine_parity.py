@@ -503,6 +503,33 @@ def test_recurrent_mask_bad_input_is_refused():
         q.forward(x, train=False, recurrent_mask=np.ones((1, 2, 16), np.float32))
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_rows_a_multiple_of_4kb_apart_give_the_same_bits(cell):
+    """A batch-first output of T * H = 1024 floats per row is the next step's h at that stride:
+    the float32 step copies such rows to padded ones (once per step and thread) before its
+    products. The results are the time-major call's bits (rows H apart, no copy), and close to
+    the float64 reference."""
+    rng = np.random.default_rng(11)
+    T, B, I, H = 4, 7, 9, 256
+    tm = make_module(cell, I, H, "float32", seed=12)
+    bf = make_module(cell, I, H, "float32", seed=12, batch_first=True)
+    bf.flat_params[:] = tm.flat_params
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    before = fastlstm.get_num_threads()
+    for threads in (1, 2):
+        fastlstm.set_num_threads(threads)
+        try:
+            out_t, _ = tm(x)
+            out_b, _ = bf(np.ascontiguousarray(x.transpose(1, 0, 2)))
+        finally:
+            fastlstm.set_num_threads(before)
+        np.testing.assert_array_equal(out_b.transpose(1, 0, 2), out_t)
+    ref = make_module(cell, I, H, "float64", seed=12)
+    ref.flat_params[:] = tm.flat_params.astype(np.float64)
+    out64, _ = ref(x.astype(np.float64))
+    assert_close(out_t, out64, TOL["float32"], "float32 against float64")
+
+
 @pytest.mark.parametrize("H", [1, 8, 16, 32, 33, 48])
 @pytest.mark.parametrize("cell,opts", [("lstm", {}), ("lstm", dict(peephole=True)),
                                        ("gru", {})])

@@ -373,7 +373,15 @@ void Engine<T>::forward_direction(int64_t l, int64_t d, const DirParams<T>& p, c
       lp_rows_[2 * t + 1].shape(cfg_.precision, lp_step_[k].view.Kh);
     }
   }
+  // the padded copy of h (see hpad below): float products only, where h's rows may be a
+  // multiple of 4 KB apart (h_ at S, or the output's rows)
+  const bool pad_h = std::is_same_v<T, float> && !lowp() &&
+                     (a_rows_collide(S, S) ||
+                      a_rows_collide((shape_.batch_first ? Tn : 1) * DS, S));
+  const int64_t ldpad = a_row_pad(S);
+  if (pad_h && int64_t(hpad_.size()) < nt_want) hpad_.resize(nt_want);
   for (int t = 0; t < nt_want; ++t) {
+    if (pad_h) hpad_[t].resize(B * ldpad);
     rec_[t].resize(B * tile_cols);
     if (mk) hm_[t].resize(ng * B * S);
     if (per_step) {
@@ -542,6 +550,14 @@ void Engine<T>::forward_direction(int64_t l, int64_t d, const DirParams<T>& p, c
             T* o = hm + (g * B + j) * S;
             for (int64_t c = 0; c < S; ++c) o[c] = h[c] * m[c];
           }
+      // h's rows a multiple of 4 KB apart (S = 1024, 2048, ...): the float product would copy
+      // them to padded rows for every tile; copied once per step and thread here instead
+      const T* hpad = nullptr;
+      if (pad_h && !hm && !qh && nb > 2 && t1 - t0 > 1 && a_rows_collide(ldh, S)) {
+        T* hb = hpad_[tid].data();
+        for (int64_t j = 0; j < nb; ++j) std::copy_n(hp + j * ldh, S, hb + j * ldpad);
+        hpad = hb;
+      }
       for (int64_t t = t0; t < t1 && !step1; ++t) {
         const int64_t u0 = t * kTile, nu = std::min(kTile, H - u0);
         if (fused) {
@@ -559,7 +575,8 @@ void Engine<T>::forward_direction(int64_t l, int64_t d, const DirParams<T>& p, c
               product(1, nb, kTile, S, hm + g * B * S, S, pk_hh, t * tile_cols + g * kTile,
                       rec + g * kTile, tile_cols);
           else
-            product(1, nb, tile_cols, S, hp, ldh, pk_hh, t * tile_cols, rec, tile_cols, qh);
+            product(1, nb, tile_cols, S, hpad ? hpad : hp, hpad ? ldpad : ldh, pk_hh,
+                    t * tile_cols, rec, tile_cols, qh);
           if (per_step)
             project(0, nb, t * tile_cols, (t + 1) * tile_cols, xs, ldx, xrec, tile_cols, qx);
         }

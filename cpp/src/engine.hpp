@@ -117,6 +117,7 @@ class Engine {
   std::vector<T> act_, aux_;              // [B, G], [B, H]   (inference)
   std::vector<std::vector<T>> act_tmp_;   // low-precision inference: per thread [3H + kTile]
   std::vector<std::vector<T>> rec_;       // per thread [B, tile gates]
+  std::vector<std::vector<T>> hpad_;      // per thread [B, a_row_pad(S)]: h's rows, padded
   std::vector<T> h_[2], c_, hraw_;        // ping-pong [B, S], [B, H], [B, H]
   std::vector<T> mid_[2];                 // inference: [N, D*S] outputs of inner layers
   std::vector<T> d_rec_, d_hout_;         // [T*B, G], [T*B, S]

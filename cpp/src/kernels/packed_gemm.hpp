@@ -32,6 +32,16 @@ constexpr int kMR = 8;       // rows per micro-tile (8 x 32 accumulators fit the
 
 static inline int64_t num_panels(int64_t N) { return (N + kNC - 1) / kNC; }  // static: one per TU
 
+// Rows of a left operand a multiple of 4 KB apart all fall in one L1 set (see simd::gemm_packed):
+// the float products copy such an operand to rows a_row_pad(K) floats apart (an odd number of
+// cache lines) before they run. A caller that runs several products on the same rows (the
+// engine's forward step, tile by tile) copies them once itself, to rows that far apart.
+static inline bool a_rows_collide(int64_t lda, int64_t K) { return lda % 1024 == 0 && K >= 32; }
+static inline int64_t a_row_pad(int64_t K) {
+  const int64_t ld = (K + 15) / 16 * 16;
+  return (ld / 16) % 2 == 0 ? ld + 16 : ld;
+}
+
 // Packs B, logically [N, K] with element (n, k) at b[n * sn + k * sk], into num_panels(N) panels.
 // Runs on every training call (the weights change at every step) and on the backward's
 // activation panels: a panel row is one contiguous copy where b's rows are (sn == 1), else
@@ -225,9 +235,8 @@ inline void gemm_packed(int64_t M, int64_t N, int64_t K, const float* A, int64_t
   // number of cache lines apart. The same FMA chains, so the same bits. (Rows 2 KB apart, two
   // sets, measured no faster copied: the copy's cost, about 5% at 64 x 128 x 512, is not won
   // back.)
-  if (lda % 1024 == 0 && K >= 32) {
-    int64_t ld = (K + 15) / 16 * 16;
-    if ((ld / 16) % 2 == 0) ld += 16;
+  if (a_rows_collide(lda, K)) {
+    const int64_t ld = a_row_pad(K);
     const int64_t rows = std::min<int64_t>(M, 128);
     thread_local std::vector<float, detail::AlignedAllocator<float>> abuf;
     if (int64_t(abuf.size()) < rows * ld) abuf.resize(size_t(rows * ld));

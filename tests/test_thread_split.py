@@ -43,14 +43,33 @@ def test_thresholds_are_set_and_restored(two_threads):
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_small_training_step_runs_on_one_thread(cell, dtype, two_threads):
-    """The issue's small steps (B, T, I, H) = (32, 8, 8, 64), (32, 20, 1, 50): below both
-    thresholds, so neither the forward nor the backward wakes a second thread."""
+    """The issue's small steps (B, T, I, H) = (32, 8, 8, 64), (32, 20, 1, 50) at the step
+    threshold of 2^21 multiply-adds per thread (the default but on AMD CPUs, which split from
+    2^19 or 2^18, where that was measured to pay): below both thresholds, so neither the forward
+    nor the backward wakes a second thread."""
+    _core._set_min_thread_work(1 << 21, -1, -1)
     rng = np.random.default_rng(0)
     for B, T, I, H in ((32, 8, 8, 64), (32, 20, 1, 50)):  # noqa: E741
         mod = getattr(fastlstm, cell)(I, H, dtype=dtype, seed=1)
         x = rng.standard_normal((T, B, I))
         fwd, bwd, _ = _train_step(mod, x, np.ones((T, B, H)))
         assert (fwd, bwd) == (1, 1)
+
+
+def test_default_step_threshold_is_the_cpus():
+    """The default step threshold: 2^19 multiply-adds per thread on AMD CPUs with AVX-512,
+    2^18 on AMD CPUs without, 2^21 on others; the batch-1 inference byte threshold 32 KB on AMD
+    CPUs, else the step-bytes threshold."""
+    _core._set_min_thread_work(-1, -1, -1)
+    info = fastlstm.cpu_info()
+    step, _, step_bytes = _core._min_thread_work()
+    amd = info.get("vendor") == "AuthenticAMD"
+    if amd:
+        assert step == (1 << 19 if "avx512f" in info["features"] else 1 << 18)
+        assert _core._min_step_bytes_b1() == 1 << 15
+    else:
+        assert step == 1 << 21
+        assert _core._min_step_bytes_b1() == step_bytes
 
 
 @pytest.mark.parametrize("cell", CELLS)

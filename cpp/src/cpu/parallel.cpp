@@ -321,8 +321,8 @@ namespace {
 // 25 calls, two rounds: with the steps split at 0.5M multiply-adds per thread, (32, 40, 8, 128)
 // took 5.1-5.5 ms against 7.3-8.1 split at 2M and 8.4-9.0 on one thread, (32, 8, 8, 128) 1.11
 // against 1.36 (PyTorch at 2 threads: 4.7 and 1.4 ms); split at 0.25M, (32, 8, 8, 64) lost 5%.
-// So on AMD CPUs with AVX-512 (Zen 4 and later) steps are split at 2^19; elsewhere at 2^21
-// (Zen 3 and the Intel VMs were not measured at 2^19).
+// So on AMD CPUs with AVX-512 (Zen 4 and later) steps are split at 2^19; on the Intel VMs at
+// 2^21 (not re-measured at lower thresholds); Zen 3 below.
 //
 // Batch-1 inference on the same Zen 4 (1000 steps, medians of 15 calls, two rounds, ms, 1
 // thread -> 2 threads split at 32 KB of weights per thread): float32 I=64 H=128 3.9 -> 2.7-2.9,
@@ -330,6 +330,18 @@ namespace {
 // KB that splits at 256 KB per thread), bf16 I=64 H=128 2.4 -> 1.5-1.7. Training steps did not
 // gain from that byte threshold ((32, 8, 8, 64) 0.46 -> 0.50-0.76 ms), so it is for inference
 // steps of one or two rows only.
+//
+// AMD Zen 3 (2-core VM, AVX2 only, shared with other tenants, 2026-12-02), forward + backward
+// at 2 threads, thresholds alternated in one process, medians of 9-15 rounds of the best of 7
+// calls, time against the split at 2^21: at 2^18 (32, 40, 8, 64) 0.74-0.77, (32, 8, 8, 128)
+// 0.74-0.76, (8, 40, 8, 128) 0.74, (8, 8, 8, 128) 0.82-0.85, (32, 8, 8, 64) 0.87-0.90; at 2^19
+// only (32, 8, 8, 128) gained (0.74). Nine other shapes of the grid stayed within 0.96-1.04
+// (8, 40, 8, 64 the worst: 1.03 and 1.07 in two runs, at 2^17 1.04). A core of half Zen 4's
+// vector width takes twice as long for the same multiply-adds, so a split pays from half the
+// work: AMD CPUs without AVX-512 split steps at 2^18. Batch-1 inference (300 steps, medians of
+// 9 rounds) at 32 KB of weights per thread against the default: int8 I=64 H=256 0.57, float32
+// I=64 H=128 0.68, I=64 H=64 0.82, int8 I=64 H=128 0.78 (float32 and bf16 at H = 256 were
+// split already): the 32 KB byte threshold holds for every AMD CPU.
 constexpr MinThreadWork kDefaultMinWork{int64_t(1) << 21, int64_t(1) << 24, int64_t(1) << 18};
 struct CpuDefaults {
   int64_t step = kDefaultMinWork.step;
@@ -342,8 +354,8 @@ const CpuDefaults& cpu_defaults() {
       const CpuInfo info = fastlstm::cpu_info();
       const bool avx512 = std::find(info.features.begin(), info.features.end(), "avx512f") !=
                           info.features.end();
-      if (info.vendor == "AuthenticAMD" && avx512) {
-        r.step = int64_t(1) << 19;
+      if (info.vendor == "AuthenticAMD") {
+        r.step = int64_t(1) << (avx512 ? 19 : 18);
         r.step_bytes_b1 = int64_t(1) << 15;
       }
     } catch (...) {

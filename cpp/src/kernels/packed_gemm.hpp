@@ -167,8 +167,14 @@ constexpr int64_t kKB = 256;
 constexpr int64_t kKB = FASTLSTM_KB;
 #endif
 
+// Software prefetch of the next panel block from this many rows of A (see gemm_packed). AVX-512
+// levels: 96 (Sapphire Rapids, 2 MB L2: 64 x 2048 x 512 lost 8% with it, its weights in L2).
+// AVX2: 32; the CPUs of that level have small L2s (Zen 2/3: 512 KB), which the step's weight
+// tiles and its A operands do not share without evictions: batch_inf (64 rows) ran in 0.79-0.96
+// of the time at 2 threads (six alternated rounds, Zen 3), 0.82-0.99 at 1, train_large 0.83-1.03,
+// train_small 0.76-1.13 (four rounds each, a shared machine).
 #ifndef FASTLSTM_PF_ROWS
-constexpr int64_t kPrefetchRows = 96;
+constexpr int64_t kPrefetchRows = kW == 8 ? 32 : 96;
 #else
 constexpr int64_t kPrefetchRows = FASTLSTM_PF_ROWS;
 #endif
@@ -248,9 +254,9 @@ inline void gemm_packed(int64_t M, int64_t N, int64_t K, const float* A, int64_t
     return;
   }
   // the panel the next column block reads (whole panel rows: they come in whole lines); only
-  // for many rows (measured: + 10-14% on 128 x 4096 x 1024 and 128 x 4096 x 512, where the
-  // weights come from memory every step; - 8% on 64 x 2048 x 512, where they come from L2/L3
-  // and the hardware prefetchers keep up)
+  // for enough rows (kPrefetchRows; measured on Sapphire Rapids: + 10-14% on 128 x 4096 x 1024
+  // and 128 x 4096 x 512, where the weights come from memory every step; - 8% on 64 x 2048 x
+  // 512, where they come from L2 and the hardware prefetchers keep up)
   const bool pf = M >= kPrefetchRows;
   for (int64_t p = 0; p < np; ++p)
     for (int v0 = 0; v0 < kVpp; v0 += kTileV) {

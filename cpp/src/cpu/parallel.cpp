@@ -336,12 +336,12 @@ namespace {
 // calls, time against the split at 2^21: at 2^18 (32, 40, 8, 64) 0.74-0.77, (32, 8, 8, 128)
 // 0.74-0.76, (8, 40, 8, 128) 0.74, (8, 8, 8, 128) 0.82-0.85, (32, 8, 8, 64) 0.87-0.90; at 2^19
 // only (32, 8, 8, 128) gained (0.74). Seven other shapes stayed within 0.98-1.01; (8, 40, 8,
-// 64) measured 1.03 and 1.07 in two runs (at 2^17 1.04), (1, 40, 8, 128) 1.13 and 0.96. A core of half Zen 4's
-// vector width takes twice as long for the same multiply-adds, so a split pays from half the
-// work: AMD CPUs without AVX-512 split steps at 2^18. Batch-1 inference (300 steps, medians of
-// 9 rounds) at 32 KB of weights per thread against the default: int8 I=64 H=256 0.57, float32
-// I=64 H=128 0.68, I=64 H=64 0.82, int8 I=64 H=128 0.78 (float32 and bf16 at H = 256 were
-// split already): the 32 KB byte threshold holds for every AMD CPU.
+// 64) measured 1.03 and 1.07 in two runs (at 2^17 1.04), (1, 40, 8, 128) 1.13 and 0.96. A core
+// of half Zen 4's vector width takes twice as long for the same multiply-adds, so a split pays
+// from half the work: AMD CPUs without AVX-512 split steps at 2^18. Batch-1 inference (300
+// steps, medians of 9 rounds) at 32 KB of weights per thread against the default: int8 I=64
+// H=256 0.57, float32 I=64 H=128 0.68, I=64 H=64 0.82, int8 I=64 H=128 0.78 (float32 and bf16
+// at H = 256 were split already): the 32 KB byte threshold holds for every AMD CPU.
 constexpr MinThreadWork kDefaultMinWork{int64_t(1) << 21, int64_t(1) << 24, int64_t(1) << 18};
 struct CpuDefaults {
   int64_t step = kDefaultMinWork.step;

@@ -133,11 +133,7 @@ inline void panel_tail(int64_t rows, int64_t K, const T* A, int64_t lda, const T
 // (AVX2).
 namespace simd {
 constexpr int kVpp = int(kNC) / kW;  // vectors per panel row
-#ifndef FASTLSTM_TILE_V
 constexpr int kTileV = 2;
-#else
-constexpr int kTileV = FASTLSTM_TILE_V;
-#endif
 #ifndef FASTLSTM_TILE_M
 constexpr int kTileM = (kRegs - kTileV - 2) / kTileV;
 #else
